@@ -1,0 +1,8 @@
+"""Mammography CADe: the device software.
+
+The device boundary is the ``cad`` package minus ``cad.tools`` (phantom generation and other
+development tooling that never runs on a site).
+"""
+
+__version__ = "0.1.0"
+ALGORITHM_NAME = "mammo-cad dual-view RetinaNet"

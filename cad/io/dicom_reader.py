@@ -1,0 +1,477 @@
+"""Read MG DICOM files into :class:`~cad.io.image.MammogramImage` objects.
+
+Pixel handling follows the DICOM grayscale pipeline with pydicom's pure functions: Modality
+LUT, then VOI LUT (or window), then MONOCHROME1 inversion, then scaling to [0, 1] over the
+VOI output range. Each refusal is an :class:`~cad.io.errors.IngestError` that names the file
+and the problem; no message carries a patient identifier.
+
+Policy choices (documented in docs/ingest.md):
+
+* For Processing images are refused: their raw detector values lack the vendor's display
+  processing the detector was trained on.
+* Lossless and lossy JPEG 2000, JPEG-LS, JPEG Lossless, RLE and the uncompressed syntaxes are
+  decoded; lossy-compressed images are analysed with a warning recorded on the image.
+* Pixel spacing is PixelSpacing (calibrated to the breast plane) when present, otherwise
+  ImagerPixelSpacing (detector plane); the source travels with the value.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000,
+    JPEG2000Lossless,
+    JPEGLosslessSV1,
+    JPEGLossless,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+
+from cad.io.codes import (
+    MG_FOR_PRESENTATION,
+    MG_FOR_PROCESSING,
+    UNSUPPORTED_MODIFIERS,
+    VIEW_CODES,
+    VIEW_POSITIONS,
+)
+from cad.io.errors import IngestError, IngestErrorCode
+from cad.io.image import (
+    ImageRef,
+    Laterality,
+    MammogramImage,
+    PixelSpacing,
+    SUPPORTED_VIEWS,
+    View,
+)
+
+log = logging.getLogger(__name__)
+
+#: Transfer syntaxes the CAD decodes. Anything else is refused before decoding.
+SUPPORTED_TRANSFER_SYNTAXES: frozenset[str] = frozenset(
+    {
+        ImplicitVRLittleEndian,
+        ExplicitVRLittleEndian,
+        ExplicitVRBigEndian,
+        DeflatedExplicitVRLittleEndian,
+        JPEG2000Lossless,
+        JPEG2000,
+        JPEGLSLossless,
+        JPEGLSNearLossless,
+        JPEGLossless,
+        JPEGLosslessSV1,
+        RLELossless,
+    }
+)
+LOSSY_TRANSFER_SYNTAXES: frozenset[str] = frozenset({JPEG2000, JPEGLSNearLossless})
+
+#: Decoded-size cap: the largest mammography detectors are about 30 Mpixel.
+MAX_PIXELS = 40_000_000
+MIN_SIDE = 64
+#: Plausible mammography pixel spacing range in mm.
+SPACING_RANGE_MM = (0.02, 1.0)
+
+
+def _fail(path: Path, code: IngestErrorCode, message: str) -> IngestError:
+    return IngestError(path, code, message)
+
+
+def _text(ds: Dataset, keyword: str) -> str | None:
+    value = ds.get(keyword)
+    if value is None:
+        return None
+    text = str(value).strip().upper()
+    return text or None
+
+
+def read_laterality(ds: Dataset, path: Path) -> tuple[Laterality, list[str]]:
+    """Laterality from ImageLaterality, falling back to the series-level Laterality."""
+    notes: list[str] = []
+    image_lat = _text(ds, "ImageLaterality")
+    series_lat = _text(ds, "Laterality")
+    valid = {"L", "R"}
+    if image_lat in valid:
+        if series_lat in valid and series_lat != image_lat:
+            raise _fail(
+                path,
+                IngestErrorCode.CONTRADICTORY_LATERALITY,
+                f"contradictory laterality: ImageLaterality is '{image_lat}' but "
+                f"Laterality is '{series_lat}'",
+            )
+        return Laterality(image_lat), notes
+    if image_lat is not None and image_lat not in valid:
+        raise _fail(
+            path,
+            IngestErrorCode.MISSING_LATERALITY,
+            f"laterality not usable: ImageLaterality is '{image_lat}' (expected 'L' or 'R')",
+        )
+    if series_lat in valid:
+        notes.append("laterality taken from Laterality (0020,0060); ImageLaterality is absent")
+        return Laterality(series_lat), notes
+    raise _fail(
+        path,
+        IngestErrorCode.MISSING_LATERALITY,
+        "missing laterality: neither ImageLaterality nor Laterality is 'L' or 'R'",
+    )
+
+
+def _code_key(item: Dataset) -> tuple[str, str]:
+    return (
+        str(item.get("CodingSchemeDesignator", "")).strip().upper(),
+        str(item.get("CodeValue", "")).strip(),
+    )
+
+
+def _view_from_code(item: Dataset) -> View | None:
+    view = VIEW_CODES.get(_code_key(item))
+    if view is not None:
+        return view
+    meaning = str(item.get("CodeMeaning", "")).strip().lower().replace("-", "").replace(" ", "")
+    by_meaning = {
+        "craniocaudal": View.CC,
+        "mediolateraloblique": View.MLO,
+        "mediolateral": View.ML,
+        "lateromedial": View.LM,
+    }
+    return by_meaning.get(meaning)
+
+
+def _modifiers(ds: Dataset, view_item: Dataset | None) -> list[str]:
+    found: list[str] = []
+    items: list[Dataset] = []
+    if view_item is not None:
+        items.extend(view_item.get("ViewModifierCodeSequence", []))
+    items.extend(ds.get("ViewModifierCodeSequence", []))
+    for item in items:
+        name = UNSUPPORTED_MODIFIERS.get(_code_key(item))
+        if name is None:
+            meaning = str(item.get("CodeMeaning", "")).lower()
+            for word, label in (("spot", "spot compression"), ("magnif", "magnification")):
+                if word in meaning:
+                    name = label
+        if name is not None and name not in found:
+            found.append(name)
+    return found
+
+
+def read_view(ds: Dataset, path: Path) -> tuple[View, list[str]]:
+    """View from ViewCodeSequence, falling back to ViewPosition; disagreement is an error."""
+    notes: list[str] = []
+    code_view: View | None = None
+    view_item: Dataset | None = None
+    seq = ds.get("ViewCodeSequence")
+    if seq:
+        view_item = seq[0]
+        code_view = _view_from_code(view_item)
+        if code_view is None:
+            scheme, value = _code_key(view_item)
+            notes.append(f"ViewCodeSequence code ({value}, {scheme}) is not a known view")
+    position = _text(ds, "ViewPosition")
+    position_view = VIEW_POSITIONS.get(position) if position else None
+    if position and position_view is None:
+        notes.append(f"ViewPosition '{position}' is not a known mammography view")
+
+    if code_view is not None and position_view is not None and code_view is not position_view:
+        raise _fail(
+            path,
+            IngestErrorCode.CONTRADICTORY_VIEW,
+            f"contradictory view: ViewCodeSequence says {code_view.value} but ViewPosition "
+            f"says {position_view.value}",
+        )
+    view = code_view or position_view
+    if view is None:
+        detail = "; ".join(notes) if notes else "neither ViewCodeSequence nor ViewPosition is set"
+        raise _fail(path, IngestErrorCode.MISSING_VIEW, f"missing view: {detail}")
+    if code_view is None:
+        notes.append("view taken from ViewPosition; ViewCodeSequence is absent or unknown")
+
+    modifiers = _modifiers(ds, view_item)
+    if modifiers:
+        raise _fail(
+            path,
+            IngestErrorCode.UNSUPPORTED_VIEW,
+            f"unsupported view: {view.value} with {', '.join(modifiers)} "
+            "(only screening CC and MLO views are analysed)",
+        )
+    if view not in SUPPORTED_VIEWS:
+        raise _fail(
+            path,
+            IngestErrorCode.UNSUPPORTED_VIEW,
+            f"unsupported view: {view.value} (only screening CC and MLO views are analysed)",
+        )
+    return view, notes
+
+
+def read_spacing(ds: Dataset, path: Path) -> PixelSpacing:
+    """Pixel spacing in mm, preferring the breast-plane PixelSpacing over ImagerPixelSpacing."""
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(keyword)
+        if value is None:
+            continue
+        try:
+            row, col = (float(v) for v in value)
+        except (TypeError, ValueError):
+            raise _fail(
+                path,
+                IngestErrorCode.MISSING_SPACING,
+                f"{keyword} is not two numbers: {value!r}",
+            ) from None
+        low, high = SPACING_RANGE_MM
+        if not (low <= row <= high and low <= col <= high):
+            raise _fail(
+                path,
+                IngestErrorCode.MISSING_SPACING,
+                f"implausible {keyword} {row:g}\\{col:g} mm (expected {low}-{high} mm)",
+            )
+        return PixelSpacing(row, col, keyword)
+    raise _fail(
+        path,
+        IngestErrorCode.MISSING_SPACING,
+        "missing pixel spacing: neither PixelSpacing nor ImagerPixelSpacing is present",
+    )
+
+
+def _check_identity(ds: Dataset, path: Path) -> None:
+    if "SOPClassUID" not in ds and "Modality" not in ds:
+        raise _fail(
+            path,
+            IngestErrorCode.UNREADABLE,
+            "unreadable DICOM header: no SOPClassUID and no Modality",
+        )
+    modality = _text(ds, "Modality")
+    if modality != "MG":
+        raise _fail(
+            path,
+            IngestErrorCode.NOT_MG,
+            f"not a mammogram: Modality is '{modality or ''}' (expected 'MG')",
+        )
+    sop_class = str(ds.get("SOPClassUID", ""))
+    intent = _text(ds, "PresentationIntentType")
+    if sop_class == MG_FOR_PROCESSING or intent == "FOR PROCESSING":
+        raise _fail(
+            path,
+            IngestErrorCode.FOR_PROCESSING,
+            "For Processing mammogram refused: only For Presentation images are analysed "
+            "(send the processed image the workstation displays)",
+        )
+    if sop_class != MG_FOR_PRESENTATION:
+        name = UID(sop_class).name if sop_class else "absent"
+        raise _fail(
+            path,
+            IngestErrorCode.UNSUPPORTED_SOP_CLASS,
+            f"unsupported SOP class {sop_class or '(none)'} ({name}); expected Digital "
+            "Mammography X-Ray Image Storage - For Presentation",
+        )
+    for keyword in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+        if not ds.get(keyword):
+            raise _fail(path, IngestErrorCode.MISSING_ATTRIBUTE, f"missing {keyword}")
+    if _text(ds, "BreastImplantPresent") == "YES":
+        raise _fail(
+            path,
+            IngestErrorCode.IMPLANT_PRESENT,
+            "breast implant present (BreastImplantPresent is YES): the CAD is not validated "
+            "on implant images",
+        )
+
+
+def _check_pixel_format(ds: Dataset, path: Path) -> None:
+    meta = getattr(ds, "file_meta", None)
+    ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    if ts not in SUPPORTED_TRANSFER_SYNTAXES:
+        name = UID(ts).name if ts else "absent"
+        raise _fail(
+            path,
+            IngestErrorCode.UNSUPPORTED_TRANSFER_SYNTAX,
+            f"unsupported transfer syntax {ts or '(none)'} ({name})",
+        )
+    if "PixelData" not in ds:
+        raise _fail(path, IngestErrorCode.CORRUPT_PIXEL_DATA, "no pixel data (7FE0,0010)")
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        samples = int(ds.get("SamplesPerPixel", 1))
+        bits_allocated = int(ds.BitsAllocated)
+        bits_stored = int(ds.BitsStored)
+        photometric = str(ds.PhotometricInterpretation).strip()
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise _fail(
+            path, IngestErrorCode.MISSING_ATTRIBUTE, f"incomplete Image Pixel module ({exc})"
+        ) from None
+    if rows < MIN_SIDE or cols < MIN_SIDE or rows * cols * frames > MAX_PIXELS:
+        raise _fail(
+            path,
+            IngestErrorCode.ABSURD_DIMENSIONS,
+            f"absurd dimensions {rows} x {cols} x {frames} frame(s): expected one frame of "
+            f"at least {MIN_SIDE} x {MIN_SIDE} and at most {MAX_PIXELS:,} pixels",
+        )
+    if frames != 1 or samples != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise _fail(
+            path,
+            IngestErrorCode.UNSUPPORTED_PIXEL_FORMAT,
+            f"unsupported pixel format: {frames} frame(s), {samples} sample(s) per pixel, "
+            f"{photometric} (expected one MONOCHROME1/2 frame)",
+        )
+    if bits_allocated not in (8, 16) or not (1 <= bits_stored <= bits_allocated):
+        raise _fail(
+            path,
+            IngestErrorCode.UNSUPPORTED_PIXEL_FORMAT,
+            f"unsupported BitsAllocated {bits_allocated} / BitsStored {bits_stored}",
+        )
+    if ts in {ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian,
+              DeflatedExplicitVRLittleEndian}:
+        expected = rows * cols * bits_allocated // 8
+        actual = len(ds.PixelData)
+        if actual < expected:
+            raise _fail(
+                path,
+                IngestErrorCode.CORRUPT_PIXEL_DATA,
+                f"truncated pixel data: {actual:,} bytes, expected {expected:,}",
+            )
+
+
+def _voi_output_range(ds: Dataset) -> tuple[float, float]:
+    """Output range of the VOI stage, as PS3.3 C.11.2 defines it for LUT and window."""
+    voi_seq = ds.get("VOILUTSequence")
+    if voi_seq:
+        bits = int(voi_seq[0].LUTDescriptor[2])
+        return 0.0, float(2**bits - 1)
+    if ds.get("ModalityLUTSequence"):
+        bits = int(ds.ModalityLUTSequence[0].LUTDescriptor[2])
+        low, high = 0.0, float(2**bits - 1)
+    elif int(ds.PixelRepresentation) == 0:
+        low, high = 0.0, float(2 ** int(ds.BitsStored) - 1)
+    else:
+        low, high = -float(2 ** (int(ds.BitsStored) - 1)), float(2 ** (int(ds.BitsStored) - 1) - 1)
+    slope = ds.get("RescaleSlope")
+    intercept = ds.get("RescaleIntercept")
+    if slope is not None and intercept is not None:
+        low, high = low * float(slope) + float(intercept), high * float(slope) + float(intercept)
+    return min(low, high), max(low, high)
+
+
+def to_display(stored: np.ndarray, ds: Dataset) -> tuple[np.ndarray, list[str]]:
+    """Stored values -> display values in [0, 1] (brighter = more attenuating)."""
+    notes: list[str] = []
+    values = apply_modality_lut(stored, ds)
+    has_voi = bool(ds.get("VOILUTSequence")) or (
+        "WindowCenter" in ds and "WindowWidth" in ds
+    )
+    if has_voi:
+        values = apply_voi_lut(values, ds, index=0, prefer_lut=True)
+        low, high = _voi_output_range(ds)
+    else:
+        notes.append("no VOI LUT or window: scaled over the stored value range")
+        values = values.astype(np.float64)
+        low, high = float(values.min()), float(values.max())
+    span = high - low if high > low else 1.0
+    display = ((np.asarray(values, dtype=np.float64) - low) / span).astype(np.float32)
+    np.clip(display, 0.0, 1.0, out=display)
+    if str(ds.PhotometricInterpretation).strip() == "MONOCHROME1":
+        display = 1.0 - display
+    return display, notes
+
+
+def ref_from_dataset(ds: Dataset, path: Path) -> ImageRef:
+    """Best-effort identity of a file that failed validation, for recording it in outputs."""
+    lat = _text(ds, "ImageLaterality") or _text(ds, "Laterality")
+    view = VIEW_POSITIONS.get(_text(ds, "ViewPosition") or "")
+    seq = ds.get("ViewCodeSequence")
+    if seq:
+        view = _view_from_code(seq[0]) or view
+    return ImageRef(
+        path,
+        str(ds.get("SOPInstanceUID", "")) or None,
+        str(ds.get("StudyInstanceUID", "")) or None,
+        Laterality(lat) if lat in ("L", "R") else None,
+        view,
+    )
+
+
+def read_dataset(source: Path | str | BinaryIO, path: Path | None = None) -> Dataset:
+    """Parse a DICOM file (header now, pixel data on first use)."""
+    shown = path or Path(str(getattr(source, "name", source)))
+    try:
+        return pydicom.dcmread(source, defer_size="256 KB")
+    except InvalidDicomError:
+        raise _fail(
+            shown, IngestErrorCode.NOT_DICOM, "not a DICOM file (no DICM preamble or header)"
+        ) from None
+    except FileNotFoundError:
+        raise _fail(shown, IngestErrorCode.UNREADABLE, "file not found") from None
+    except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+        raise _fail(
+            shown,
+            IngestErrorCode.UNREADABLE,
+            f"unreadable DICOM header ({type(exc).__name__})",
+        ) from None
+
+
+def image_from_dataset(ds: Dataset, path: Path) -> MammogramImage:
+    """Validate a parsed dataset and decode it into a :class:`MammogramImage`."""
+    _check_identity(ds, path)
+    laterality, lat_notes = read_laterality(ds, path)
+    view, view_notes = read_view(ds, path)
+    spacing = read_spacing(ds, path)
+    _check_pixel_format(ds, path)
+    try:
+        stored = ds.pixel_array
+    except Exception as exc:  # noqa: BLE001 - decoders raise many types; all mean "corrupt"
+        raise _fail(
+            path,
+            IngestErrorCode.CORRUPT_PIXEL_DATA,
+            f"pixel data cannot be decoded ({type(exc).__name__}: {str(exc)[:120]})",
+        ) from None
+    if stored.shape != (int(ds.Rows), int(ds.Columns)):
+        raise _fail(
+            path,
+            IngestErrorCode.CORRUPT_PIXEL_DATA,
+            f"decoded pixel array is {stored.shape}, header says {int(ds.Rows)} x {int(ds.Columns)}",
+        )
+    display, pixel_notes = to_display(stored, ds)
+    ts = str(ds.file_meta.TransferSyntaxUID)
+    notes = lat_notes + view_notes + pixel_notes
+    if ts in LOSSY_TRANSFER_SYNTAXES or _text(ds, "LossyImageCompression") == "01":
+        notes.append("lossy compressed image")
+    orientation = ds.get("PatientOrientation")
+    patient_orientation = (
+        (str(orientation[0]), str(orientation[1]))
+        if orientation is not None and len(orientation) == 2
+        else None
+    )
+    return MammogramImage(
+        path=path,
+        sop_instance_uid=str(ds.SOPInstanceUID),
+        study_instance_uid=str(ds.StudyInstanceUID),
+        series_instance_uid=str(ds.SeriesInstanceUID),
+        sop_class_uid=str(ds.SOPClassUID),
+        laterality=laterality,
+        view=view,
+        pixels=display,
+        spacing=spacing,
+        photometric_interpretation=str(ds.PhotometricInterpretation).strip(),
+        bits_stored=int(ds.BitsStored),
+        transfer_syntax_uid=ts,
+        patient_orientation=patient_orientation,
+        study_date=str(ds.get("StudyDate", "")) or None,
+        content_date=str(ds.get("ContentDate", "")) or None,
+        warnings=tuple(notes),
+    )
+
+
+def read_image(path: Path | str) -> MammogramImage:
+    """Read one MG file; raises :class:`IngestError` naming the file and the problem."""
+    path = Path(path)
+    return image_from_dataset(read_dataset(path), path)

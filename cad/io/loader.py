@@ -1,0 +1,76 @@
+"""Load files and folders into studies, never losing an input silently."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from cad.io.dicom_reader import image_from_dataset, read_dataset, ref_from_dataset
+from cad.io.errors import IngestError, IngestErrorCode
+from cad.io.image import ImageRef, IngestFailure, IngestResult, MammogramImage, Study
+
+log = logging.getLogger(__name__)
+
+#: Sidecar files that may sit beside DICOM files in a folder and are not images.
+SIDECAR_SUFFIXES = frozenset(
+    {".json", ".png", ".jpg", ".jpeg", ".txt", ".md", ".csv", ".xml", ".html", ".pdf", ".yaml",
+     ".yml", ".log", ".svg"}
+)
+
+
+def iter_input_files(inputs: Iterable[Path | str]) -> Iterator[Path]:
+    """Files named directly, and every non-sidecar file below the folders named, sorted."""
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            for child in sorted(p for p in path.rglob("*") if p.is_file()):
+                if child.suffix.lower() in SIDECAR_SUFFIXES or child.name == "DICOMDIR":
+                    continue
+                if any(part.startswith(".") for part in child.relative_to(path).parts):
+                    continue
+                yield child
+        else:
+            yield path
+
+
+def load_file(path: Path) -> MammogramImage | IngestFailure:
+    """One file -> an image, or a failure that says which file and why."""
+    ds = None
+    try:
+        ds = read_dataset(path)
+        return image_from_dataset(ds, path)
+    except IngestError as err:
+        ref = ref_from_dataset(ds, path) if ds is not None else ImageRef(path, None, None, None, None)
+        log.warning("not analysed: %s [%s]", err, err.code.value)
+        return IngestFailure(ref, err.code, err.message)
+
+
+def load(inputs: Iterable[Path | str]) -> IngestResult:
+    """Read every input into studies grouped by StudyInstanceUID, in a stable order.
+
+    A duplicate SOPInstanceUID within a study is recorded as a failure, not merged.
+    """
+    studies: dict[str, Study] = {}
+    result = IngestResult()
+    seen: dict[str, set[str]] = {}
+    for path in iter_input_files(inputs):
+        outcome = load_file(path)
+        if isinstance(outcome, IngestFailure):
+            uid = outcome.ref.study_instance_uid
+            if uid:
+                studies.setdefault(uid, Study(uid)).failures.append(outcome)
+            else:
+                result.unassigned_failures.append(outcome)
+            continue
+        study = studies.setdefault(outcome.study_instance_uid, Study(outcome.study_instance_uid))
+        instances = seen.setdefault(outcome.study_instance_uid, set())
+        if outcome.sop_instance_uid in instances:
+            message = "duplicate SOPInstanceUID in this study: the first copy is analysed"
+            log.warning("not analysed: %s: %s", path, message)
+            study.failures.append(IngestFailure(outcome.ref, IngestErrorCode.DUPLICATE_INSTANCE, message))
+            continue
+        instances.add(outcome.sop_instance_uid)
+        study.images.append(outcome)
+    result.studies = [studies[uid] for uid in sorted(studies)]
+    return result

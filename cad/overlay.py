@@ -1,0 +1,75 @@
+"""Overlay PNGs a person looks at: the image as displayed, breast outline, landmarks and boxes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from cad.io.image import MammogramImage
+from cad.preprocess.geometry import BreastGeometry
+
+MAX_HEIGHT = 1200
+OUTLINE = (60, 220, 90)
+NIPPLE = (255, 70, 70)
+PECTORAL = (220, 90, 255)
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A box to draw, in original image pixels, with a short label."""
+
+    box: Sequence[float]
+    label: str
+    color: tuple[int, int, int] = (255, 210, 0)
+
+
+def render_overlay(
+    image: MammogramImage,
+    geometry: BreastGeometry | None,
+    marks: Sequence[Mark],
+    path: Path,
+    title: str | None = None,
+) -> Path:
+    """Write a downscaled RGB PNG of ``image`` with outline, nipple, pectoral line and marks."""
+    height, width = image.shape
+    scale = min(1.0, MAX_HEIGHT / height)
+    size = (max(1, int(round(width * scale))), max(1, int(round(height * scale))))
+    gray = Image.fromarray(np.clip(image.pixels * 255.0, 0, 255).astype(np.uint8))
+    canvas = gray.resize(size, Image.Resampling.BILINEAR).convert("RGB")
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=max(14, size[1] // 50))
+    line_w = max(2, size[1] // 400)
+
+    if geometry is not None:
+        m = geometry.mask
+        boundary = m.boundary()
+        ys, xs = np.nonzero(boundary)
+        f = m.factor * scale
+        for x, y in zip(xs, ys):
+            draw.point((x * f, y * f), fill=OUTLINE)
+        nx, ny = geometry.nipple[0] * scale, geometry.nipple[1] * scale
+        r = max(5, size[1] // 120)
+        draw.ellipse((nx - r, ny - r, nx + r, ny + r), outline=NIPPLE, width=line_w)
+        if geometry.pectoral_line is not None:
+            (ax, ay), (bx, by) = geometry.pectoral_line
+            draw.line((ax * scale, ay * scale, bx * scale, by * scale), fill=PECTORAL, width=line_w)
+
+    for mark in marks:
+        x0, y0, x1, y1 = (float(v) * scale for v in mark.box)
+        draw.rectangle((x0, y0, x1, y1), outline=mark.color, width=line_w)
+        text_y = y0 - font.size - 4 if y0 > font.size + 6 else y1 + 4
+        bbox = draw.textbbox((x0, text_y), mark.label, font=font)
+        draw.rectangle(bbox, fill=(0, 0, 0))
+        draw.text((x0, text_y), mark.label, fill=mark.color, font=font)
+
+    heading = title or f"{image.laterality.value} {image.view.value}"
+    bbox = draw.textbbox((8, 8), heading, font=font)
+    draw.rectangle((bbox[0] - 4, bbox[1] - 4, bbox[2] + 4, bbox[3] + 4), fill=(0, 0, 0))
+    draw.text((8, 8), heading, fill=(255, 255, 255), font=font)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+    return path

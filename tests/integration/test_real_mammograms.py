@@ -1,0 +1,58 @@
+"""Breast geometry on the four real 16-bit CC mammograms in tests/data (SRS-GEO-*)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cad.io.image import Laterality, MammogramImage, PixelSpacing, View
+from cad.preprocess import compute_geometry
+
+REAL = Path(__file__).resolve().parents[1] / "data" / "real-mammograms"
+FILES = sorted(REAL.glob("*.png"))
+ASSUMED_SPACING_MM = 0.085  # not recorded in the PNGs; typical for 2560 x 3328 detectors
+
+
+def _load(path: Path) -> MammogramImage:
+    stored = np.asarray(Image.open(path))
+    laterality = Laterality(path.stem.split("_")[1])
+    return MammogramImage(
+        path, path.stem, "real", "real", "png", laterality, View.CC,
+        stored.astype(np.float32) / 65535.0,
+        PixelSpacing(ASSUMED_SPACING_MM, ASSUMED_SPACING_MM, "assumed"),
+        "MONOCHROME2", 16, "png",
+    )
+
+
+@pytest.mark.req("SRS-GEO-001", "SRS-GEO-002", "SRS-GEO-003")
+@pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
+def test_real_mammogram_geometry(path: Path) -> None:
+    image = _load(path)
+    geometry = compute_geometry(image)
+    m = geometry.mask
+    stored = np.asarray(Image.open(path))
+    # chest wall side: left breast on the left, right breast on the right (file convention)
+    assert m.chest_wall_left == (image.laterality is Laterality.LEFT)
+    # the burned-in view label ("LCC"/"RCC") is full-scale text in the top rows: outside the mask
+    top = stored.shape[0] // 5
+    ys, xs = np.nonzero(stored[:top] == 65535)
+    assert ys.size > 50, "label not found in the test image"
+    assert not any(m.contains(x + 0.5, y + 0.5) for x, y in zip(xs, ys))
+    # the mask covers the tissue: nearly all clearly non-zero pixels near the chest wall are inside
+    breast_fraction = m.mask.mean()
+    assert 0.1 < breast_fraction < 0.7
+    # the nipple lies on the breast contour and on the side away from the chest wall
+    r, c = int(geometry.nipple[1] // m.factor), int(geometry.nipple[0] // m.factor)
+    r, c = min(r, m.mask.shape[0] - 1), min(c, m.mask.shape[1] - 1)
+    assert m.boundary()[max(r - 1, 0) : r + 2, max(c - 1, 0) : c + 2].any()
+    width = stored.shape[1]
+    if m.chest_wall_left:
+        assert geometry.nipple[0] > 0.25 * width
+    else:
+        assert geometry.nipple[0] < 0.75 * width
+    # model input keeps the chest wall on the left
+    model_input = geometry.transform.apply(image.pixels)
+    assert model_input[:, :5].mean() > model_input[:, -5:].mean()

@@ -1,0 +1,1 @@
+"""Traceability: requirements, risks, test tags and results collected into matrices."""

@@ -1,0 +1,1 @@
+"""Verification statistics and reports (standalone FROC, reader-study MRMC): outside the device."""
