@@ -54,11 +54,16 @@ def phantom(
         float, typer.Option("--spacing", min=0.05, max=1.0, help="Detector pixel spacing in mm.")
     ] = 0.2,
     bits: Annotated[int, typer.Option("--bits", min=12, max=14, help="BitsStored (12-14).")] = 12,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Parallel processes (same output at any count).")
+    ] = 1,
 ) -> None:
     """Generate synthetic dual-view screening exams (MG DICOM) with lesion ground truth."""
     from cad.tools.phantom.generate import PhantomConfig, generate
 
-    run = generate(out, exams, seed, PhantomConfig(spacing_mm=spacing, bits_stored=bits))
+    run = generate(
+        out, exams, seed, PhantomConfig(spacing_mm=spacing, bits_stored=bits), workers=workers
+    )
     lesions = sum(len(e["lesions"]) for e in run.truth["exams"])
     console.print(
         f"wrote {exams} exam(s), {run.images} images, {lesions} lesion(s) to {out} "

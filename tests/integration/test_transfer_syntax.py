@@ -42,18 +42,20 @@ def test_jpeg2000_lossless(exam_files: list[Path], tmp_path: Path) -> None:
 
 @needs_dcmtk
 @pytest.mark.req("SRS-ING-003")
-def test_jpeg_ls_lossless(exam_files: list[Path], tmp_path: Path) -> None:
-    out = tmp_path / "jls.dcm"
-    subprocess.run(["dcmcjpls", "--encode-lossless", str(exam_files[2]), str(out)], check=True)
-    _assert_same_pixels(exam_files[2], out, JPEGLSLossless)
-
-
-@needs_dcmtk
-@pytest.mark.req("SRS-ING-003")
-def test_jpeg_lossless_sv1(exam_files: list[Path], tmp_path: Path) -> None:
-    out = tmp_path / "jll.dcm"
-    subprocess.run(["dcmcjpeg", "--encode-lossless-sv1", str(exam_files[3]), str(out)], check=True)
-    _assert_same_pixels(exam_files[3], out, JPEGLosslessSV1)
+@pytest.mark.parametrize(
+    ("tool", "option", "syntax", "source"),
+    [
+        ("dcmcjpls", "--encode-lossless", JPEGLSLossless, 2),
+        ("dcmcjpeg", "--encode-lossless-sv1", JPEGLosslessSV1, 3),
+    ],
+    ids=["jpeg-ls-lossless", "jpeg-lossless-sv1"],
+)
+def test_dcmtk_compressed(
+    exam_files: list[Path], tmp_path: Path, tool: str, option: str, syntax: str, source: int
+) -> None:
+    out = tmp_path / "compressed.dcm"
+    subprocess.run([tool, option, str(exam_files[source]), str(out)], check=True)
+    _assert_same_pixels(exam_files[source], out, syntax)
 
 
 @needs_dcmtk

@@ -108,13 +108,16 @@ def test_composition_over_a_larger_set() -> None:
 def test_deterministic_for_a_seed(tmp_path: Path) -> None:
     generate(tmp_path / "a", exams=1, seed=5)
     generate(tmp_path / "b", exams=2, seed=5)
-    generate(tmp_path / "c", exams=1, seed=5)
+    generate(tmp_path / "c", exams=2, seed=5, workers=2)
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.dcm"))
     assert len(files) == 4
     for rel in files:
         assert filecmp.cmp(tmp_path / "a" / rel, tmp_path / "b" / rel, shallow=False)
-        assert filecmp.cmp(tmp_path / "a" / rel, tmp_path / "c" / rel, shallow=False)
-    assert (tmp_path / "a" / "truth.json").read_bytes() == (tmp_path / "c" / "truth.json").read_bytes()
+    both = sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*.dcm"))
+    assert len(both) == 8
+    for rel in both:
+        assert filecmp.cmp(tmp_path / "b" / rel, tmp_path / "c" / rel, shallow=False)
+    assert (tmp_path / "b" / "truth.json").read_bytes() == (tmp_path / "c" / "truth.json").read_bytes()
     a = json.loads((tmp_path / "a" / "truth.json").read_text())["exams"][0]
     b = json.loads((tmp_path / "b" / "truth.json").read_text())["exams"][0]
     assert a == b

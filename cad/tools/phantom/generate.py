@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ProcessPoolExecutor
+from itertools import repeat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -174,14 +176,24 @@ def generate_exam(
 
 
 def generate(
-    out_dir: Path | str, exams: int, seed: int, config: PhantomConfig | None = None
+    out_dir: Path | str,
+    exams: int,
+    seed: int,
+    config: PhantomConfig | None = None,
+    workers: int = 1,
 ) -> PhantomRun:
-    """Write ``exams`` exams and DIR/truth.json; deterministic for a seed."""
+    """Write ``exams`` exams and DIR/truth.json; deterministic for a seed at any ``workers``."""
     config = config or PhantomConfig()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    entries = [generate_exam(out, seed, k, config) for k in range(exams)]
+    if workers > 1 and exams > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            entries = list(
+                pool.map(generate_exam, repeat(out), repeat(seed), range(exams), repeat(config))
+            )
+    else:
+        entries = [generate_exam(out, seed, k, config) for k in range(exams)]
     seconds = time.perf_counter() - start
     truth = {
         "schema_version": TRUTH_SCHEMA_VERSION,
