@@ -370,6 +370,9 @@ def to_display(stored: np.ndarray, ds: Dataset) -> tuple[np.ndarray, list[str]]:
         "WindowCenter" in ds and "WindowWidth" in ds
     )
     if has_voi:
+        if ds.get("VOILUTSequence") and values.dtype.kind == "f":
+            # a LUT is indexed by integers; rescale output of integral slopes is integral
+            values = np.rint(values).astype(np.int64)
         values = apply_voi_lut(values, ds, index=0, prefer_lut=True)
         low, high = _voi_output_range(ds)
     else:
