@@ -7,8 +7,11 @@ STAMP := $(VENV)/.installed
 # tool:Debian-package pairs the tests use (real DICOM validators and codecs)
 DEBIAN_TOOLS := dciodvfy:dicom3tools dcmcjpls:dcmtk dcmcjpeg:dcmtk dsrdump:dcmtk
 DEMO := demo-output
+PHANTOMS := build/phantoms
+MODEL := models/phantom-retinanet-r18
+RUN := runs/phantom-retinanet-r18
 
-.PHONY: demo test venv system-deps lock clean
+.PHONY: demo test venv system-deps lock clean train-phantom evaluate-phantom
 
 $(STAMP): pyproject.toml locked-dependencies.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,15 +33,36 @@ system-deps:
 demo: venv
 	rm -rf $(DEMO)
 	$(BIN)/cad phantom --out $(DEMO)/phantom --exams 1 --seed 2026
-	$(BIN)/cad inspect $(DEMO)/phantom --truth $(DEMO)/phantom/truth.json --out $(DEMO)/overlays
+	$(BIN)/cad detect $(DEMO)/phantom --out $(DEMO)/cad
 	@echo
 	@echo "Demo outputs:"
 	@echo "  synthetic exam (MG DICOM): $(DEMO)/phantom/exam00000/"
 	@echo "  ground truth:              $(DEMO)/phantom/truth.json"
-	@echo "  geometry overlays (PNG):   $(DEMO)/overlays/"
+	@echo "  CAD findings:              $(DEMO)/cad/<StudyInstanceUID>/findings.json"
+	@echo "  CAD overlays (PNG):        $(DEMO)/cad/<StudyInstanceUID>/overlays/"
 
 test: venv system-deps
 	$(BIN)/python -m pytest --junitxml=reports/junit.xml
+
+# Re-create the released phantom model: training data, training (about an hour on 2 CPU
+# cores), then calibration of the operating point on the validation phantoms.
+train-phantom: venv
+	$(BIN)/cad phantom --out $(PHANTOMS)/train-a --exams 240 --seed 1001 --spacing 0.4 --workers 2
+	$(BIN)/cad phantom --out $(PHANTOMS)/train-b --exams 60 --seed 1003 --workers 2
+	$(BIN)/cad phantom --out $(PHANTOMS)/val --exams 20 --seed 1002 --workers 2
+	$(BIN)/cad train --config $(MODEL)/train.yaml --out $(RUN)
+	$(BIN)/python -m cad.tools.training.release calibrate --run-model $(RUN)/model \
+	  --validation $(PHANTOMS)/val --out $(MODEL)
+
+# Standalone performance of the released model on 120 held-out phantom exams (seed 4242,
+# never used in training or calibration): FROC, fusion gain, linking, time per exam.
+evaluate-phantom: venv
+	test -f $(PHANTOMS)/test/truth.json || \
+	  $(BIN)/cad phantom --out $(PHANTOMS)/test --exams 120 --seed 4242 --workers 2
+	rm -rf reports/phantom-test
+	$(BIN)/cad detect $(PHANTOMS)/test --out reports/phantom-test/findings --no-overlays
+	$(BIN)/cad evaluate --truth $(PHANTOMS)/test/truth.json --findings reports/phantom-test/findings \
+	  --out reports/phantom-test
 
 # Re-pin every third-party package after a deliberate dependency change (a SOUP change).
 lock: venv

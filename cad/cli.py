@@ -1,7 +1,7 @@
 """The `cad` command line.
 
 Exit codes (all verbs): 0 success; 1 nothing could be analysed (every input refused);
-2 usage error (bad option or missing input). Problems go to stderr, one line each, naming the
+2 usage error (bad option or missing input); 3 the locked model failed verification. Problems go to stderr, one line each, naming the
 file and the problem; no patient identifier is ever printed.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +23,7 @@ import cad
 EXIT_OK = 0
 EXIT_NOTHING_ANALYSED = 1
 EXIT_USAGE = 2
+EXIT_MODEL = 3
 
 app = typer.Typer(
     name="cad",
@@ -145,6 +147,162 @@ def inspect(
     if not result.images:
         err.print("error: nothing could be analysed")
         raise typer.Exit(EXIT_NOTHING_ANALYSED)
+
+
+@app.command()
+def detect(
+    inputs: Annotated[list[Path], typer.Argument(help="DICOM files or folders (one or many studies).")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder: <StudyInstanceUID>/findings.json + overlays/.")],
+    model: Annotated[
+        Path | None, typer.Option("--model", help="Locked model folder (default: the released model).")
+    ] = None,
+    overlays: Annotated[bool, typer.Option("--overlays/--no-overlays", help="Write overlay PNGs.")] = True,
+) -> None:
+    """Detect masses on every view, link CC/MLO findings, write findings.json and overlays."""
+    import torch
+
+    from cad.detect.locked import ModelIntegrityError, default_model_dir, load_locked_model
+    from cad.detect.overlays import write_overlays
+    from cad.detect.pipeline import analyse_study
+    from cad.io import load
+
+    missing = [p for p in inputs if not p.exists()]
+    for path in missing:
+        err.print(f"error: {path}: no such file or folder")
+    if missing:
+        raise typer.Exit(EXIT_USAGE)
+    try:
+        locked = load_locked_model(model)
+    except ModelIntegrityError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(EXIT_MODEL) from None
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    result = load(inputs)
+    table = Table(title=f"CAD {locked.name} (model {locked.sha256[:12]})")
+    for column in ("study", "images analysed", "not analysed", "findings", f"marks ≥ {locked.operating_threshold:.2f}", "linked"):
+        table.add_column(column)
+    analysed_any = False
+    images_analysed = 0
+    for study in result.studies:
+        findings, views = analyse_study(study, locked)
+        folder = out / study.study_instance_uid
+        findings.write(folder / "findings.json")
+        if overlays:
+            write_overlays(findings, views, folder / "overlays")
+        n_ok = sum(i.status == "analyzed" for i in findings.images)
+        analysed_any |= n_ok > 0
+        images_analysed += n_ok
+        marks = [f for f in findings.findings if f.score >= findings.operating_threshold]
+        table.add_row("…" + study.study_instance_uid[-8:], str(n_ok), str(len(findings.images) - n_ok),
+                      str(len(findings.findings)), str(len(marks)), str(sum(f.linked for f in marks)))
+        for image in findings.images:
+            if image.status != "analyzed":
+                err.print(f"error: {image.file}: not analysed: {image.reason}")
+    if result.unassigned_failures:
+        records = [{"file": f.ref.path.name, "reason": f.message, "code": f.code.value}
+                   for f in result.unassigned_failures]
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "not_analysed.json").write_text(json.dumps(records, indent=2, sort_keys=True) + "\n")
+        for failure in result.unassigned_failures:
+            err.print(f"error: {failure}")
+    console.print(table)
+    if result.studies:
+        # per study: ingest (decode) + geometry + network + linking + outputs, averaged
+        n = len(result.studies)
+        wall_s = (time.perf_counter() - wall0) / n
+        cpu_s = (time.process_time() - cpu0) / n
+        summary = {
+            "studies": n, "images_analysed": images_analysed,
+            "mean_wall_seconds_per_study": round(wall_s, 3),
+            "mean_cpu_seconds_per_study": round(cpu_s, 3),
+            "torch_threads": torch.get_num_threads(), "model_sha256": locked.sha256,
+            "note": "timing of this run (not part of findings.json, which is deterministic)",
+        }
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "detect_run.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        console.print(f"analysis time per study: {wall_s:.2f} s wall, {cpu_s:.2f} s CPU "
+                      f"({torch.get_num_threads()} threads, ingest to outputs)")
+    console.print(f"results: {out}")
+    if not analysed_any:
+        err.print("error: nothing could be analysed")
+        raise typer.Exit(EXIT_NOTHING_ANALYSED)
+
+
+@app.command()
+def evaluate(
+    truth: Annotated[Path, typer.Option("--truth", help="truth.json (phantom or converted dataset).")],
+    findings: Annotated[Path, typer.Option("--findings", help="`cad detect` output folder.")],
+    out: Annotated[Path, typer.Option("--out", help="Report folder (metrics.json).")],
+    min_diameter: Annotated[float, typer.Option("--min-diameter-mm", help="Smallest mass counted.")] = 8.0,
+    iou: Annotated[
+        float | None, typer.Option("--iou", help="Localise by IoU >= this instead of centre-in-box.")
+    ] = None,
+) -> None:
+    """Standalone performance: lesion FROC (dual- vs single-view scoring) and CC/MLO linking."""
+    from verification.standalone import Criteria, EvaluationInputError, load_findings, load_truth
+    from verification.standalone import evaluate as run_evaluation
+
+    for path in (truth, findings):
+        if not path.exists():
+            err.print(f"error: {path}: no such file or folder")
+            raise typer.Exit(EXIT_USAGE)
+    try:
+        truth_data = load_truth(truth)
+        found = load_findings(findings)
+        if not found:
+            raise EvaluationInputError(f"{findings}: no findings.json below this folder")
+        metrics = run_evaluation(truth_data, found, Criteria(min_diameter_mm=min_diameter, iou_threshold=iou))
+    except EvaluationInputError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    table = Table(title=f"Lesion sensitivity ({metrics['data']['included_lesion_views']} lesion views, "
+                        f"{metrics['data']['images']} images)")
+    table.add_column("FP per image")
+    for column in ("dual-view", "single-view", "gain"):
+        table.add_column(column, justify="right")
+    for f, value in metrics["dual_view"]["sensitivity_at_fpi"].items():
+        table.add_row(f, f"{value:.3f}", f"{metrics['single_view']['sensitivity_at_fpi'][f]:.3f}",
+                      f"{metrics['fusion_gain'][f]:+.3f}")
+    console.print(table)
+    link = metrics["linking"]
+    op = metrics["operating_point"]
+    console.print(f"locked operating point {op['locked_threshold']:.3f}: sensitivity {op['sensitivity']:.3f} "
+                  f"at {op['fpi']:.3f} FP/image")
+    console.print(
+        f"linking at the operating point: recall {link['link_recall']} "
+        f"({link['of_which_linked_as_one_finding']}/{link['lesions_detected_in_both_views']}), "
+        f"error rate {link['link_error_rate']} "
+        f"({link['linked_findings_joining_different_lesions_or_a_false_mark']}/{link['linked_findings']})"
+    )
+    console.print(f"metrics: {out / 'metrics.json'}")
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Option("--config", help="Training recipe (YAML).")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Run folder (default: runs/<name>).")
+    ] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's checkpoint.")] = False,
+) -> None:
+    """Train the detector on phantom or public-dataset images (development tool)."""
+    import yaml
+
+    from cad.tools.training.datasets import DatasetError
+    from cad.tools.training.train import train as run_training
+
+    if not config.is_file():
+        err.print(f"error: {config}: no such training config")
+        raise typer.Exit(EXIT_USAGE)
+    try:
+        name = yaml.safe_load(config.read_text())["name"]
+        model_dir = run_training(config, out or Path("runs") / name, resume=resume)
+    except (DatasetError, KeyError, TypeError, ValueError, yaml.YAMLError) as exc:
+        err.print(f"error: {config}: {type(exc).__name__}: {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+    console.print(f"locked model written to {model_dir}")
 
 
 def main() -> None:

@@ -26,6 +26,23 @@ def phantom_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+#: a seed whose first exam has two masses (11-16 mm) in the right breast
+MASS_SEED = 20261133
+
+
+@pytest.fixture(scope="session")
+def mass_phantom_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One 4-view phantom exam with two right-breast masses, shared read-only."""
+    out = tmp_path_factory.mktemp("mass-phantom")
+    generate(out, exams=1, seed=MASS_SEED)
+    return out
+
+
+@pytest.fixture(scope="session")
+def mass_truth(mass_phantom_dir: Path) -> dict[str, Any]:
+    return json.loads((mass_phantom_dir / "truth.json").read_text())
+
+
 @pytest.fixture(scope="session")
 def truth(phantom_dir: Path) -> dict[str, Any]:
     return json.loads((phantom_dir / "truth.json").read_text())

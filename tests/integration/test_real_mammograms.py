@@ -56,3 +56,19 @@ def test_real_mammogram_geometry(path: Path) -> None:
     # model input keeps the chest wall on the left
     model_input = geometry.transform.apply(image.pixels)
     assert model_input[:, :5].mean() > model_input[:, -5:].mean()
+
+
+@pytest.mark.req("SRS-DET-003")
+def test_detections_on_real_mammograms_lie_inside_the_breast() -> None:
+    from cad.detect.locked import load_locked_model
+    from cad.detect.pipeline import detect_views
+
+    model = load_locked_model()
+    images = [_load(path) for path in FILES]
+    analysed, refused = detect_views(model, images)
+    assert refused == [] and len(analysed) == len(FILES)
+    for view in analysed:
+        mask = view.view_input.geometry.mask
+        for box in view.detections.boxes:
+            cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+            assert mask.contains(cx, cy), f"{view.image.path.name}: mark at ({cx:.0f}, {cy:.0f}) outside the breast"

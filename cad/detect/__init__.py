@@ -1,0 +1,1 @@
+"""The locked CAD core: per-view RetinaNet detection, CC/MLO linking, findings."""

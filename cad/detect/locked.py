@@ -1,0 +1,158 @@
+"""The locked model: weights verified against their manifest before any use.
+
+A model folder holds ``weights.safetensors`` (float16), ``manifest.json`` (SHA-256 of the
+weights, detector configuration, operating point, training-data description and hash,
+measured metrics) and ``MODEL_CARD.md``. Loading recomputes the SHA-256 and refuses a
+mismatch, so the model that runs is byte for byte the model that was verified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save_file
+from torchvision.models.detection import RetinaNet
+
+import cad
+from cad.detect.config import DetectorConfig
+from cad.detect.model import build_detector
+
+WEIGHTS_FILE = "weights.safetensors"
+MANIFEST_FILE = "manifest.json"
+MANIFEST_VERSION = "1.0"
+#: the model shipped with this release (an editable install or a source checkout)
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "phantom-retinanet-r18"
+MODEL_ENV = "CAD_MODEL_DIR"
+
+
+class ModelIntegrityError(RuntimeError):
+    """The model folder is missing, malformed, or its weights do not match the manifest."""
+
+
+@dataclass(frozen=True)
+class LockedModel:
+    """A verified, ready-to-run detector with the facts every result must carry."""
+
+    network: RetinaNet
+    config: DetectorConfig
+    sha256: str
+    manifest: dict[str, Any]
+    path: Path
+    #: SHA-256 of the canonical JSON of every setting that changes the output besides the
+    #: weights (detector limits, linking, operating point): reported with every result
+    settings_sha256: str = ""
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest["name"])
+
+    @property
+    def operating_threshold(self) -> float:
+        return float(self.manifest["operating_point"]["threshold"])
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def default_model_dir() -> Path:
+    return Path(os.environ.get(MODEL_ENV) or DEFAULT_MODEL_DIR)
+
+
+def read_manifest(model_dir: Path) -> dict[str, Any]:
+    path = model_dir / MANIFEST_FILE
+    if not path.is_file():
+        raise ModelIntegrityError(f"{path}: model manifest not found")
+    try:
+        manifest = json.loads(path.read_text())
+        str(manifest["weights"]["sha256"])
+        dict(manifest["detector"])
+        threshold = float(manifest["operating_point"]["threshold"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelIntegrityError(f"{path}: malformed model manifest ({type(exc).__name__}: {exc})") from None
+    if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
+        raise ModelIntegrityError(f"{path}: malformed model manifest (operating threshold {threshold})")
+    return manifest
+
+
+def settings_hash(manifest: dict[str, Any]) -> str:
+    """SHA-256 of the output-changing settings besides the weights, as canonical JSON."""
+    settings = {k: manifest.get(k) for k in ("detector", "linking", "operating_point")}
+    settings["operating_point"] = {"threshold": manifest["operating_point"]["threshold"]}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def load_locked_model(model_dir: Path | None = None) -> LockedModel:
+    """Verify and load a locked model (default: the released phantom model).
+
+    The weights are read once; the bytes that are hashed are the bytes that are loaded.
+    """
+    model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
+    manifest = read_manifest(model_dir)
+    weights = model_dir / str(manifest["weights"].get("file", WEIGHTS_FILE))
+    if not weights.is_file():
+        raise ModelIntegrityError(f"{weights}: model weights not found")
+    raw = weights.read_bytes()
+    digest = hashlib.sha256(raw).hexdigest()
+    expected = str(manifest["weights"]["sha256"]).lower()
+    if digest != expected:
+        raise ModelIntegrityError(
+            f"{weights}: weights do not match the manifest (SHA-256 {digest[:16]}…, manifest "
+            f"says {expected[:16]}…); refusing to run a model that is not the locked one"
+        )
+    try:
+        config = DetectorConfig.from_dict(manifest["detector"])
+        network = build_detector(config)
+        state = {k: v.float() if v.is_floating_point() else v for k, v in load_safetensors(raw).items()}
+        network.load_state_dict(state, strict=True)
+    except (ValueError, TypeError, RuntimeError, SafetensorError) as exc:
+        raise ModelIntegrityError(
+            f"{model_dir}: model does not load ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})"
+        ) from None
+    network.eval()
+    return LockedModel(network, config, digest, manifest, model_dir, settings_hash(manifest))
+
+
+def write_locked_model(
+    out_dir: Path,
+    network: torch.nn.Module,
+    config: DetectorConfig,
+    name: str,
+    operating_point: dict[str, Any],
+    training: dict[str, Any],
+    metrics: dict[str, Any],
+) -> Path:
+    """Write weights (float16 safetensors) and a manifest naming their SHA-256."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = {
+        k: (v.detach().to(torch.float16) if v.is_floating_point() else v.detach()).contiguous()
+        for k, v in network.state_dict().items()
+    }
+    weights = out_dir / WEIGHTS_FILE
+    save_file(state, str(weights), metadata={"name": name, "dtype": "float16"})
+    manifest = {
+        "manifest_version": MANIFEST_VERSION,
+        "name": name,
+        "algorithm": {"name": cad.ALGORITHM_NAME, "version": cad.__version__},
+        "weights": {"file": WEIGHTS_FILE, "sha256": sha256_file(weights),
+                    "bytes": weights.stat().st_size, "dtype": "float16"},
+        "detector": config.to_dict(),
+        "operating_point": operating_point,
+        "training": training,
+        "metrics": metrics,
+    }
+    (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return out_dir

@@ -1,0 +1,135 @@
+"""One study through the locked core: per-view detection, CC/MLO linking, findings.
+
+Every input image ends up in the study's image list, analysed or not analysed with the reason;
+an image that fails here (for example no breast found) never stops the rest of the study.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+import cad
+from cad.detect.detector import ViewDetections, run_network
+from cad.detect.findings import (
+    ANALYZED,
+    NOT_ANALYZED,
+    SCORE_DIGITS,
+    Algorithm,
+    Finding,
+    FindingView,
+    ImageStatus,
+    StudyFindings,
+)
+from cad.detect.inputs import ViewInput, prepare_view
+from cad.detect.linking import Candidate, LinkingConfig, candidates, fuse, link
+from cad.detect.locked import LockedModel
+from cad.io.image import IngestFailure, Laterality, MammogramImage, Study, View
+
+log = logging.getLogger(__name__)
+FINDING_TYPE = "mass"
+
+
+@dataclass(frozen=True)
+class AnalysedView:
+    image: MammogramImage
+    view_input: ViewInput
+    detections: ViewDetections
+
+
+def _failure_status(failure: IngestFailure) -> ImageStatus:
+    ref = failure.ref
+    return ImageStatus(
+        ref.sop_instance_uid, ref.laterality.value if ref.laterality else None,
+        ref.view.value if ref.view else None, NOT_ANALYZED, failure.message, ref.path.name,
+    )
+
+
+def algorithm_of(model: LockedModel) -> Algorithm:
+    return Algorithm(cad.ALGORITHM_NAME, cad.__version__, model.sha256, model.name, model.settings_sha256)
+
+
+def linking_config(model: LockedModel) -> LinkingConfig:
+    return LinkingConfig.from_dict(model.manifest.get("linking", {}))
+
+
+def detect_views(model: LockedModel, images: list[MammogramImage]) -> tuple[list[AnalysedView], list[ImageStatus]]:
+    """Prepare and run every image; images that cannot be prepared are returned as not analysed."""
+    analysed: list[AnalysedView] = []
+    refused: list[ImageStatus] = []
+    for image in images:
+        try:
+            view_input = prepare_view(image, model.config)
+        except (ValueError, IndexError) as exc:
+            reason = f"breast region could not be found ({exc})"
+            log.warning("not analysed: %s: %s", image.path.name, reason)
+            refused.append(ImageStatus(image.sop_instance_uid, image.laterality.value, image.view.value,
+                                       NOT_ANALYZED, reason, image.path.name))
+            continue
+        detections = run_network(model.network, [view_input])[0]
+        analysed.append(AnalysedView(image, view_input, detections))
+    return analysed, refused
+
+
+def _breast_findings(
+    laterality: Laterality, views: list[AnalysedView], config: LinkingConfig
+) -> list[tuple[float, Finding]]:
+    cc_views = [v for v in views if v.image.view is View.CC]
+    mlo_views = [v for v in views if v.image.view is View.MLO]
+
+    def flat(group: list[AnalysedView]) -> list[tuple[AnalysedView, int]]:
+        return [(v, k) for v in group for k in range(len(v.detections))]
+
+    def features(group: list[AnalysedView]) -> list[Candidate]:
+        out: list[Candidate] = []
+        for v in group:
+            d = v.detections
+            out += candidates(v.view_input, v.image.view, d.boxes, d.model_boxes, d.scores, len(out))
+        return out
+
+    cc_flat, mlo_flat = flat(cc_views), flat(mlo_views)
+    links = link(features(cc_views), features(mlo_views), config)
+    linked_cc = {l.cc for l in links}
+    linked_mlo = {l.mlo for l in links}
+
+    def fview(entry: tuple[AnalysedView, int]) -> FindingView:
+        v, k = entry
+        box = tuple(float(c) for c in v.detections.boxes[k])
+        score = round(float(v.detections.scores[k]), SCORE_DIGITS)
+        return FindingView(v.image.sop_instance_uid, v.image.view.value, box, score)  # type: ignore[arg-type]
+
+    out: list[tuple[float, Finding]] = []
+    for l in links:
+        a, b = fview(cc_flat[l.cc]), fview(mlo_flat[l.mlo])
+        score = fuse(a.score, b.score, l.confidence)
+        out.append((score, Finding("", laterality.value, FINDING_TYPE, score, (a, b), l.cost)))
+    for flat_list, linked in ((cc_flat, linked_cc), (mlo_flat, linked_mlo)):
+        for k, entry in enumerate(flat_list):
+            if k not in linked:
+                fv = fview(entry)
+                out.append((fv.score, Finding("", laterality.value, FINDING_TYPE, fv.score, (fv,))))
+    return out
+
+
+def analyse_study(study: Study, model: LockedModel) -> tuple[StudyFindings, list[AnalysedView]]:
+    """Findings for one study, and the analysed views (for overlays)."""
+    analysed, refused = detect_views(model, study.images)
+    config = linking_config(model)
+    result = StudyFindings(study.study_instance_uid, algorithm_of(model), model.operating_threshold)
+    statuses = [ImageStatus(v.image.sop_instance_uid, v.image.laterality.value, v.image.view.value,
+                            ANALYZED, None, v.image.path.name) for v in analysed]
+    statuses += refused + [_failure_status(f) for f in study.failures]
+    result.images = sorted(statuses, key=lambda s: (s.laterality or "~", s.view or "~", s.sop_instance_uid or "", s.file or ""))
+    scored: list[tuple[float, Finding]] = []
+    for laterality in (Laterality.RIGHT, Laterality.LEFT):
+        views = [v for v in analysed if v.image.laterality is laterality]
+        scored += _breast_findings(laterality, views, config)
+    scored.sort(key=lambda t: (-round(t[0], 6), t[1].laterality, t[1].views[0].view, t[1].views[0].box))
+    result.findings = [
+        Finding(f"F{n:03d}", f.laterality, f.type, round(float(np.clip(s, 0.0, 1.0)), SCORE_DIGITS),
+                f.views, f.link_cost)
+        for n, (s, f) in enumerate(scored, start=1)
+    ]
+    return result, analysed

@@ -1,0 +1,1 @@
+"""Detector training (development tooling, outside the locked device)."""
