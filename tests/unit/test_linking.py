@@ -22,7 +22,7 @@ def test_consistent_pair_links_and_inconsistent_pairs_do_not() -> None:
     config = LinkingConfig()
     assert [(l.cc, l.mlo) for l in link([cand(0, 50)], [cand(0, 53, 45)], config)] == [(0, 0)]
     assert link([cand(0, 50)], [cand(0, 110)], config) == []  # 60 mm apart from the nipple
-    assert link([cand(0, 50, depth=10)], [cand(0, 50, depth=90)], config) == []  # depth differs
+    assert link([cand(0, 50, depth=10)], [cand(0, 50, depth=140)], config) == []  # depth differs
     assert link([cand(0, 50, size=6)], [cand(0, 50, size=30)], config) == []  # 5x the size
     assert link([cand(0, 50, score=0.01)], [cand(0, 50)], config) == []  # below the score floor
 
