@@ -36,6 +36,15 @@ console = Console()
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def _require_existing(paths: list[Path]) -> None:
+    """One error line per missing input, then a usage exit; nothing is analysed."""
+    missing = [p for p in paths if not p.exists()]
+    for path in missing:
+        err.print(f"error: {path}: no such file or folder")
+    if missing:
+        raise typer.Exit(EXIT_USAGE)
+
+
 @app.callback()
 def _root(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress to stderr.")] = False,
@@ -88,11 +97,7 @@ def inspect(
     from cad.overlay import Mark, render_overlay
     from cad.preprocess import compute_geometry
 
-    missing = [p for p in inputs if not p.exists()]
-    for path in missing:
-        err.print(f"error: {path}: no such file or folder")
-    if missing:
-        raise typer.Exit(EXIT_USAGE)
+    _require_existing(inputs)
     truth_boxes: dict[str, list[Mark]] = {}
     if truth is not None:
         data = json.loads(truth.read_text())
@@ -161,16 +166,12 @@ def detect(
     """Detect masses on every view, link CC/MLO findings, write findings.json and overlays."""
     import torch
 
-    from cad.detect.locked import ModelIntegrityError, default_model_dir, load_locked_model
+    from cad.detect.locked import ModelIntegrityError, load_locked_model
     from cad.detect.overlays import write_overlays
     from cad.detect.pipeline import analyse_study
     from cad.io import load
 
-    missing = [p for p in inputs if not p.exists()]
-    for path in missing:
-        err.print(f"error: {path}: no such file or folder")
-    if missing:
-        raise typer.Exit(EXIT_USAGE)
+    _require_existing(inputs)
     try:
         locked = load_locked_model(model)
     except ModelIntegrityError as exc:
@@ -242,10 +243,7 @@ def evaluate(
     from verification.standalone import Criteria, EvaluationInputError, load_findings, load_truth
     from verification.standalone import evaluate as run_evaluation
 
-    for path in (truth, findings):
-        if not path.exists():
-            err.print(f"error: {path}: no such file or folder")
-            raise typer.Exit(EXIT_USAGE)
+    _require_existing([truth, findings])
     try:
         truth_data = load_truth(truth)
         found = load_findings(findings)
