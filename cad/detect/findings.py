@@ -37,6 +37,11 @@ class ImageStatus:
     file: str | None = None
 
 
+def image_sort_key(image: ImageStatus) -> tuple[str, str, str, str]:
+    """The order of images in findings.json: by laterality, view, instance, file."""
+    return (image.laterality or "~", image.view or "~", image.sop_instance_uid or "", image.file or "")
+
+
 @dataclass(frozen=True)
 class FindingView:
     sop_instance_uid: str

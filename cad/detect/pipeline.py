@@ -22,6 +22,7 @@ from cad.detect.findings import (
     FindingView,
     ImageStatus,
     StudyFindings,
+    image_sort_key,
 )
 from cad.detect.inputs import ViewInput, prepare_view
 from cad.detect.linking import Candidate, LinkingConfig, candidates, fuse, link
@@ -121,7 +122,7 @@ def analyse_study(study: Study, model: LockedModel) -> tuple[StudyFindings, list
     statuses = [ImageStatus(v.image.sop_instance_uid, v.image.laterality.value, v.image.view.value,
                             ANALYZED, None, v.image.path.name) for v in analysed]
     statuses += refused + [_failure_status(f) for f in study.failures]
-    result.images = sorted(statuses, key=lambda s: (s.laterality or "~", s.view or "~", s.sop_instance_uid or "", s.file or ""))
+    result.images = sorted(statuses, key=image_sort_key)
     scored: list[tuple[float, Finding]] = []
     for laterality in (Laterality.RIGHT, Laterality.LEFT):
         views = [v for v in analysed if v.image.laterality is laterality]

@@ -84,6 +84,8 @@ MIN_SIDE = 64
 #: Plausible mammography pixel spacing range in mm.
 SPACING_RANGE_MM = (0.02, 1.0)
 
+PIXEL_DATA_TAG = 0x7FE00010
+
 
 def _fail(path: Path, code: IngestErrorCode, message: str) -> IngestError:
     return IngestError(path, code, message)
@@ -342,7 +344,7 @@ def _check_pixel_format(ds: Dataset, path: Path) -> None:
             )
 
 
-def _voi_output_range(ds: Dataset) -> tuple[float, float]:
+def voi_output_range(ds: Dataset) -> tuple[float, float]:
     """Output range of the VOI stage, as PS3.3 C.11.2 defines it for LUT and window."""
     voi_seq = ds.get("VOILUTSequence")
     if voi_seq:
@@ -374,7 +376,7 @@ def to_display(stored: np.ndarray, ds: Dataset) -> tuple[np.ndarray, list[str]]:
             # a LUT is indexed by integers; rescale output of integral slopes is integral
             values = np.rint(values).astype(np.int64)
         values = apply_voi_lut(values, ds, index=0, prefer_lut=True)
-        low, high = _voi_output_range(ds)
+        low, high = voi_output_range(ds)
     else:
         notes.append("no VOI LUT or window: scaled over the stored value range")
         values = values.astype(np.float64)
@@ -401,6 +403,17 @@ def ref_from_dataset(ds: Dataset, path: Path) -> ImageRef:
         Laterality(lat) if lat in ("L", "R") else None,
         view,
     )
+
+
+def header_of(ds: Dataset) -> Dataset:
+    """The dataset's attributes without Pixel Data (and its file meta), kept for DICOM outputs."""
+    header = Dataset()
+    for element in ds:
+        if element.tag != PIXEL_DATA_TAG:
+            header.add(element)
+    if hasattr(ds, "file_meta"):
+        header.file_meta = ds.file_meta
+    return header
 
 
 def read_dataset(source: Path | str | BinaryIO, path: Path | None = None) -> Dataset:
@@ -471,6 +484,7 @@ def image_from_dataset(ds: Dataset, path: Path) -> MammogramImage:
         study_date=str(ds.get("StudyDate", "")) or None,
         content_date=str(ds.get("ContentDate", "")) or None,
         warnings=tuple(notes),
+        header=header_of(ds),
     )
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from pydicom.dataset import Dataset
 
 from cad.io.errors import IngestErrorCode
 
@@ -86,6 +87,9 @@ class MammogramImage:
     study_date: str | None = None
     content_date: str | None = None
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    #: The file's attributes without pixel data: patient, study and series facts that DICOM
+    #: outputs (SR, presentation state) must copy from the images they describe.
+    header: Dataset | None = field(default=None, repr=False)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -105,6 +109,8 @@ class IngestFailure:
     ref: ImageRef
     code: IngestErrorCode
     message: str
+    #: Attributes read before the failure (no pixel data), when the file was DICOM at all.
+    header: Dataset | None = field(default=None, repr=False, compare=False)
 
     def __str__(self) -> str:
         return f"{self.ref.path}: {self.message}"

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from cad.io.dicom_reader import image_from_dataset, read_dataset, ref_from_dataset
+from cad.io.dicom_reader import header_of, image_from_dataset, read_dataset, ref_from_dataset
 from cad.io.errors import IngestError, IngestErrorCode
 from cad.io.image import ImageRef, IngestFailure, IngestResult, MammogramImage, Study
 
@@ -43,7 +43,7 @@ def load_file(path: Path) -> MammogramImage | IngestFailure:
     except IngestError as err:
         ref = ref_from_dataset(ds, path) if ds is not None else ImageRef(path, None, None, None, None)
         log.warning("not analysed: %s [%s]", err, err.code.value)
-        return IngestFailure(ref, err.code, err.message)
+        return IngestFailure(ref, err.code, err.message, header_of(ds) if ds is not None else None)
 
 
 def load(inputs: Iterable[Path | str]) -> IngestResult:
