@@ -1,0 +1,165 @@
+"""The findings model of one study as a Mammography CAD SR (the writer side of the round trip).
+
+Carried in the SR: study, algorithm name and version, model and settings hashes and the
+operating point (as TID 4019 Algorithm Parameters), every identifiable input image with its
+laterality, view and whether detection succeeded or failed (with the reason, also an Algorithm
+Parameter of the failed detection), and every finding with its ID (Tracking Identifier), score,
+views and boxes. Not carried: input file names (local paths mean nothing to a PACS) and link
+costs (internal to the linker).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+from pydicom.dataset import Dataset
+
+from cad.detect.findings import ANALYZED, BOX_DIGITS, Finding, ImageStatus, StudyFindings
+from cad.io.equipment import DEVICE, SR_SERIES_NUMBER
+from cad.io.image import View
+from cad.io.sr import enum as sr
+from cad.io.sr.content import (
+    AlgorithmIdentification,
+    CADImageLibrary,
+    CADProcessingAndFindingsSummary,
+    CompositeFeature,
+    DetectionPerformed,
+    ImageLibraryEntry,
+    IndividualImpressionRecommendation,
+    MammographyCADReport,
+    SingleImageFinding,
+    SummaryOfAnalyses,
+    SummaryOfDetections,
+    CONTAINS,
+    INFERRED_FROM,
+)
+from cad.io.sr.sop import MammographyCADSR
+
+#: Algorithm Parameters are "key=value" texts; these keys are read back by the reader.
+PARAMETER_KEYS = ("model_name", "model_sha256", "settings_sha256", "operating_threshold")
+REASON_KEY = "not_analysed_reason"
+#: Type 2 attributes highdicom copies from the evidence; empty when an input lacks them.
+_TYPE2_COPIED = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber",
+                 "StudyID", "StudyDate", "StudyTime", "ReferringPhysicianName")
+
+
+def algorithm_parameters(findings: StudyFindings) -> list[str]:
+    alg = findings.algorithm
+    values = {
+        "model_name": alg.model_name,
+        "model_sha256": alg.model_sha256,
+        "settings_sha256": alg.settings_sha256,
+        "operating_threshold": f"{findings.operating_threshold:.6f}",
+    }
+    return [f"{key}={values[key]}" for key in PARAMETER_KEYS if values[key] is not None]
+
+
+def _evidence(header: Dataset) -> Dataset:
+    ds = copy.copy(header)
+    for keyword in _TYPE2_COPIED:
+        if keyword not in ds:
+            setattr(ds, keyword, "")
+    return ds
+
+
+def _view(status: ImageStatus) -> View | None:
+    try:
+        return View(status.view) if status.view else None
+    except ValueError:
+        return None
+
+
+def _intent(score: float, threshold: float) -> sr.RenderingIntent:
+    return sr.RenderingIntent.PRESENTATION_REQUIRED if score >= threshold else sr.RenderingIntent.NOT_FOR_PRESENTATION
+
+
+def _box(box: Sequence[float]) -> tuple[float, ...]:
+    """The box as findings.json writes it, so both serialisations hold the same numbers."""
+    return tuple(round(float(c), BOX_DIGITS) for c in box)
+
+
+def _finding_content(
+    finding: Finding, threshold: float, algorithm: AlgorithmIdentification, library: CADImageLibrary,
+) -> CompositeFeature | SingleImageFinding:
+    intent = _intent(finding.score, threshold)
+    if finding.linked:
+        singles = [
+            SingleImageFinding(_box(v.box), v.score, intent, algorithm, library.path_of(v.sop_instance_uid), INFERRED_FROM)
+            for v in finding.views
+        ]
+        return CompositeFeature(singles, finding.score, intent, algorithm, finding.finding_id)
+    (view,) = finding.views
+    return SingleImageFinding(_box(view.box), finding.score, intent, algorithm, library.path_of(view.sop_instance_uid),
+                              CONTAINS, tracking_identifier=finding.finding_id)
+
+
+def build_mammography_cad_sr(
+    findings: StudyFindings, image_headers: Sequence[Dataset], failed_headers: Sequence[Dataset],
+    uids: dict[str, str],
+) -> MammographyCADSR:
+    """The Mammography CAD SR for one study.
+
+    ``image_headers`` are the decoded images (analysed or refused later, e.g. no breast found),
+    ``failed_headers`` the inputs that failed ingest but name a SOP instance; the status of each
+    comes from ``findings.images``.
+    """
+    status_of = {i.sop_instance_uid: i for i in findings.images if i.sop_instance_uid}
+    headers: dict[str, Dataset] = {}
+    for header in [*image_headers, *failed_headers]:
+        headers.setdefault(str(header.SOPInstanceUID), header)
+    listed = [status_of[uid] for uid in status_of if uid in headers]
+    if not listed:
+        raise ValueError(f"study {findings.study_instance_uid}: no identifiable image to report on")
+    entries = [ImageLibraryEntry(headers[s.sop_instance_uid], s.laterality, _view(s))  # type: ignore[index]
+               for s in listed]
+    library = CADImageLibrary(entries, MammographyCADReport.IMAGE_LIBRARY_PATH)
+    parameters = algorithm_parameters(findings)
+    algorithm = AlgorithmIdentification(findings.algorithm.name, findings.algorithm.version, parameters)
+
+    analysed = [s for s in listed if s.status == ANALYZED]
+    failed = [s for s in listed if s.status != ANALYZED]
+    successful_detections = (
+        [DetectionPerformed(algorithm, [library.path_of(s.sop_instance_uid) for s in analysed])]  # type: ignore[arg-type]
+        if analysed else []
+    )
+    failed_detections = [
+        DetectionPerformed(
+            AlgorithmIdentification(findings.algorithm.name, findings.algorithm.version,
+                                    [*parameters, f"{REASON_KEY}={s.reason or 'unknown'}"]),
+            [library.path_of(s.sop_instance_uid)],  # type: ignore[arg-type]
+        )
+        for s in failed
+    ]
+    impressions = [
+        IndividualImpressionRecommendation(
+            _finding_content(f, findings.operating_threshold, algorithm, library),
+            _intent(f.score, findings.operating_threshold),
+        )
+        for f in findings.findings
+    ]
+    # "with findings" means the document reports findings (PS3.16 TID 4001); which of them a
+    # workstation shows is each finding's Rendering Intent.
+    summary = sr.ProcessingSummary.of(any_failed=bool(failed), any_succeeded=bool(analysed),
+                                      with_findings=bool(impressions))
+    report = MammographyCADReport(
+        library,
+        CADProcessingAndFindingsSummary(summary, impressions),
+        SummaryOfDetections(successful_detections, failed_detections),
+        SummaryOfAnalyses(),
+    )
+    evidence = [_evidence(headers[s.sop_instance_uid]) for s in listed]  # type: ignore[index]
+    return MammographyCADSR(
+        evidence=evidence,
+        content=report,
+        series_instance_uid=uids["sr_series"],
+        series_number=SR_SERIES_NUMBER,
+        sop_instance_uid=uids["sr_instance"],
+        instance_number=1,
+        manufacturer=DEVICE.manufacturer,
+        manufacturer_model_name=DEVICE.model_name,
+        software_versions=DEVICE.software_versions,
+        device_serial_number=DEVICE.device_serial_number,
+        series_description="CAD mass detection (Mammography CAD SR)",
+        is_final=True,
+    )

@@ -1,0 +1,218 @@
+"""Read a Mammography CAD SR written by the device back into the findings model.
+
+The inverse of :mod:`cad.io.sr.build`, written against the DICOM content tree only (plain
+pydicom), so that it checks the document rather than trusting the writer's objects. What the SR
+does not carry (file names, link costs) comes back as ``None``; :func:`carried` gives the part of
+findings.json a round trip must reproduce exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pydicom
+from pydicom.dataset import Dataset
+
+from cad.detect.findings import (
+    ANALYZED,
+    BOX_DIGITS,
+    NOT_ANALYZED,
+    SCORE_DIGITS,
+    Algorithm,
+    Finding,
+    FindingView,
+    ImageStatus,
+    StudyFindings,
+    image_sort_key,
+)
+from cad.detect.pipeline import FINDING_TYPE
+from cad.io.codes import VIEW_CODES
+from cad.io.sr import enum as sr
+from cad.io.sr.build import PARAMETER_KEYS, REASON_KEY
+
+
+class SRReadError(ValueError):
+    """The file is not a Mammography CAD SR this device can read; the message says why."""
+
+
+def _key(code_sequence: Any) -> tuple[str, str]:
+    item = code_sequence[0]
+    return str(item.CodeValue), str(item.CodingSchemeDesignator)
+
+
+def _is(item: Dataset, concept: Any) -> bool:
+    return "ConceptNameCodeSequence" in item and _key(item.ConceptNameCodeSequence) == (
+        concept.value, concept.scheme_designator)
+
+
+def _children(item: Dataset, concept: Any | None = None) -> list[Dataset]:
+    return [c for c in item.get("ContentSequence", []) if concept is None or _is(c, concept)]
+
+
+def _one(item: Dataset, concept: Any, where: str) -> Dataset:
+    found = _children(item, concept)
+    if len(found) != 1:
+        raise SRReadError(f"{where}: expected one {concept.meaning!r}, found {len(found)}")
+    return found[0]
+
+
+def _references(item: Dataset) -> list[tuple[int, ...]]:
+    return [tuple(int(p) for p in c.ReferencedContentItemIdentifier)
+            for c in item.get("ContentSequence", []) if "ReferencedContentItemIdentifier" in c]
+
+
+def _parameters(item: Dataset) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for text in _children(item, sr.ALGORITHM_PARAMETERS):
+        key, _, value = str(text.TextValue).partition("=")
+        out[key] = value
+    return out
+
+
+def _percent(item: Dataset, concept: Any, where: str) -> float:
+    num = _one(item, concept, where)
+    return round(float(num.MeasuredValueSequence[0].NumericValue) / 100.0, SCORE_DIGITS)
+
+
+class _Library:
+    """Image Library entries by their content-item path."""
+
+    def __init__(self, root: Dataset) -> None:
+        self.entries: dict[tuple[int, ...], Dataset] = {}
+        for i, child in enumerate(root.get("ContentSequence", []), start=1):
+            if _is(child, sr.IMAGE_LIBRARY):
+                for k, entry in enumerate(child.get("ContentSequence", []), start=1):
+                    self.entries[(1, i, k)] = entry
+        if not self.entries:
+            raise SRReadError("the document has no Image Library entries")
+        self.by_uid = {self.uid(entry): entry for entry in self.entries.values()}
+
+    def image(self, path: tuple[int, ...]) -> Dataset:
+        try:
+            return self.entries[path]
+        except KeyError:
+            raise SRReadError(f"reference {'.'.join(map(str, path))} is not an Image Library entry") from None
+
+    @staticmethod
+    def uid(entry: Dataset) -> str:
+        return str(entry.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+
+    @staticmethod
+    def laterality(entry: Dataset) -> str | None:
+        for code in _children(entry, sr.IMAGE_LATERALITY):
+            key = _key(code.ConceptCodeSequence)
+            for letter, side in sr.LATERALITY_CODES.items():
+                if key == (side.value, side.scheme_designator):
+                    return letter
+        return None
+
+    @staticmethod
+    def view(entry: Dataset) -> str | None:
+        for code in _children(entry, sr.IMAGE_VIEW):
+            view = VIEW_CODES.get(tuple(reversed(_key(code.ConceptCodeSequence))))  # type: ignore[arg-type]
+            if view is not None:
+                return view.value
+        return None
+
+
+def _finding_view(sif: Dataset, library: _Library) -> FindingView:
+    outline = _one(sif, sr.OUTLINE, "single image finding")
+    points = [float(v) for v in outline.GraphicData]
+    xs, ys = points[0::2], points[1::2]
+    refs = _references(outline)
+    if len(refs) != 1:
+        raise SRReadError("an Outline must be selected from exactly one image")
+    entry = library.image(refs[0])
+    box = tuple(round(v, BOX_DIGITS) for v in (min(xs), min(ys), max(xs), max(ys)))
+    view = _Library.view(entry)
+    if view is None:
+        raise SRReadError(f"image {_Library.uid(entry)} with a finding has no Image View")
+    return FindingView(_Library.uid(entry), view, box, _percent(sif, sr.CERTAINTY_OF_FINDING, "single image finding"))  # type: ignore[arg-type]
+
+
+def _tracking_id(item: Dataset) -> str:
+    return str(_one(item, sr.TRACKING_IDENTIFIER, "finding").TextValue)
+
+
+def _findings(summary: Dataset, library: _Library) -> list[Finding]:
+    out: list[Finding] = []
+    for impression in _children(summary, sr.INDIVIDUAL_IMPRESSION_RECOMMENDATION):
+        composite = _children(impression, sr.COMPOSITE_FEATURE)
+        if composite:
+            feature = composite[0]
+            views = tuple(_finding_view(s, library) for s in _children(feature, sr.SINGLE_IMAGE_FINDING))
+            score = _percent(feature, sr.CERTAINTY_OF_FEATURE, "composite feature")
+            finding_id = _tracking_id(feature)
+        else:
+            sif = _one(impression, sr.SINGLE_IMAGE_FINDING, "individual impression")
+            views = (_finding_view(sif, library),)
+            score = views[0].score
+            finding_id = _tracking_id(sif)
+        lateralities = {_Library.laterality(library.by_uid[v.sop_instance_uid]) for v in views}
+        if len(lateralities) != 1 or None in lateralities:
+            raise SRReadError(f"finding {finding_id}: its views are not of one known breast")
+        out.append(Finding(finding_id, lateralities.pop(), FINDING_TYPE, score, views))  # type: ignore[arg-type]
+    return out
+
+
+def findings_from_sr(ds: Dataset) -> StudyFindings:
+    """The findings model a Mammography CAD SR encodes; raises :class:`SRReadError`."""
+    if str(ds.get("SOPClassUID", "")) != sr.MAMMOGRAPHY_CAD_SR_STORAGE:
+        raise SRReadError(f"not a Mammography CAD SR (SOP Class {ds.get('SOPClassUID', 'absent')})")
+    templates = ds.get("ContentTemplateSequence", [])
+    if not templates or str(templates[0].TemplateIdentifier) != sr.ROOT_TEMPLATE_ID or not _is(ds, sr.MAMMOGRAPHY_CAD_REPORT):
+        raise SRReadError("the document root is not TID 4000 Mammography CAD Report")
+    library = _Library(ds)
+    detections = _one(ds, sr.SUMMARY_OF_DETECTIONS, "document root")
+    statuses: dict[tuple[int, ...], ImageStatus] = {}
+    algorithm: Algorithm | None = None
+    threshold: float | None = None
+    for concept, status in ((sr.SUCCESSFUL_DETECTIONS, ANALYZED), (sr.FAILED_DETECTIONS, NOT_ANALYZED)):
+        for container in _children(detections, concept):
+            for performed in _children(container, sr.DETECTION_PERFORMED):
+                params = _parameters(performed)
+                if algorithm is None:
+                    algorithm = Algorithm(
+                        str(_one(performed, sr.ALGORITHM_NAME, "detection performed").TextValue),
+                        str(_one(performed, sr.ALGORITHM_VERSION, "detection performed").TextValue),
+                        params.get("model_sha256", ""), params.get("model_name"), params.get("settings_sha256"),
+                    )
+                    threshold = float(params["operating_threshold"]) if "operating_threshold" in params else None
+                for path in _references(performed):
+                    entry = library.image(path)
+                    reason = params.get(REASON_KEY) if status == NOT_ANALYZED else None
+                    statuses[path] = ImageStatus(_Library.uid(entry), _Library.laterality(entry),
+                                                 _Library.view(entry), status, reason, None)
+    if algorithm is None or threshold is None:
+        raise SRReadError("no Detection Performed names the algorithm and its operating point "
+                          f"(parameters {', '.join(PARAMETER_KEYS)})")
+    result = StudyFindings(str(ds.StudyInstanceUID), algorithm, threshold)
+    result.images = sorted(statuses.values(), key=image_sort_key)
+    result.findings = _findings(_one(ds, sr.CAD_PROCESSING_AND_FINDINGS_SUMMARY, "document root"), library)
+    return result
+
+
+def read_mammography_cad_sr(path: Path | str) -> StudyFindings:
+    """Read an SR file; errors name the file."""
+    try:
+        ds = pydicom.dcmread(path)
+    except Exception as exc:  # noqa: BLE001 - any parse failure means "not a readable SR"
+        raise SRReadError(f"{path}: not a readable DICOM file ({type(exc).__name__})") from None
+    try:
+        return findings_from_sr(ds)
+    except SRReadError as exc:
+        raise SRReadError(f"{path}: {exc}") from None
+    except (AttributeError, KeyError, IndexError, ValueError) as exc:
+        raise SRReadError(f"{path}: malformed Mammography CAD SR ({type(exc).__name__}: {exc})") from None
+
+
+def carried(findings: dict[str, Any]) -> dict[str, Any]:
+    """The part of a findings.json document an SR carries: without file names and link costs,
+    and only images identified by a SOP Instance UID."""
+    out = copy.deepcopy(findings)
+    out["images"] = [dict(i, file=None) for i in out["images"] if i["sop_instance_uid"]]
+    for finding in out["findings"]:
+        finding["link_cost"] = None
+    return out
