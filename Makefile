@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # tool:Debian-package pairs the tests use (real DICOM validators and codecs)
 DEBIAN_TOOLS := dciodvfy:dicom3tools dcmcjpls:dcmtk dcmcjpeg:dcmtk dsrdump:dcmtk
+# file:Debian-package pairs (the pixelmed SR validator is a jar; its package brings Java)
+DEBIAN_FILES := /usr/share/java/pixelmed.jar:libpixelmed-java
 DEMO := demo-output
 PHANTOMS := build/phantoms
 MODEL := models/phantom-retinanet-r18
@@ -25,6 +27,9 @@ system-deps:
 	for pair in $(DEBIAN_TOOLS); do \
 	  command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair##*:}"; \
 	done; \
+	for pair in $(DEBIAN_FILES); do \
+	  test -e "$${pair%%:*}" || missing="$$missing $${pair##*:}"; \
+	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
@@ -40,6 +45,8 @@ demo: venv
 	@echo "  ground truth:              $(DEMO)/phantom/truth.json"
 	@echo "  CAD findings:              $(DEMO)/cad/<StudyInstanceUID>/findings.json"
 	@echo "  CAD overlays (PNG):        $(DEMO)/cad/<StudyInstanceUID>/overlays/"
+	@echo "  Mammography CAD SR:        $(DEMO)/cad/<StudyInstanceUID>/cad-sr.dcm  (dsrdump it)"
+	@echo "  presentation state (GSPS): $(DEMO)/cad/<StudyInstanceUID>/cad-pr.dcm"
 
 test: venv system-deps
 	$(BIN)/python -m pytest --junitxml=reports/junit.xml

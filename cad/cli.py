@@ -157,19 +157,22 @@ def inspect(
 @app.command()
 def detect(
     inputs: Annotated[list[Path], typer.Argument(help="DICOM files or folders (one or many studies).")],
-    out: Annotated[Path, typer.Option("--out", help="Output folder: <StudyInstanceUID>/findings.json + overlays/.")],
+    out: Annotated[Path, typer.Option(
+        "--out", help="Output folder: <StudyInstanceUID>/findings.json, cad-sr.dcm, cad-pr.dcm, overlays/.")],
     model: Annotated[
         Path | None, typer.Option("--model", help="Locked model folder (default: the released model).")
     ] = None,
     overlays: Annotated[bool, typer.Option("--overlays/--no-overlays", help="Write overlay PNGs.")] = True,
 ) -> None:
-    """Detect masses on every view, link CC/MLO findings, write findings.json and overlays."""
+    """Detect masses on every view, link CC/MLO findings; write findings.json, a Mammography CAD SR,
+    a presentation state and overlays per study."""
     import torch
 
     from cad.detect.locked import ModelIntegrityError, load_locked_model
     from cad.detect.overlays import write_overlays
     from cad.detect.pipeline import analyse_study
     from cad.io import load
+    from cad.io.outputs import write_dicom_outputs
 
     _require_existing(inputs)
     try:
@@ -180,7 +183,8 @@ def detect(
     wall0, cpu0 = time.perf_counter(), time.process_time()
     result = load(inputs)
     table = Table(title=f"CAD {locked.name} (model {locked.sha256[:12]})")
-    for column in ("study", "images analysed", "not analysed", "findings", f"marks ≥ {locked.operating_threshold:.2f}", "linked"):
+    for column in ("study", "images analysed", "not analysed", "findings", f"marks ≥ {locked.operating_threshold:.2f}",
+                   "linked", "DICOM"):
         table.add_column(column)
     analysed_any = False
     images_analysed = 0
@@ -190,12 +194,20 @@ def detect(
         findings.write(folder / "findings.json")
         if overlays:
             write_overlays(findings, views, folder / "overlays")
+        try:
+            dicom = write_dicom_outputs(findings, study, folder)
+            written = "+".join(name for name, path in (("SR", dicom.sr), ("GSPS", dicom.pr)) if path) or "none"
+            if dicom.pr_problem and dicom.sr:
+                err.print(f"warning: study …{study.study_instance_uid[-8:]}: no presentation state: {dicom.pr_problem}")
+        except ValueError as exc:
+            err.print(f"error: study …{study.study_instance_uid[-8:]}: DICOM outputs not written: {exc}")
+            written = "failed"
         n_ok = sum(i.status == "analyzed" for i in findings.images)
         analysed_any |= n_ok > 0
         images_analysed += n_ok
         marks = [f for f in findings.findings if f.score >= findings.operating_threshold]
         table.add_row("…" + study.study_instance_uid[-8:], str(n_ok), str(len(findings.images) - n_ok),
-                      str(len(findings.findings)), str(len(marks)), str(sum(f.linked for f in marks)))
+                      str(len(findings.findings)), str(len(marks)), str(sum(f.linked for f in marks)), written)
         for image in findings.images:
             if image.status != "analyzed":
                 err.print(f"error: {image.file}: not analysed: {image.reason}")

@@ -85,6 +85,16 @@ def test_masses_are_found_and_linked(detected: Path, mass_truth: dict[str, Any])
         ), f"lesion {lesion['lesion_id']} is not one linked finding at the operating point"
 
 
+@pytest.mark.req("SRS-DCM-001", "SRS-DCM-002", "SRS-DCM-004")
+def test_detect_writes_sr_and_presentation_state_next_to_findings(detected: Path) -> None:
+    from cad.io.sr.reader import carried, read_mammography_cad_sr
+
+    (folder,) = [p.parent for p in detected.rglob("findings.json")]
+    sr, pr = pydicom.dcmread(folder / "cad-sr.dcm"), pydicom.dcmread(folder / "cad-pr.dcm")
+    assert sr.StudyInstanceUID == pr.StudyInstanceUID == folder.name
+    assert carried(read_mammography_cad_sr(folder / "cad-sr.dcm").to_dict()) == carried(_findings(detected))
+
+
 @pytest.mark.req("SRS-DET-004")
 def test_same_input_gives_byte_identical_findings(detected: Path, mass_phantom_dir: Path, tmp_path: Path) -> None:
     again = run("detect", str(mass_phantom_dir), "--out", str(tmp_path), "--no-overlays")

@@ -1,0 +1,75 @@
+"""The DICOM objects written for one analysed study: Mammography CAD SR and presentation state.
+
+One entry point for `cad detect` (and later the PACS service): it derives the UIDs, picks the
+headers the objects must copy, and writes ``cad-sr.dcm`` and ``cad-pr.dcm`` next to
+findings.json.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+
+from cad.detect.findings import StudyFindings
+from cad.io.image import Study
+from cad.io.uids import output_uids
+
+log = logging.getLogger(__name__)
+SR_NAME = "cad-sr.dcm"
+PR_NAME = "cad-pr.dcm"
+
+
+@dataclass(frozen=True)
+class DicomOutputs:
+    sr: Path | None
+    pr: Path | None
+    #: Why the presentation state was not written, when it was not (the SR still was).
+    pr_problem: str | None = None
+
+
+def study_headers(study: Study) -> tuple[list[Dataset], list[Dataset]]:
+    """Pixel-free headers of the study's decoded images and of its failed inputs that were DICOM."""
+    images = [image.header for image in study.images if image.header is not None]
+    failed = [f.header for f in study.failures
+              if f.header is not None and "SOPInstanceUID" in f.header and "SOPClassUID" in f.header]
+    return images, failed
+
+
+def write_dicom_outputs(findings: StudyFindings, study: Study, folder: Path) -> DicomOutputs:
+    """Write the SR (always, when any instance of the study is identifiable) and the GSPS (when
+    at least one image was analysed)."""
+    from cad.io.gsps import build_presentation_state
+    from cad.io.sr.build import build_mammography_cad_sr
+
+    images, failed = study_headers(study)
+    if not images and not failed:
+        log.warning("no DICOM instance of study …%s could be identified: no SR written",
+                    findings.study_instance_uid[-8:])
+        return DicomOutputs(None, None)
+    uids = output_uids(
+        findings.study_instance_uid,
+        [str(h.SOPInstanceUID) for h in images + failed],
+        findings.algorithm.model_sha256,
+        findings.algorithm.settings_sha256,
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    sr = build_mammography_cad_sr(findings, images, failed, uids)
+    sr_path = folder / SR_NAME
+    sr.save_as(sr_path, enforce_file_format=True)
+    analysed = {i.sop_instance_uid for i in findings.images if i.status == "analyzed"}
+    shown = [h for h in images if str(h.SOPInstanceUID) in analysed]
+    if not shown:
+        return DicomOutputs(sr_path, None, "no image was analysed")
+    try:
+        pr = build_presentation_state(findings, shown, uids)
+    except ValueError as exc:
+        # e.g. CC and MLO in different detector formats: one GSPS cannot cover both sizes.
+        # The SR, findings.json and overlays carry the marks; the run goes on.
+        log.warning("presentation state not written for study …%s: %s", findings.study_instance_uid[-8:], exc)
+        return DicomOutputs(sr_path, None, str(exc))
+    pr_path = folder / PR_NAME
+    pr.save_as(pr_path, enforce_file_format=True)
+    return DicomOutputs(sr_path, pr_path)
