@@ -153,14 +153,16 @@ def test_sr_is_a_tid_4000_mammography_cad_report(cases: dict[str, Path], mass_ph
 
 
 @pytest.mark.req("SRS-DCM-006")
-@pytest.mark.parametrize("case, status, failed", [
-    ("both-breasts", sr.StatusOfResults.SUCCEEDED, 0),
-    ("missing-view", sr.StatusOfResults.SUCCEEDED, 0),
-    ("failed-image", sr.StatusOfResults.PARTIALLY_SUCCEEDED, 1),
+@pytest.mark.parametrize("case, status, failed, linking", [
+    ("both-breasts", sr.StatusOfResults.SUCCEEDED, 0, sr.StatusOfResults.SUCCEEDED),
+    ("missing-view", sr.StatusOfResults.SUCCEEDED, 0, sr.StatusOfResults.PARTIALLY_SUCCEEDED),
+    ("failed-image", sr.StatusOfResults.PARTIALLY_SUCCEEDED, 1, sr.StatusOfResults.PARTIALLY_SUCCEEDED),
 ])
 def test_every_input_image_is_in_the_sr_with_its_status(
-    cases: dict[str, Path], case: str, status: sr.StatusOfResults, failed: int,
+    cases: dict[str, Path], case: str, status: sr.StatusOfResults, failed: int, linking: sr.StatusOfResults,
 ) -> None:
+    """Detection status per image, and linking (spatial collocation analysis) per breast: a
+    breast without both views analysed cannot be linked."""
     folder = cases[case]
     read = read_mammography_cad_sr(folder / SR_NAME)
     inputs = sorted(p.name for p in (folder.parent / "in" / case / "input").glob("*.dcm"))
@@ -172,9 +174,12 @@ def test_every_input_image_is_in_the_sr_with_its_status(
     ds = pydicom.dcmread(folder / SR_NAME)
     detections = next(c for c in ds.ContentSequence if c.ConceptNameCodeSequence[0].CodeValue == "111064")
     assert detections.ConceptCodeSequence[0].CodeValue == status.value.value
+    analyses = next(c for c in ds.ContentSequence if c.ConceptNameCodeSequence[0].CodeValue == "111065")
+    assert analyses.ConceptCodeSequence[0].CodeValue == linking.value.value
     processing = next(c for c in ds.ContentSequence if c.ConceptNameCodeSequence[0].CodeValue == "111017")
-    assert processing.ConceptCodeSequence[0].CodeValue.startswith("11124")
-    assert (processing.ConceptCodeSequence[0].CodeValue in ("111243", "111244")) == bool(failed)
+    not_all = bool(failed) or linking is not sr.StatusOfResults.SUCCEEDED
+    assert processing.ConceptCodeSequence[0].CodeValue == (sr.ProcessingSummary.NOT_ALL_SUCCEEDED_WITH_FINDINGS
+                                                           if not_all else sr.ProcessingSummary.ALL_SUCCEEDED_WITH_FINDINGS).value.value
 
 
 @pytest.mark.req("SRS-DCM-002", "SRS-DCM-006")

@@ -21,6 +21,7 @@ from cad.io.image import View
 from cad.io.sr import enum as sr
 from cad.io.sr.content import (
     AlgorithmIdentification,
+    AnalysisPerformed,
     CADImageLibrary,
     CADProcessingAndFindingsSummary,
     CompositeFeature,
@@ -72,6 +73,22 @@ def _view(status: ImageStatus) -> View | None:
 
 def _intent(score: float, threshold: float) -> sr.RenderingIntent:
     return sr.RenderingIntent.PRESENTATION_REQUIRED if score >= threshold else sr.RenderingIntent.NOT_FOR_PRESENTATION
+
+
+def _collocation(analysed: Sequence[ImageStatus]) -> tuple[list[ImageStatus], list[tuple[ImageStatus, str]]]:
+    """Images CC/MLO linking used (breasts with both views analysed), and those it could not,
+    with why: their breast has no analysed image of the other view."""
+    used: list[ImageStatus] = []
+    unused: list[tuple[ImageStatus, str]] = []
+    for side in ("R", "L"):
+        images = [s for s in analysed if s.laterality == side]
+        views = {s.view for s in images}
+        if {"CC", "MLO"} <= views:
+            used += images
+        else:
+            missing = ({"CC", "MLO"} - views).pop()
+            unused += [(s, f"no analysed {missing} view of this breast to link with") for s in images]
+    return used, unused
 
 
 def _box(box: Sequence[float]) -> tuple[float, ...]:
@@ -131,6 +148,19 @@ def build_mammography_cad_sr(
         )
         for s in failed
     ]
+    linked_ok, linked_failed = _collocation(analysed)
+    successful_analyses = (
+        [AnalysisPerformed(algorithm, [library.path_of(s.sop_instance_uid) for s in linked_ok])]  # type: ignore[arg-type]
+        if linked_ok else []
+    )
+    failed_analyses = [
+        AnalysisPerformed(
+            AlgorithmIdentification(findings.algorithm.name, findings.algorithm.version,
+                                    [*parameters, f"{REASON_KEY}={reason}"]),
+            [library.path_of(s.sop_instance_uid)],  # type: ignore[arg-type]
+        )
+        for s, reason in linked_failed
+    ]
     impressions = [
         IndividualImpressionRecommendation(
             _finding_content(f, findings.operating_threshold, algorithm, library),
@@ -140,13 +170,13 @@ def build_mammography_cad_sr(
     ]
     # "with findings" means the document reports findings (PS3.16 TID 4001); which of them a
     # workstation shows is each finding's Rendering Intent.
-    summary = sr.ProcessingSummary.of(any_failed=bool(failed), any_succeeded=bool(analysed),
+    summary = sr.ProcessingSummary.of(any_failed=bool(failed or linked_failed), any_succeeded=bool(analysed),
                                       with_findings=bool(impressions))
     report = MammographyCADReport(
         library,
         CADProcessingAndFindingsSummary(summary, impressions),
         SummaryOfDetections(successful_detections, failed_detections),
-        SummaryOfAnalyses(),
+        SummaryOfAnalyses(successful_analyses, failed_analyses),
     )
     evidence = [_evidence(headers[s.sop_instance_uid]) for s in listed]  # type: ignore[index]
     return MammographyCADSR(

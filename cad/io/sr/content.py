@@ -249,23 +249,46 @@ class CADProcessingAndFindingsSummary(CodeContentItem):
             self.ContentSequence = list(impressions)
 
 
-class DetectionPerformed(CodeContentItem):
-    """TID 4017 CAD Detection Performed: mass detection by one algorithm on the referenced
-    Image Library entries (by reference, as TID 4017 requires for mammography)."""
+class _Performed(CodeContentItem):
+    """An algorithm run on referenced Image Library entries (TID 4017 / TID 4018), by reference
+    as the mammography templates require."""
 
-    def __init__(self, algorithm: AlgorithmIdentification, image_paths: Sequence[Sequence[int]]) -> None:
+    concept: Code
+
+    def __init__(self, value: Code, algorithm: AlgorithmIdentification, image_paths: Sequence[Sequence[int]]) -> None:
         if not image_paths:
-            raise ValueError("a detection performed must reference at least one image")
-        super().__init__(sr.DETECTION_PERFORMED, sr.DENSITY, relationship_type=CONTAINS)
+            raise ValueError(f"a {self.concept.meaning} must reference at least one image")
+        super().__init__(self.concept, value, relationship_type=CONTAINS)
         self.ContentSequence = list(algorithm)
         for path in image_paths:
             _refer(self, HAS_PROPERTIES, path)
 
 
-class SummaryOfDetections(CodeContentItem):
-    """TID 4000 rows 6-7 with TID 4015: which images mass detection succeeded and failed on."""
+class DetectionPerformed(_Performed):
+    """TID 4017 CAD Detection Performed: mass (CID 6014 "density") detection on the images."""
 
-    def __init__(self, successful: Sequence[DetectionPerformed], failed: Sequence[DetectionPerformed]) -> None:
+    concept = sr.DETECTION_PERFORMED
+
+    def __init__(self, algorithm: AlgorithmIdentification, image_paths: Sequence[Sequence[int]]) -> None:
+        super().__init__(sr.DENSITY, algorithm, image_paths)
+
+
+class AnalysisPerformed(_Performed):
+    """TID 4018 CAD Analysis Performed: CC/MLO linking, a spatial collocation analysis (CID 6043)."""
+
+    concept = sr.ANALYSIS_PERFORMED
+
+    def __init__(self, algorithm: AlgorithmIdentification, image_paths: Sequence[Sequence[int]]) -> None:
+        super().__init__(sr.SPATIAL_COLLOCATION, algorithm, image_paths)
+
+
+class _Summary(CodeContentItem):
+    """TID 4000 rows 6-9 with TID 4015 / TID 4016: status of one kind of processing, with the
+    runs that succeeded and those that failed."""
+
+    def __init__(
+        self, name: Code, containers: tuple[Code, Code], successful: Sequence[_Performed], failed: Sequence[_Performed],
+    ) -> None:
         if successful and failed:
             status = sr.StatusOfResults.PARTIALLY_SUCCEEDED
         elif successful:
@@ -274,23 +297,29 @@ class SummaryOfDetections(CodeContentItem):
             status = sr.StatusOfResults.FAILED
         else:
             status = sr.StatusOfResults.NOT_ATTEMPTED
-        super().__init__(sr.SUMMARY_OF_DETECTIONS, status.value, relationship_type=CONTAINS)
-        self.status = status
-        containers: list[ContainerContentItem] = []
-        for concept, items in ((sr.SUCCESSFUL_DETECTIONS, successful), (sr.FAILED_DETECTIONS, failed)):
-            if items:
+        super().__init__(name, status.value, relationship_type=CONTAINS)
+        items: list[ContainerContentItem] = []
+        for concept, performed in zip(containers, (successful, failed)):
+            if performed:
                 container = ContainerContentItem(concept, relationship_type=INFERRED_FROM)
-                container.ContentSequence = list(items)
-                containers.append(container)
-        if containers:
-            self.ContentSequence = containers
+                container.ContentSequence = list(performed)
+                items.append(container)
+        if items:
+            self.ContentSequence = items
 
 
-class SummaryOfAnalyses(CodeContentItem):
-    """TID 4000 row 8: the device performs no CAD analyses (quality, density), only detection."""
+class SummaryOfDetections(_Summary):
+    """Which images mass detection succeeded and failed on."""
 
-    def __init__(self) -> None:
-        super().__init__(sr.SUMMARY_OF_ANALYSES, sr.StatusOfResults.NOT_ATTEMPTED.value, relationship_type=CONTAINS)
+    def __init__(self, successful: Sequence[DetectionPerformed], failed: Sequence[DetectionPerformed]) -> None:
+        super().__init__(sr.SUMMARY_OF_DETECTIONS, (sr.SUCCESSFUL_DETECTIONS, sr.FAILED_DETECTIONS), successful, failed)
+
+
+class SummaryOfAnalyses(_Summary):
+    """Which images CC/MLO linking (spatial collocation) could and could not use."""
+
+    def __init__(self, successful: Sequence[AnalysisPerformed], failed: Sequence[AnalysisPerformed]) -> None:
+        super().__init__(sr.SUMMARY_OF_ANALYSES, (sr.SUCCESSFUL_ANALYSES, sr.FAILED_ANALYSES), successful, failed)
 
 
 class MammographyCADReport(ContainerContentItem):

@@ -35,6 +35,11 @@ OUTLINE = DCM.Outline
 SUCCESSFUL_DETECTIONS = DCM.SuccessfulDetections
 FAILED_DETECTIONS = DCM.FailedDetections
 DETECTION_PERFORMED = DCM.DetectionPerformed
+SUCCESSFUL_ANALYSES = DCM.SuccessfulAnalyses
+FAILED_ANALYSES = DCM.FailedAnalyses
+ANALYSIS_PERFORMED = DCM.AnalysisPerformed
+#: CID 6043 Types of Mammography CAD Analysis: what CC/MLO linking is.
+SPATIAL_COLLOCATION = Code("133884007", "SCT", "Spatial collocation analysis")
 ALGORITHM_NAME = DCM.AlgorithmName
 ALGORITHM_VERSION = DCM.AlgorithmVersion
 ALGORITHM_PARAMETERS = DCM.AlgorithmParameters
