@@ -133,6 +133,9 @@ def build_mammography_cad_sr(
     library = CADImageLibrary(entries, MammographyCADReport.IMAGE_LIBRARY_PATH)
     parameters = algorithm_parameters(findings)
     algorithm = AlgorithmIdentification(findings.algorithm.name, findings.algorithm.version, parameters)
+    # on each finding, name and version only (TID 4019 rows that are mandatory): the model hash
+    # and operating point are stated once per run, on the Detection Performed items
+    finding_algorithm = AlgorithmIdentification(findings.algorithm.name, findings.algorithm.version)
 
     analysed = [s for s in listed if s.status == ANALYZED]
     failed = [s for s in listed if s.status != ANALYZED]
@@ -163,7 +166,7 @@ def build_mammography_cad_sr(
     ]
     impressions = [
         IndividualImpressionRecommendation(
-            _finding_content(f, findings.operating_threshold, algorithm, library),
+            _finding_content(f, findings.operating_threshold, finding_algorithm, library),
             _intent(f.score, findings.operating_threshold),
         )
         for f in findings.findings
