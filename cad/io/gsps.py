@@ -72,6 +72,7 @@ def build_presentation_state(
     findings: StudyFindings,
     headers: Sequence[Dataset],
     uids: dict[str, str],
+    instance_number: int = INSTANCE_NUMBER,
 ) -> GrayscaleSoftcopyPresentationState:
     """GSPS of one study: its analysed images, their VOI and the CAD marks readers see.
 
@@ -84,6 +85,8 @@ def build_presentation_state(
         Pixel-free datasets of the analysed images (``MammogramImage.header``).
     uids: dict[str, str]
         ``cad.io.uids.output_uids`` of the study; ``"pr_series"`` and ``"pr_instance"`` are used.
+    instance_number: int, optional
+        Instance Number, when a study needs more than one presentation state (one per image size).
 
     Returns
     -------
@@ -98,8 +101,8 @@ def build_presentation_state(
     ValueError
         When there is no image, a UID is missing, the images are not of the findings' study,
         repeat a SOPInstanceUID, differ in Rows/Columns, rescale (raised by highdicom) or
-        MONOCHROME1/2, carry a Modality LUT Sequence, or a mark refers to an image not given or
-        lies outside it.
+        MONOCHROME1/2, carry a Modality LUT Sequence, or a mark lies outside its image. Marks on
+        images not given belong to another presentation state of the study and are skipped.
 
     """
     if not headers:
@@ -138,7 +141,7 @@ def build_presentation_state(
         series_instance_uid=uids["pr_series"],
         series_number=PR_SERIES_NUMBER,
         sop_instance_uid=uids["pr_instance"],
-        instance_number=INSTANCE_NUMBER,
+        instance_number=instance_number,
         manufacturer=DEVICE.manufacturer,
         manufacturer_model_name=DEVICE.model_name,
         software_versions=DEVICE.software_versions,
@@ -194,10 +197,8 @@ def _annotations(
         for view in finding.views:
             image = by_uid.get(view.sop_instance_uid)
             if image is None:
-                raise ValueError(
-                    f"SOPInstanceUID: {finding.finding_id} is marked on an image that is not "
-                    "among the analysed images."
-                )
+                # a view in another presentation state of the study (another image size)
+                continue
             rows, cols = int(image.Rows), int(image.Columns)
             x0, y0, x1, y1 = _box(view)
             if not (0 <= x0 < x1 <= cols and 0 <= y0 < y1 <= rows):

@@ -15,7 +15,7 @@ from pydicom.dataset import Dataset
 
 from cad.detect.findings import StudyFindings
 from cad.io.image import Study
-from cad.io.uids import output_uids
+from cad.io.uids import derived_uid, output_uids
 
 log = logging.getLogger(__name__)
 SR_NAME = "cad-sr.dcm"
@@ -25,9 +25,11 @@ PR_NAME = "cad-pr.dcm"
 @dataclass(frozen=True)
 class DicomOutputs:
     sr: Path | None
+    #: The first presentation state; ``prs`` holds all of them (one per image size).
     pr: Path | None
-    #: Why the presentation state was not written, when it was not (the SR still was).
+    #: Why no presentation state was written, when none was (the SR still was).
     pr_problem: str | None = None
+    prs: tuple[Path, ...] = ()
 
 
 def study_headers(study: Study) -> tuple[list[Dataset], list[Dataset]]:
@@ -40,7 +42,7 @@ def study_headers(study: Study) -> tuple[list[Dataset], list[Dataset]]:
 
 def write_dicom_outputs(findings: StudyFindings, study: Study, folder: Path) -> DicomOutputs:
     """Write the SR (always, when any instance of the study is identifiable) and the GSPS (when
-    at least one image was analysed)."""
+    at least one image was analysed; one per image size)."""
     from cad.io.gsps import build_presentation_state
     from cad.io.sr.build import build_mammography_cad_sr
 
@@ -63,13 +65,22 @@ def write_dicom_outputs(findings: StudyFindings, study: Study, folder: Path) -> 
     shown = [h for h in images if str(h.SOPInstanceUID) in analysed]
     if not shown:
         return DicomOutputs(sr_path, None, "no image was analysed")
-    try:
-        pr = build_presentation_state(findings, shown, uids)
-    except ValueError as exc:
-        # e.g. CC and MLO in different detector formats: one GSPS cannot cover both sizes.
-        # The SR, findings.json and overlays carry the marks; the run goes on.
-        log.warning("presentation state not written for study …%s: %s", findings.study_instance_uid[-8:], exc)
-        return DicomOutputs(sr_path, None, str(exc))
-    pr_path = folder / PR_NAME
-    pr.save_as(pr_path, enforce_file_format=True)
-    return DicomOutputs(sr_path, pr_path)
+    # highdicom writes one Displayed Area for all images of a GSPS, so views stored at different
+    # sizes (e.g. CC and MLO in different detector formats) get one presentation state per size,
+    # in one series: cad-pr.dcm when there is one size, else cad-pr-1.dcm, cad-pr-2.dcm, ...
+    sizes = sorted({(int(h.Rows), int(h.Columns)) for h in shown})
+    paths: list[Path] = []
+    for number, size in enumerate(sizes, start=1):
+        group = [h for h in shown if (int(h.Rows), int(h.Columns)) == size]
+        group_uids = dict(uids)
+        if len(sizes) > 1:
+            group_uids["pr_instance"] = derived_uid("cad-pr-instance", [uids["pr_instance"], f"{size[0]}x{size[1]}"])
+        try:
+            pr = build_presentation_state(findings, group, group_uids, instance_number=number)
+        except ValueError as exc:
+            log.warning("presentation state not written for study …%s: %s", findings.study_instance_uid[-8:], exc)
+            return DicomOutputs(sr_path, paths[0] if paths else None, str(exc), tuple(paths))
+        path = folder / (PR_NAME if len(sizes) == 1 else f"cad-pr-{number}.dcm")
+        pr.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return DicomOutputs(sr_path, paths[0], None, tuple(paths))
