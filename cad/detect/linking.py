@@ -1,11 +1,13 @@
 """CC/MLO lesion linking: the same mass seen in both views of a breast becomes one finding.
 
 Each detection is described by where it lies relative to the breast's landmarks and by how it
-looks: distance from the nipple (mm), depth from the chest wall (CC: distance from the chest-wall
-edge; MLO: perpendicular distance from the pectoral line, the posterior-nipple-line convention),
-apparent size (mm) and local contrast. A pair's cost is the sum of squared, scaled differences;
-pairs beyond the gate are never linked; scipy's Hungarian solver picks the cheapest one-to-one
-assignment. A linked pair's score is fused by a noisy-OR weighted by the link's confidence.
+looks: distance from the nipple (mm), depth behind the nipple along the posterior nipple line
+(CC: horizontal distance from the nipple toward the chest wall; MLO: how much closer to the
+pectoral line than the nipple it lies), apparent size (mm), local contrast and detector score
+(logit). A pair's cost is the sum of squared, scaled differences; pairs beyond the gate are never
+linked; scipy's Hungarian solver picks the cheapest one-to-one assignment in which leaving a
+detection unlinked is an option. A linked pair's score is fused by a noisy-OR weighted by the
+link's confidence.
 """
 
 from __future__ import annotations
@@ -26,13 +28,16 @@ class LinkingConfig:
     """Tolerances (one standard deviation of the expected CC-MLO difference) and the gate."""
 
     nipple_sd_mm: float = 12.0
-    #: wide: CC depth from the film edge and MLO depth from the pectoral line differ by tens of
-    #: mm on phantoms (a true pair measured 46 vs 96 mm), so depth is only a weak cue
+    #: wide: depth is a weak cue on phantoms (15 mm linked fewer true pairs on the linking-tuning
+    #: phantoms; docs/detection.md)
     depth_sd_mm: float = 40.0
     log_size_sd: float = 0.35
     contrast_sd: float = 0.6
     #: largest cost (sum of squared scaled differences) a linked pair may have
     gate: float = 9.0
+    #: how much the two views' detector scores (logit) of one mass differ: a mass the detector
+    #: is sure of in one view is rarely a faint candidate in the other (0 disables the term)
+    score_sd_logit: float = 1.5
     #: a detection scoring below this is never linked (weak marks stay single-view)
     min_score: float = 0.05
 
@@ -97,13 +102,17 @@ def candidates(view: ViewInput, image_view: View, boxes: np.ndarray, model_boxes
     spacing = geometry.spacing_mm
     target_mm = spacing / geometry.transform.scale[0]
     out = []
+    nipple = np.asarray(geometry.nipple, dtype=np.float64)
+    nipple_model_x = float(geometry.transform.forward_points(nipple)[0, 0])
     for k, (box, mbox, score) in enumerate(zip(boxes, model_boxes, scores)):
         centre = (box[:2] + box[2:]) / 2
         if image_view is View.MLO:
-            depth = (_distance_to_line(centre, geometry.pectoral_line) * spacing
-                     if geometry.pectoral_line is not None else None)
+            line = geometry.pectoral_line
+            depth = ((_distance_to_line(nipple, line) - _distance_to_line(centre, line)) * spacing
+                     if line is not None else None)
         else:
-            depth = float((mbox[0] + mbox[2]) / 2 * target_mm)  # canonical: chest wall at x = 0
+            # canonical CC: chest wall at x = 0, nipple toward +x
+            depth = float((nipple_model_x - (mbox[0] + mbox[2]) / 2) * target_mm)
         size = float(math.sqrt(max(1e-6, (box[2] - box[0]) * (box[3] - box[1]))) * spacing)
         out.append(Candidate(first_index + k, float(score), geometry.nipple_distance_mm(*centre), depth, size,
                              _contrast(view, mbox)))
@@ -116,20 +125,41 @@ def pair_cost(cc: Candidate, mlo: Candidate, config: LinkingConfig) -> float:
         cost += ((cc.depth_mm - mlo.depth_mm) / config.depth_sd_mm) ** 2
     cost += (math.log(cc.size_mm / mlo.size_mm) / config.log_size_sd) ** 2
     cost += ((cc.contrast - mlo.contrast) / config.contrast_sd) ** 2
+    if config.score_sd_logit > 0:
+        cost += ((_logit(cc.score) - _logit(mlo.score)) / config.score_sd_logit) ** 2
     return cost
 
 
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-4), 1 - 1e-4)
+    return math.log(p / (1 - p))
+
+
 def link(cc: list[Candidate], mlo: list[Candidate], config: LinkingConfig) -> list[Link]:
-    """Minimum-cost one-to-one CC/MLO assignment among gated, sufficiently scored pairs."""
+    """Minimum-cost CC/MLO assignment among gated, sufficiently scored pairs, where leaving a
+    detection unlinked is an option costing half the gate.
+
+    Without that option the solver must pair as many detections as it can, and it will trade a
+    cheap true pair for two mediocre ones; with it, a pair is linked only when that lowers the
+    total cost, so any linked pair costs less than the gate.
+    """
     cc = [c for c in cc if c.score >= config.min_score]
     mlo = [m for m in mlo if m.score >= config.min_score]
     if not cc or not mlo:
         return []
-    costs = np.array([[pair_cost(c, m, config) for m in mlo] for c in cc])
+    n, m = len(cc), len(mlo)
+    costs = np.array([[pair_cost(c, m_, config) for m_ in mlo] for c in cc])
     blocked = costs > config.gate
-    rows, cols = linear_sum_assignment(np.where(blocked, config.gate * 1e3, costs))
+    never = config.gate * 1e3
+    unlinked = np.full((n + m, m + n), never)
+    unlinked[:n, :m] = np.where(blocked, never, costs)
+    unlinked[np.arange(n), m + np.arange(n)] = config.gate / 2  # CC detection left single-view
+    unlinked[n + np.arange(m), np.arange(m)] = config.gate / 2  # MLO detection left single-view
+    unlinked[n:, m:] = 0.0
+    rows, cols = linear_sum_assignment(unlinked)
     return sorted(
-        (Link(cc[r].index, mlo[c].index, float(costs[r, c])) for r, c in zip(rows, cols) if not blocked[r, c]),
+        (Link(cc[r].index, mlo[c].index, float(costs[r, c]))
+         for r, c in zip(rows, cols) if r < n and c < m and not blocked[r, c]),
         key=lambda l: (l.cc, l.mlo),
     )
 

@@ -59,3 +59,28 @@ def test_fusion_extremes() -> None:
     assert fuse(0.6, 0.5, 0.0) == pytest.approx(0.6)
     assert fuse(0.6, 0.5, 1.0) == pytest.approx(1 - 0.4 * 0.5)
     assert np.isclose(fuse(0.5, 0.6, 0.7), fuse(0.6, 0.5, 0.7))
+
+
+@pytest.mark.req("SRS-LNK-001")
+def test_a_true_pair_is_not_traded_for_two_mediocre_ones() -> None:
+    """A forced maximum-cardinality assignment would pair cc0-mlo1 and cc1-mlo0 (each 27 mm off
+    in nipple distance); leaving both weak partners unlinked keeps the consistent pair."""
+    config = LinkingConfig()
+    cc = [cand(0, 100, 90, 10, 0.5, 0.8), cand(1, 75, 88, 10, 0.5, 0.6)]
+    mlo = [cand(0, 102, 88, 10, 0.5, 0.6), cand(1, 127, 90, 10, 0.5, 0.8)]
+    true_pair = pair_cost(cc[0], mlo[0], config)
+    crossed = pair_cost(cc[0], mlo[1], config) + pair_cost(cc[1], mlo[0], config)
+    assert crossed < config.gate * 2 and pair_cost(cc[1], mlo[1], config) > config.gate
+    assert true_pair + config.gate < crossed  # keeping the true pair is cheaper overall
+    assert [(l.cc, l.mlo) for l in link(cc, mlo, config)] == [(0, 0)]
+
+
+@pytest.mark.req("SRS-LNK-001")
+def test_score_consistency_term() -> None:
+    sure, faint = cand(0, 50, score=0.9), cand(0, 50, score=0.06)
+    with_term = LinkingConfig()
+    without = LinkingConfig(score_sd_logit=0.0)
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    expected = ((logit(0.9) - logit(0.06)) / with_term.score_sd_logit) ** 2
+    assert pair_cost(sure, faint, with_term) - pair_cost(sure, faint, without) == pytest.approx(expected)
+    assert pair_cost(sure, cand(0, 50, score=0.9), with_term) == pytest.approx(0.0)
