@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pydicom
 
-from cad.io.outputs import PR_NAME, SR_NAME
+from cad.io.outputs import SR_NAME
 from cad.io.render import render_presentation_state
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -64,8 +64,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     written = render_sr(args.study / SR_NAME, args.out)
-    if (args.study / PR_NAME).exists():
-        written += render_gsps(args.study / PR_NAME, args.inputs, args.out)
+    for pr in sorted(args.study.glob("cad-pr*.dcm")):  # one per image size
+        written += render_gsps(pr, args.inputs, args.out)
     for path in written:
         print(path)
 
