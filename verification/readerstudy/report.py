@@ -1,0 +1,355 @@
+"""The reader-study report: one self-contained HTML file and a PDF with the same content.
+
+Sections: data, method, figures of merit with empirical ROC / wAFROC curves per reader and
+treatment, the F (or chi-square) tests, treatment differences with confidence intervals and
+the variance components. The HTML uses the shared :mod:`verification.html` helpers; the PDF is
+drawn with matplotlib only (curves and tables on A4 pages), so neither needs anything else.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import textwrap
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.backends.backend_pdf import PdfPages  # noqa: E402
+from matplotlib.figure import Figure, SubFigure  # noqa: E402
+
+import cad  # noqa: E402
+from verification.html import esc, figure, fmt, page, table  # noqa: E402
+from verification.readerstudy.data import Paradigm  # noqa: E402
+from verification.readerstudy.fom import FigureOfMerit, empirical_curve  # noqa: E402
+from verification.readerstudy.mrmc import ANALYSES, Method, ReaderStudyResult  # noqa: E402
+
+TITLE = "Reader study (MRMC) analysis"
+A4 = (8.27, 11.69)
+ROW_HEIGHT = 0.0175  # of the A4 page height
+
+Rows = list[list[Any]]
+
+
+# --------------------------------------------------------------------------- content (shared by HTML and PDF)
+
+
+def _data_rows(result: ReaderStudyResult) -> Rows:
+    s = result.study
+    rows: Rows = [
+        ["input", s.source],
+        ["paradigm", s.paradigm.value],
+        ["figure of merit", result.fom.label],
+        ["treatments", f"{s.n_treatments}: {', '.join(s.treatments)}"],
+        ["readers", f"{s.n_readers}: {', '.join(s.readers)}"],
+        ["cases", f"{s.n_cases} ({s.n_normal} non-diseased, {s.n_abnormal} diseased)"],
+    ]
+    if s.paradigm is Paradigm.FROC:
+        rows.append(["lesions", f"{s.n_lesions} (1–{int(s.lesions_per_case.max())} per diseased case)"])
+        marks = int((s.nl > -math.inf).sum() + (s.ll > -math.inf).sum())
+        rows.append(["marks", f"{marks} over all treatments and readers"])
+    return rows
+
+
+def _method_text(result: ReaderStudyResult) -> list[str]:
+    methods = set(result.methods)
+    fom = ("the Wilcoxon (trapezoidal) area under the empirical ROC curve" if result.fom is FigureOfMerit.WILCOXON
+           else "the weighted AFROC figure of merit (wAFROC; Chakraborty): highest-rated false positive per "
+                "non-diseased case against every lesion, lesions weighted as in the Truth sheet, unmarked "
+                "cases and lesions rated −∞")
+    text = [f"Figure of merit: {fom}. Case-deletion jackknife over all {result.study.n_cases} cases."]
+    if Method.OR in methods:
+        text.append("Obuchowski–Rockette (1995) with Hillis' (2007, 2008) denominator degrees of freedom; error "
+                    "covariances (Var, Cov1, Cov2, Cov3) from the jackknife. RRRC: F = MS(T) / [MS(TR) + "
+                    "J·max(Cov2 − Cov3, 0)]; FRRC: χ² = (I−1)·MS(T) / [Var − Cov1 + (J−1)·max(Cov2 − Cov3, 0)] "
+                    "with normal-approximation differences (no df); RRFC: F = MS(T) / MS(TR).")
+    if Method.DBM in methods:
+        text.append("Dorfman–Berbaum–Metz (1992): ANOVA of jackknife pseudovalues (centred on each reader's "
+                    "figure of merit, as RJafroc). RRRC: F = MS(T) / [MS(TR) + max(MS(TC) − MS(TRC), 0)] with "
+                    "Hillis' ddf; FRRC: F = MS(T) / MS(TC); RRFC: F = MS(T) / MS(TR).")
+    text.append(f"Differences are the reader-averaged figure of merit of the first treatment minus the second; "
+                f"{100 * (1 - result.alpha):g}% confidence intervals, two-sided p values. Conventions as "
+                "RJafroc 2.1.3 (St, covEstMethod = \"jackknife\").")
+    return text
+
+
+def _fom_table(result: ReaderStudyResult) -> tuple[list[str], Rows]:
+    s = result.study
+    header = ["treatment", *(f"reader {r}" for r in s.readers), "mean"]
+    rows = [[t, *(float(v) for v in result.foms[i]), float(result.foms[i].mean())] for i, t in enumerate(s.treatments)]
+    return header, rows
+
+
+def _test_table(result: ReaderStudyResult) -> tuple[list[str], Rows]:
+    header = ["method", "analysis", "statistic", "value", "df (num)", "df (den)", "p", "MS(T)", "MS(error)"]
+    rows: Rows = []
+    for method, res in result.methods.items():
+        for name in ANALYSES:
+            t = res.tests[name]
+            rows.append([method.value, name, "χ²" if t.is_chisq else "F", t.statistic, f"{t.df_num:g}",
+                         "—" if t.df_den is None else fmt(t.df_den, 2), t.p, t.ms_treatment, t.ms_error])
+    return header, rows
+
+
+def _difference_table(result: ReaderStudyResult) -> tuple[list[str], Rows]:
+    pct = f"{100 * (1 - result.alpha):g}%"
+    header = ["method", "analysis", "difference", "estimate", "std. error", "df", "t or z", "p",
+              f"{pct} CI lower", f"{pct} CI upper"]
+    rows: Rows = []
+    for method, res in result.methods.items():
+        for name in ANALYSES:
+            for d in res.tests[name].differences:
+                rows.append([method.value, name, f"{d.treatment_a} − {d.treatment_b}", d.estimate, d.stderr,
+                             "— (z)" if d.df is None else fmt(d.df, 2), d.statistic, d.p, d.ci_lower, d.ci_upper])
+    return header, rows
+
+
+def _variance_table(result: ReaderStudyResult) -> tuple[list[str], Rows]:
+    rows: Rows = []
+    for method, res in result.methods.items():
+        rows += [[method.value, "component", k, v] for k, v in res.variance_components.items()]
+        rows += [[method.value, "mean square", f"MS({k})", v] for k, v in res.mean_squares.items()]
+    return ["method", "kind", "name", "value"], rows
+
+
+SCIENTIFIC_COLUMNS = frozenset({"p", "MS(T)", "MS(error)", "value"})
+"""Columns whose small values (p values, mean squares, variances) are shown in scientific notation."""
+
+
+def _sci(value: Any) -> Any:
+    if isinstance(value, float) and value != 0 and math.isfinite(value) and abs(value) < 1e-3:
+        return f"{value:.3e}"
+    return value
+
+
+def _display(header: Sequence[str], rows: Rows) -> Rows:
+    """Rows with small numbers of the scientific columns as text, the rest unchanged."""
+    sci = [h in SCIENTIFIC_COLUMNS for h in header]
+    return [[_sci(v) if s else v for v, s in zip(row, sci, strict=True)] for row in rows]
+
+
+def _formatted(header: Sequence[str], rows: Rows, digits: int = 4) -> list[list[str]]:
+    return [[fmt(v, digits) for v in row] for row in _display(header, rows)]
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _curve_grid(n_treatments: int) -> tuple[int, int]:
+    """Rows and columns of curve panels: two per row keeps them legible on an A4 page."""
+    ncols = min(n_treatments, 2)
+    return math.ceil(n_treatments / ncols), ncols
+
+
+def draw_curves(result: ReaderStudyResult, fig: Figure | SubFigure) -> None:
+    """Empirical curves into ``fig``: one panel per treatment, one colour per reader."""
+    s = result.study
+    roc = result.fom is FigureOfMerit.WILCOXON
+    nrows, ncols = _curve_grid(s.n_treatments)
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
+    colours = plt.get_cmap("tab10" if s.n_readers <= 10 else "tab20")
+    for i, treatment in enumerate(s.treatments):
+        ax = axes[i // ncols][i % ncols]
+        ax.plot([0, 1], [0, 1], color="0.75", lw=0.8, ls="--")
+        for j, reader in enumerate(s.readers):
+            x, y = empirical_curve(s, result.fom, i, j)
+            ax.plot(x, y, color=colours(j % colours.N), lw=1.4, label=f"reader {reader} ({result.foms[i, j]:.3f})")
+        ax.set_title(f"treatment {treatment}: mean {result.foms[i].mean():.3f}", fontsize=10)
+        ax.set_xlim(-0.01, 1.01)
+        ax.set_ylim(-0.01, 1.01)
+        ax.set_xlabel("FPF (false-positive fraction)" if roc else "FPF (highest false mark on non-diseased)",
+                      fontsize=9)
+        if i % ncols == 0:
+            ax.set_ylabel("TPF (true-positive fraction)" if roc else "wLLF (weighted lesion fraction)", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=7, frameon=True)
+    for extra in range(s.n_treatments, nrows * ncols):
+        axes[extra // ncols][extra % ncols].set_visible(False)
+    fig.suptitle(f"Empirical {'ROC' if roc else 'wAFROC'} curves ({result.fom.label} per reader in brackets)",
+                 fontsize=11)
+
+
+def curves_figure(result: ReaderStudyResult) -> Figure:
+    """The curves as a figure of their own (for the HTML report and curves.png)."""
+    nrows, ncols = _curve_grid(result.study.n_treatments)
+    fig = plt.figure(figsize=(4.0 * ncols, 4.3 * nrows), layout="constrained")
+    draw_curves(result, fig)
+    return fig
+
+
+def _png(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight", pad_inches=0.15, metadata={"Software": None})
+    return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------- HTML
+
+
+def render_html(result: ReaderStudyResult, curves_png: bytes, command: str, when: datetime) -> str:
+    """The HTML document."""
+    curve_kind = "ROC" if result.fom is FigureOfMerit.WILCOXON else "wAFROC"
+    sections = [
+        "<h2>1. Data</h2>" + table(["item", "details"], _data_rows(result), left_columns=2),
+        "<h2>2. Method</h2>" + "".join(f"<p>{esc(t)}</p>" for t in _method_text(result)),
+        "<h2>3. Figures of merit</h2>" + _html_table(*_fom_table(result)),
+        figure(curves_png, f"Empirical {curve_kind} curves per treatment (one colour per reader).", 100),
+        "<h2>4. Tests of equal treatment figures of merit</h2>" + _html_table(*_test_table(result), left_columns=3),
+        "<h2>5. Treatment differences</h2>"
+        + _html_table(*_difference_table(result), left_columns=3)
+        + "<p class=\"note\">FRRC differences of the OR method use the normal approximation (z, no df).</p>",
+        "<h2>6. Variance components and mean squares</h2>" + _html_table(*_variance_table(result), left_columns=3),
+    ]
+    meta = (f"Command: <code>{esc(command)}</code> · analysed with mammo-cad {esc(cad.__version__)} · "
+            f"{esc(when.strftime('%Y-%m-%d %H:%M UTC'))}")
+    return page(TITLE, sections, meta)
+
+
+def _html_table(header: Sequence[str], rows: Rows, left_columns: int = 1) -> str:
+    return table(header, _display(header, rows), left_columns=left_columns)
+
+
+# --------------------------------------------------------------------------- PDF
+
+
+class _PdfPages:
+    """A4 pages filled top to bottom with text blocks, matplotlib tables and the curves."""
+
+    def __init__(self, pdf: PdfPages, header: str) -> None:
+        self.pdf, self.header = pdf, header
+        self.fig: Figure | None = None
+        self.y = 0.0
+
+    def _new_page(self) -> None:
+        self.close_page()
+        self.fig = plt.figure(figsize=A4)
+        self.fig.text(0.06, 0.98, "\n".join(textwrap.wrap(self.header, 150)), fontsize=6.5, color="0.35",
+                      va="top", linespacing=1.3)
+        self.y = 0.95
+
+    def close_page(self) -> None:
+        if self.fig is not None:
+            self.pdf.savefig(self.fig)
+            plt.close(self.fig)
+            self.fig = None
+
+    def _need(self, height: float) -> Figure:
+        if self.fig is None or self.y - height < 0.04:
+            self._new_page()
+        assert self.fig is not None
+        return self.fig
+
+    def text(self, text: str, size: float = 9, bold: bool = False, width: int = 105, keep: float = 0.0) -> None:
+        """A wrapped paragraph; ``keep`` reserves that much page height below it (headings stay with
+        what follows)."""
+        lines = textwrap.wrap(text, width) or [""]
+        height = len(lines) * size * 1.45 / 72 / A4[1] + 0.008
+        fig = self._need(height + keep)
+        fig.text(0.06, self.y, "\n".join(lines), fontsize=size, va="top", weight="bold" if bold else "normal",
+                 linespacing=1.35)
+        self.y -= height
+
+    def table(self, header: Sequence[str], rows: list[list[str]], left_columns: int = 1) -> None:
+        """A table, columns as wide as their text, split over pages (header repeated) when long."""
+        chars = [max(max(len(str(v)) for v in column), 4) + 2 for column in zip(header, *rows, strict=False)]
+        widths = [c / sum(chars) for c in chars]
+        width = min(0.88, 0.0085 * sum(chars))
+        remaining = rows or [["—"] * len(header)]
+        while remaining:
+            fits = int((self.y - 0.05) / ROW_HEIGHT) - 1 if self.fig is not None else 0
+            if fits < min(3, len(remaining)):
+                self._new_page()
+                fits = int((self.y - 0.05) / ROW_HEIGHT) - 1
+            chunk, remaining = remaining[:fits], remaining[fits:]
+            self._draw_table(header, chunk, widths, width, left_columns)
+
+    def _draw_table(self, header: Sequence[str], rows: list[list[str]], widths: Sequence[float], width: float,
+                    left_columns: int) -> None:
+        assert self.fig is not None
+        height = ROW_HEIGHT * (len(rows) + 1)
+        ax = self.fig.add_axes((0.06, self.y - height, width, height))
+        ax.axis("off")
+        tab = ax.table(cellText=rows, colLabels=list(header), colWidths=list(widths), bbox=(0, 0, 1, 1))
+        tab.auto_set_font_size(False)
+        tab.set_fontsize(7)
+        for (r, c), cell in tab.get_celld().items():
+            cell.set_linewidth(0.4)
+            cell.get_text().set_horizontalalignment("left" if c < left_columns else "right")
+            cell.PAD = 0.04
+            if r == 0:
+                cell.set_facecolor("#eeeeee")
+                cell.set_text_props(weight="bold")
+        self.y -= height + 0.02
+
+    def heading(self, text: str) -> None:
+        self.text(text, size=11, bold=True, keep=0.12)
+
+    def curves(self, result: ReaderStudyResult, title: str) -> None:
+        """The curves on a page of their own, page-wide, under a section title."""
+        self._new_page()
+        self.heading(title)
+        assert self.fig is not None
+        nrows, ncols = _curve_grid(result.study.n_treatments)
+        height = min(self.y - 0.04, 0.92 * A4[0] / A4[1] * 4.3 * nrows / (4.0 * ncols) + 0.03)
+        box = self.y  # the curves fill [box - height, box] of the page height
+        _, area, _ = self.fig.subfigures(3, 1, height_ratios=[1 - box, height, box - height])
+        area.set_facecolor("none")
+        draw_curves(result, area)
+        area.subplots_adjust(left=0.1, right=0.96, bottom=0.08 / nrows, top=1 - 0.2 / nrows, wspace=0.15,
+                             hspace=0.3)
+        self.y = box - height - 0.02
+
+
+def write_pdf(result: ReaderStudyResult, path: Path, command: str, when: datetime) -> None:
+    """The PDF report (matplotlib only; no creation date in the metadata)."""
+    header = f"{command} · mammo-cad {cad.__version__} · {when.strftime('%Y-%m-%d %H:%M UTC')}"
+    metadata = {"Title": TITLE, "Creator": f"mammo-cad {cad.__version__}", "CreationDate": None}
+    pct = f"{100 * (1 - result.alpha):g}%"
+    with PdfPages(path, metadata=metadata) as pdf:
+        pages = _PdfPages(pdf, header)
+        pages.text(TITLE, size=15, bold=True)
+        pages.heading("1. Data")
+        pages.table(["item", "details"], _formatted(["item", "details"], _data_rows(result)), left_columns=2)
+        pages.heading("2. Method")
+        for paragraph in _method_text(result):
+            pages.text(paragraph)
+        pages.heading("3. Figures of merit")
+        header_f, rows_f = _fom_table(result)
+        pages.table(header_f, _formatted(header_f, rows_f))
+        pages.curves(result, "Empirical curves")
+        pages.heading("4. Tests of equal treatment figures of merit")
+        header_t, rows_t = _test_table(result)
+        pages.table(header_t, _formatted(header_t, rows_t), left_columns=3)
+        pages.heading("5. Treatment differences")
+        header_d, rows_d = _difference_table(result)
+        pages.table([h.replace(f"{pct} ", "") for h in header_d], _formatted(header_d, rows_d), left_columns=3)
+        pages.text(f"{pct} confidence intervals. FRRC differences of the OR method use the normal approximation "
+                   "(z, no df).", size=8)
+        pages.heading("6. Variance components and mean squares")
+        header_v, rows_v = _variance_table(result)
+        pages.table(header_v, _formatted(header_v, rows_v, digits=6), left_columns=3)
+        pages.close_page()
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def write_report(result: ReaderStudyResult, out: Path, command: str) -> list[Path]:
+    """Write ``reader_study.html``, ``reader_study.pdf`` and ``curves.png`` into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    when = datetime.now(UTC)
+    fig = curves_figure(result)
+    try:
+        png = _png(fig)
+    finally:
+        plt.close(fig)
+    (out / "curves.png").write_bytes(png)
+    html_path, pdf_path = out / "reader_study.html", out / "reader_study.pdf"
+    html_path.write_text(render_html(result, png, command, when), encoding="utf-8")
+    write_pdf(result, pdf_path, command, when)
+    return [html_path, pdf_path, out / "curves.png"]
