@@ -245,15 +245,26 @@ def detect(
 def evaluate(
     truth: Annotated[Path, typer.Option("--truth", help="truth.json (phantom or converted dataset).")],
     findings: Annotated[Path, typer.Option("--findings", help="`cad detect` output folder.")],
-    out: Annotated[Path, typer.Option("--out", help="Report folder (metrics.json).")],
-    min_diameter: Annotated[float, typer.Option("--min-diameter-mm", help="Smallest mass counted.")] = 8.0,
+    out: Annotated[
+        Path, typer.Option("--out", help="Report folder: metrics.json, operating_points.csv, plots, report.html.")
+    ],
+    min_diameter: Annotated[float, typer.Option("--min-diameter-mm", help="Smallest lesion counted.")] = 8.0,
     iou: Annotated[
         float | None, typer.Option("--iou", help="Localise by IoU >= this instead of centre-in-box.")
     ] = None,
+    lesion_types: Annotated[
+        list[str] | None, typer.Option("--lesion-type", help="Truth lesion type analysed (repeatable; default mass).")
+    ] = None,
+    n_bootstrap: Annotated[
+        int, typer.Option("--bootstrap", min=1000, help="Exam-level bootstrap resamples for the 95 % CIs.")
+    ] = 2000,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Bootstrap seed (same seed, same intervals).")] = 20260505,
 ) -> None:
-    """Standalone performance: lesion FROC (dual- vs single-view scoring) and CC/MLO linking."""
-    from verification.standalone import Criteria, EvaluationInputError, load_findings, load_truth
-    from verification.standalone import evaluate as run_evaluation
+    """Standalone performance: FROC, AFROC/wAFROC, case/breast ROC with bootstrap CIs, subgroups, linking."""
+    import shlex
+
+    from verification.standalone import Criteria, EvaluationInputError, analyse, load_findings, load_truth
+    from verification.standalone_report import write_outputs
 
     _require_existing([truth, findings])
     try:
@@ -261,12 +272,15 @@ def evaluate(
         found = load_findings(findings)
         if not found:
             raise EvaluationInputError(f"{findings}: no findings.json below this folder")
-        metrics = run_evaluation(truth_data, found, Criteria(min_diameter_mm=min_diameter, iou_threshold=iou))
+        criteria = Criteria(tuple(lesion_types or ("mass",)), min_diameter, iou)
+        analysis = analyse(truth_data, found, criteria, n_resamples=n_bootstrap, seed=seed)
     except EvaluationInputError as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(EXIT_USAGE) from None
+    metrics = analysis.metrics
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    write_outputs(analysis, out, shlex.join(["cad", *sys.argv[1:]]))
     table = Table(title=f"Lesion sensitivity ({metrics['data']['included_lesion_views']} lesion views, "
                         f"{metrics['data']['images']} images)")
     table.add_column("FP per image")
@@ -286,7 +300,12 @@ def evaluate(
         f"error rate {link['link_error_rate']} "
         f"({link['linked_findings_joining_different_lesions_or_a_false_mark']}/{link['linked_findings']})"
     )
-    console.print(f"metrics: {out / 'metrics.json'}")
+    console.print(
+        f"AFROC {metrics['afroc']['estimate']} {metrics['afroc']['ci95']}, wAFROC {metrics['wafroc']['estimate']} "
+        f"{metrics['wafroc']['ci95']}, case AUC {metrics['roc']['case']['estimate']} {metrics['roc']['case']['ci95']} "
+        f"(95 % CI, {n_bootstrap} exam resamples, seed {seed}, {metrics['bootstrap']['seconds']:.2f} s)"
+    )
+    console.print(f"metrics: {out / 'metrics.json'}; report: {out / 'report.html'}")
 
 
 @app.command()
@@ -313,6 +332,69 @@ def train(
         err.print(f"error: {config}: {type(exc).__name__}: {exc}")
         raise typer.Exit(EXIT_USAGE) from None
     console.print(f"locked model written to {model_dir}")
+
+
+@app.command("reader-study")
+def reader_study(
+    input_file: Annotated[Path, typer.Argument(
+        metavar="INPUT", help="Ratings: flat CSV (reader,treatment,case,truth,rating), iMRMC file or JAFROC "
+                              "workbook (sheets Truth, TP, FP; ROC or FROC).")],
+    fom: Annotated[str, typer.Option("--fom", help="Figure of merit: wilcoxon (ROC data) or wafroc (FROC data).")],
+    json_out: Annotated[Path, typer.Option("--json", help="Write the results here (JSON, reader_study schema).")],
+    method: Annotated[str, typer.Option("--method", help="or (Obuchowski-Rockette, Hillis ddf), dbm, or both.")] = "or",
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Folder for the HTML and PDF report with curves.")
+    ] = None,
+    alpha: Annotated[float, typer.Option("--alpha", min=0.001, max=0.5, help="1 - confidence level.")] = 0.05,
+) -> None:
+    """MRMC reader-study analysis (OR/DBM; RRRC, FRRC, RRFC) of ROC or FROC ratings, as RJafroc."""
+    import shlex
+
+    from verification.readerstudy import FigureOfMerit, Method, ReaderStudyInputError, analyse, read_reader_study
+
+    methods = {"or": (Method.OR,), "dbm": (Method.DBM,), "both": (Method.OR, Method.DBM)}
+    if fom.lower() not in {f.value for f in FigureOfMerit}:
+        err.print(f"error: --fom {fom}: use wilcoxon or wafroc")
+        raise typer.Exit(EXIT_USAGE)
+    if method.lower() not in methods:
+        err.print(f"error: --method {method}: use or, dbm or both")
+        raise typer.Exit(EXIT_USAGE)
+    _require_existing([input_file])
+    try:
+        result = analyse(read_reader_study(input_file), FigureOfMerit(fom.lower()), methods[method.lower()], alpha)
+    except ReaderStudyInputError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+    output = result.to_json()
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps(output, indent=2, allow_nan=False) + "\n")
+
+    def num(value: float | None, spec: str) -> str:  # undefined statistics (degenerate data) are None
+        return "-" if value is None else format(value, spec)
+
+    tests = Table(title=f"{result.fom.label}: {result.study.n_treatments} treatments, "
+                        f"{result.study.n_readers} readers, {result.study.n_cases} cases")
+    diffs = Table(title="Treatment differences (reader-averaged)")
+    for column in ("method", "analysis", "statistic", "df", "p"):
+        tests.add_column(column, justify="right" if column in ("statistic", "df", "p") else "left")
+    for column in ("method", "analysis", "difference", "estimate", f"{100 * (1 - alpha):g}% CI", "p"):
+        diffs.add_column(column, justify="right" if column in ("estimate", "p") else "left")
+    for name, analyses in output["analyses"].items():
+        for analysis, test in analyses.items():
+            stat, df = ((f"F {num(test['f'], '.3f')}", f"{test['df_num']:g}, {num(test['df_den'], '.2f')}")
+                        if "f" in test else (f"chi2 {num(test['chisq'], '.3f')}", f"{test['df']:g}"))
+            tests.add_row(name, analysis, stat, df, num(test["p"], ".4g"))
+            for d in test["differences"]:
+                diffs.add_row(name, analysis, f"{d['treatment_a']} - {d['treatment_b']}", f"{d['estimate']:+.4f}",
+                              f"{num(d['ci_lower'], '+.4f')}, {num(d['ci_upper'], '+.4f')}", num(d["p"], ".4g"))
+    console.print(tests)
+    console.print(diffs)
+    console.print(f"results: {json_out}")
+    if report is not None:
+        from verification.readerstudy.report import write_report
+
+        paths = write_report(result, report, shlex.join(["cad", *sys.argv[1:]]))
+        console.print(f"report: {paths[0]} and {paths[1]}")
 
 
 def main() -> None:

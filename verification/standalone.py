@@ -3,21 +3,52 @@
 Marks are the views of each finding. Two scorings are compared on the same marks:
 *dual-view* (each mark carries its finding's fused score, the product's output) and
 *single-view* (each mark carries its own view's detector score, as if there were no linking).
-Linking is scored at the dual-view 1-FPI operating point. The FROC scoring rules are in
-:mod:`verification.froc`.
+Linking is scored at the locked operating point and at the dual-view 1-FPI threshold. The
+FROC scoring rules and the AFROC/wAFROC definitions are in :mod:`verification.froc`.
+
+Units (stated in the report): the FROC is per lesion per view (each lesion counted once in each
+view that shows it, FPI over all images); the case is the exam, and for AFROC/wAFROC a lesion is
+the lesion in the breast, rated by its best localisation in any view, the false-positive rating
+of a normal exam being its highest-rated false mark in any view. Case and breast ROC score a
+unit by its highest finding score. Intervals come from the exam-level bootstrap in
+:mod:`verification.bootstrap`. :func:`analyse` returns the metrics and the curves the report
+(:mod:`verification.standalone_report`) draws.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import time
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import numpy as np
 
-from verification.froc import FPI_POINTS, FrocResult, ScoredMark, TruthLesion, localises, score_marks
+from verification import bootstrap as bs
+from verification.froc import (
+    FPI_POINTS,
+    FrocResult,
+    ScoredMark,
+    TruthLesion,
+    afroc_curve,
+    afroc_fom,
+    localises,
+    score_marks,
+)
+from verification.roc import auc, roc_curve
+
+#: lesion size bands (mm): [0, 10), [10, 20], (20, inf)
+SIZE_BANDS = ("<10 mm", "10-20 mm", ">20 mm")
+#: FPI values at which the bootstrap band of the FROC curve is drawn
+FROC_BAND_FPI = np.geomspace(1 / 32, 8, 65)
+
+
+def size_band(diameter_mm: float) -> str:
+    """The size band of a lesion: <10, 10-20 (both inclusive) or >20 mm."""
+    return SIZE_BANDS[0] if diameter_mm < 10 else SIZE_BANDS[1] if diameter_mm <= 20 else SIZE_BANDS[2]
 
 
 @dataclass(frozen=True)
@@ -29,7 +60,15 @@ class Criteria:
     iou_threshold: float | None = None
 
     def includes(self, lesion: dict[str, Any]) -> bool:
-        return lesion["type"] in self.lesion_types and float(lesion["diameter_mm"]) >= self.min_diameter_mm
+        return self.exclusion_reason(lesion) is None
+
+    def exclusion_reason(self, lesion: dict[str, Any]) -> str | None:
+        """Why a truth lesion is outside the analysis (type first, then size), None if included."""
+        if lesion["type"] not in self.lesion_types:
+            return f"type {lesion['type']} not analysed"
+        if float(lesion["diameter_mm"]) < self.min_diameter_mm:
+            return f"{lesion['type']} under {self.min_diameter_mm:g} mm"
+        return None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -85,12 +124,18 @@ def _lesions(truth: dict[str, Any], criteria: Criteria) -> list[TruthLesion]:
     ]
 
 
+def _finite(value: float, digits: int = 4) -> float | None:
+    """Rounded, or None for inf/nan (metrics.json is strict JSON)."""
+    return round(float(value), digits) if np.isfinite(value) else None
+
+
 def _summary(result: FrocResult) -> dict[str, Any]:
     return {
         "lesion_views": result.n_lesions,
         "images": result.n_images,
         "sensitivity_at_fpi": {f"{f:g}": round(result.sensitivity_at(f), 4) for f in FPI_POINTS},
-        "threshold_at_fpi": {f"{f:g}": round(result.threshold_at(f), 6) for f in FPI_POINTS},
+        # None where no threshold keeps the false marks this low (strict JSON has no Infinity)
+        "threshold_at_fpi": {f"{f:g}": _finite(result.threshold_at(f), 6) for f in FPI_POINTS},
     }
 
 
@@ -147,26 +192,55 @@ def _linking(truth: dict[str, Any], findings: dict[str, dict[str, Any]], thresho
     }
 
 
-def _sensitivity_at_threshold(result: FrocResult, threshold: float) -> float:
-    scores = np.nan_to_num(result.lesion_scores, nan=-np.inf)
-    return float((scores >= threshold).sum() / max(result.n_lesions, 1))
+@dataclass(frozen=True)
+class _Marks:
+    """The marks of every finding, once per view, with what the case analyses need of each."""
+
+    dual: list[ScoredMark] = field(default_factory=list)
+    single: list[ScoredMark] = field(default_factory=list)
+    exam: list[int] = field(default_factory=list)
+    laterality: list[str] = field(default_factory=list)
+    linked: list[bool] = field(default_factory=list)
 
 
-def _fpi_at_threshold(result: FrocResult, threshold: float) -> float:
-    return float((result.fp_scores >= threshold).sum() / max(result.n_images, 1))
+@dataclass(frozen=True)
+class StandaloneAnalysis:
+    """metrics.json content plus the curves the report draws and tabulates."""
+
+    metrics: dict[str, Any]
+    dual: FrocResult
+    single: FrocResult
+    froc_band: tuple[np.ndarray, np.ndarray, np.ndarray]  # FPI grid, CI low, CI high
+    afroc: dict[str, tuple[np.ndarray, np.ndarray]]  # name -> (FPF, LLF)
+    roc: dict[str, tuple[np.ndarray, np.ndarray]]  # name -> (FPR, TPR)
 
 
-def evaluate(truth: dict[str, Any], findings: dict[str, dict[str, Any]],
-             criteria: Criteria | None = None) -> dict[str, Any]:
-    """FROC (dual- and single-view scoring), fusion gain and linking metrics."""
-    criteria = criteria or Criteria()
-    lesions = _lesions(truth, criteria)
-    image_ids = [im["sop_instance_uid"] for exam in truth["exams"] for im in exam["images"]]
-    dual: list[ScoredMark] = []
-    single: list[ScoredMark] = []
-    not_analysed = 0
-    missing_studies = 0
-    for exam in truth["exams"]:
+def _est(estimate: float, replicates: np.ndarray, digits: int = 4) -> dict[str, Any]:
+    """A point estimate with its bootstrap percentile interval (None where undefined)."""
+    low, high = bs.percentile_ci(replicates)
+
+    return {"estimate": _finite(estimate, digits), "ci95": [_finite(low, digits), _finite(high, digits)]}
+
+
+def _device(findings: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Algorithm identification and locked operating point, required to be the same in all studies."""
+    if not findings:
+        raise EvaluationInputError("no findings.json to evaluate")
+    algorithms = {json.dumps(d["algorithm"], sort_keys=True) for d in findings.values()}
+    if len(algorithms) > 1:
+        raise EvaluationInputError(f"findings come from {len(algorithms)} different algorithms/models")
+    locked = sorted({float(d["operating_point"]["threshold"]) for d in findings.values()})
+    if len(locked) > 1:
+        raise EvaluationInputError(f"findings come from models with different operating points: {locked}")
+    first = next(iter(findings.values()))
+    return {"algorithm": dict(first["algorithm"]), "operating_point": dict(first["operating_point"])}
+
+
+def _collect_marks(truth: dict[str, Any], findings: dict[str, dict[str, Any]]) -> tuple[_Marks, int, int]:
+    """Marks of the studies in truth; also (studies without findings, images not analysed)."""
+    marks = _Marks()
+    not_analysed = missing_studies = 0
+    for e, exam in enumerate(truth["exams"]):
         data = findings.get(exam["study_instance_uid"])
         if data is None:
             missing_studies += 1
@@ -174,35 +248,292 @@ def evaluate(truth: dict[str, Any], findings: dict[str, dict[str, Any]],
         not_analysed += sum(i["status"] != "analyzed" for i in data["images"])
         for f in data["findings"]:
             for v in f["views"]:
-                dual.append(ScoredMark(v["sop_instance_uid"], v["box"], float(f["score"])))
-                single.append(ScoredMark(v["sop_instance_uid"], v["box"], float(v["score"])))
-    dual_result = score_marks(dual, lesions, image_ids, criteria.iou_threshold)
-    single_result = score_marks(single, lesions, image_ids, criteria.iou_threshold)
-    gain = {f"{f:g}": round(dual_result.sensitivity_at(f) - single_result.sensitivity_at(f), 4)
-            for f in FPI_POINTS}
-    locked = sorted({float(d["operating_point"]["threshold"]) for d in findings.values()})
-    if len(locked) > 1:
-        raise EvaluationInputError(f"findings come from models with different operating points: {locked}")
-    locked_threshold = locked[0] if locked else dual_result.threshold_at(1.0)
+                marks.dual.append(ScoredMark(v["sop_instance_uid"], v["box"], float(f["score"])))
+                marks.single.append(ScoredMark(v["sop_instance_uid"], v["box"], float(v["score"])))
+                marks.exam.append(e)
+                marks.laterality.append(f["laterality"])
+                marks.linked.append(len(f["views"]) == 2)
+    return marks, missing_studies, not_analysed
+
+
+def _exclusions(truth: dict[str, Any], criteria: Criteria) -> dict[str, Any]:
+    """What was left out of the analysis and how much, by reason."""
+    lesions: Counter[str] = Counter()
+    views: Counter[str] = Counter()
+    only_excluded = 0
+    for exam in truth["exams"]:
+        reasons = [criteria.exclusion_reason(lesion) for lesion in exam["lesions"]]
+        only_excluded += bool(reasons) and all(r is not None for r in reasons)
+        for lesion, reason in zip(exam["lesions"], reasons):
+            if reason is not None:
+                lesions[reason] += 1
+                views[reason] += len(lesion["views"])
     return {
+        "rule": criteria.describe(),
+        "by_reason": [{"reason": r, "lesions": lesions[r], "lesion_views": views[r]} for r in sorted(lesions)],
+        "lesions_excluded": sum(lesions.values()),
+        "lesion_views_excluded": sum(views.values()),
+        "exams_with_only_excluded_lesions": only_excluded,
+    }
+
+
+class _Froc:
+    """One scoring's FROC, arranged by exam for the bootstrap."""
+
+    def __init__(self, result: FrocResult, lesion_exam: np.ndarray, fp_exam: np.ndarray,
+                 images: np.ndarray) -> None:
+        n = images.size
+        self.result = result
+        self.ratings = np.nan_to_num(result.lesion_scores, nan=-np.inf)
+        finite = self.ratings[np.isfinite(self.ratings)]
+        self.thresholds = np.unique(finite)[::-1]  # sensitivity only changes at lesion ratings
+        self.case_tp = bs.cumulative_counts(lesion_exam, self.ratings, self.thresholds, n)
+        self.case_fp = bs.cumulative_counts(fp_exam, result.fp_scores, self.thresholds, n)
+        self.case_lesions = np.bincount(lesion_exam, minlength=n).astype(np.float64)
+        self.images = images.astype(np.float64)
+
+    def points(self, weights: np.ndarray, fpi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(sensitivity, threshold) per resample and FPI value; threshold inf where none qualifies."""
+        sens, index = bs.froc_points(weights, self.case_tp, self.case_fp, self.case_lesions, self.images, fpi)
+        padded = np.concatenate([self.thresholds, [np.inf]])
+        return sens, padded[index]  # index -1 picks the appended inf
+
+
+def _strata(truth: dict[str, Any], lesions: list[tuple[int, dict[str, Any], dict[str, Any]]],
+            linked_rating: np.ndarray, rated: np.ndarray) -> dict[str, list[tuple[str, np.ndarray]]]:
+    """Subgroup memberships of the included lesion views: grouping -> [(stratum, mask)].
+
+    Every grouping partitions the lesion views, so its counts add up to the total.
+    """
+    exams = truth["exams"]
+    keys = {
+        "lesion type": [lesion["type"] for _, lesion, _ in lesions],
+        "mass shape": [str(lesion.get("shape") or "not recorded") for _, lesion, _ in lesions],
+        "size band": [size_band(float(lesion["diameter_mm"])) for _, lesion, _ in lesions],
+        "breast density": [str(exams[e].get("density") or "not recorded") for e, _, _ in lesions],
+        "view": [view["view"] for _, _, view in lesions],
+        "lesion visible in": ["both views" if len(lesion["views"]) == 2 else "one view" for _, lesion, _ in lesions],
+        "localising finding": [
+            "linked (dual-view) finding" if r and ln else "single-view finding" if r else "no finding at any score"
+            for r, ln in zip(rated, linked_rating)
+        ],
+    }
+    order = {"size band": list(SIZE_BANDS), "breast density": ["A", "B", "C", "D", "not recorded"],
+             "localising finding": ["linked (dual-view) finding", "single-view finding", "no finding at any score"]}
+    out: dict[str, list[tuple[str, np.ndarray]]] = {}
+    for name, labels in keys.items():
+        values = np.asarray(labels, dtype=object)
+        present = sorted(set(labels))
+        ranked = [v for v in order.get(name, present) if v in present]
+        out[name] = [(v, values == v) for v in ranked]
+    return out
+
+
+def _unit_scores(n_units: int, unit_of_mark: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Highest mark score per unit, -inf for a unit without marks."""
+    best = np.full(n_units, -np.inf)
+    if unit_of_mark.size:
+        np.maximum.at(best, unit_of_mark, scores)
+    return best
+
+
+def _lesions_in_breast(included: list[tuple[int, dict[str, Any], dict[str, Any]]],
+                       view_ratings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(exam, rating) of each included lesion in the breast; rating = best over its views."""
+    keys = list(dict.fromkeys((e, lesion["lesion_id"]) for e, lesion, _ in included))
+    index = {key: i for i, key in enumerate(keys)}
+    rating = np.full(len(keys), -np.inf)
+    if keys:
+        of_view = np.array([index[(e, lesion["lesion_id"])] for e, lesion, _ in included], dtype=np.int64)
+        np.maximum.at(rating, of_view, view_ratings)
+    return np.array([e for e, _ in keys], dtype=np.int64), rating
+
+
+def _breasts(exams: list[dict[str, Any]], marks: _Marks, mark_scores: np.ndarray,
+             included: list[tuple[int, dict[str, Any], dict[str, Any]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per breast (exam x imaged laterality): exam index, highest finding score, holds an included lesion."""
+    breasts = [(e, side) for e, exam in enumerate(exams)
+               for side in sorted({im["laterality"] for im in exam["images"]})]
+    index = {b: i for i, b in enumerate(breasts)}
+    of_mark = np.array([index.get(b, -1) for b in zip(marks.exam, marks.laterality)], dtype=np.int64)
+    shown = of_mark >= 0
+    positive = np.zeros(len(breasts), dtype=bool)
+    positive[[index[b] for b in {(e, lesion["laterality"]) for e, lesion, _ in included} if b in index]] = True
+    return (np.array([e for e, _ in breasts], dtype=np.int64),
+            _unit_scores(len(breasts), of_mark[shown], mark_scores[shown]), positive)
+
+
+def analyse(truth: dict[str, Any], findings: dict[str, dict[str, Any]], criteria: Criteria | None = None,
+            n_resamples: int = bs.DEFAULT_RESAMPLES, seed: int = bs.DEFAULT_SEED) -> StandaloneAnalysis:
+    """The standalone performance analysis: FROC, AFROC/wAFROC, case/breast ROC, subgroups, CIs."""
+    criteria = criteria or Criteria()
+    exams = truth["exams"]
+    n_exams = len(exams)
+    device = _device(findings)
+    lesions = _lesions(truth, criteria)
+    lesion_meta = [(e, lesion, view) for e, exam in enumerate(exams)
+                   for lesion in exam["lesions"] for view in lesion["views"]]
+    image_ids = [im["sop_instance_uid"] for exam in exams for im in exam["images"]]
+    images = np.array([len(exam["images"]) for exam in exams])
+    marks, missing_studies, not_analysed = _collect_marks(truth, findings)
+    mark_exam = np.asarray(marks.exam, dtype=np.int64)
+    dual_result = score_marks(marks.dual, lesions, image_ids, criteria.iou_threshold)
+    single_result = score_marks(marks.single, lesions, image_ids, criteria.iou_threshold)
+
+    keep = [k for k, lesion in enumerate(lesions) if lesion.included]
+    included = [lesion_meta[k] for k in keep]
+    lesion_exam = np.array([e for e, _, _ in included], dtype=np.int64)
+    dual = _Froc(dual_result, lesion_exam, mark_exam[dual_result.fp_marks], images)
+    single = _Froc(single_result, lesion_exam, mark_exam[single_result.fp_marks], images)
+
+    # AFROC/wAFROC: lesion in the breast rated by its best view; normal exam by its best false mark
+    physical_exam, lesion_rating = _lesions_in_breast(included, dual.ratings)
+    per_exam = np.bincount(physical_exam, minlength=n_exams)
+    lesion_weight = 1.0 / per_exam[physical_exam] if physical_exam.size else np.zeros(0)
+    normal = np.flatnonzero(per_exam == 0)
+    normal_fp = _unit_scores(n_exams, mark_exam[dual_result.fp_marks], dual_result.fp_scores)[normal]
+
+    # case and breast ROC: highest finding score; positive = holds an included lesion
+    dual_scores = np.array([m.score for m in marks.dual])
+    case_score = _unit_scores(n_exams, mark_exam, dual_scores)
+    case_positive = per_exam > 0
+    breast_exam, breast_score, breast_positive = _breasts(exams, marks, dual_scores, included)
+
+    locked_threshold = float(device["operating_point"]["threshold"])
+    threshold_1fpi = dual_result.threshold_at(1.0)
+    rated = dual_result.rating_mark >= 0
+    linked_rating = np.array([bool(r) and marks.linked[m] for r, m in zip(rated, dual_result.rating_mark)],
+                             dtype=bool)
+    strata = _strata(truth, included, linked_rating, rated)
+
+    # ---- exam-level bootstrap: every statistic for every resample at once ----
+    started = time.perf_counter()
+    weights = bs.case_weights(bs.resample_indices(n_exams, n_resamples, seed), n_exams)
+    ones = np.ones((1, n_exams))
+    fpi_all = np.concatenate([FPI_POINTS, FROC_BAND_FPI])
+    dual_sens, dual_thr = dual.points(weights, fpi_all)
+    single_sens, _ = single.points(weights, fpi_all)
+    one_fpi = FPI_POINTS.index(1.0)
+    everything = np.ones((len(included), 1), dtype=bool)
+    locked_sens = bs.weighted_proportion(weights, lesion_exam, dual.ratings >= locked_threshold, everything)[:, 0]
+    fp_locked = np.bincount(mark_exam[dual_result.fp_marks][dual_result.fp_scores >= locked_threshold],
+                            minlength=n_exams)
+    locked_fpi = (weights @ fp_locked) / np.maximum(weights @ images, 1.0)
+    afroc_b = bs.pairwise_fom(weights, normal, normal_fp, physical_exam, lesion_rating)
+    wafroc_b = bs.pairwise_fom(weights, normal, normal_fp, physical_exam, lesion_rating, lesion_weight)
+    neg, pos = np.flatnonzero(~case_positive), np.flatnonzero(case_positive)
+    case_auc_b = bs.pairwise_fom(weights, neg, case_score[neg], pos, case_score[pos])
+    bneg, bpos = np.flatnonzero(~breast_positive), np.flatnonzero(breast_positive)
+    breast_auc_b = bs.pairwise_fom(weights, breast_exam[bneg], breast_score[bneg], breast_exam[bpos],
+                                   breast_score[bpos])
+    hits_1fpi_b = dual.ratings[None, :] >= dual_thr[:, one_fpi][:, None]
+    subgroup_b = {}
+    for name, groups in strata.items():
+        mask = np.stack([m for _, m in groups], axis=1) if groups else np.zeros((len(included), 0), dtype=bool)
+        subgroup_b[name] = (
+            bs.weighted_proportion(ones, lesion_exam, dual.ratings >= locked_threshold, mask)[0],
+            bs.weighted_proportion(weights, lesion_exam, dual.ratings >= locked_threshold, mask),
+            bs.weighted_proportion(ones, lesion_exam, dual.ratings >= threshold_1fpi, mask)[0],
+            bs.weighted_proportion(weights, lesion_exam, hits_1fpi_b, mask),
+        )
+    seconds = time.perf_counter() - started
+    band_low, band_high = bs.percentile_ci(dual_sens[:, len(FPI_POINTS):])
+
+    named = list(enumerate((f"{f:g}", f) for f in FPI_POINTS))
+    subgroups = {
+        name: [
+            {
+                "stratum": label,
+                "lesion_views": int(mask.sum()),
+                "lesions": len({(included[i][0], included[i][1]["lesion_id"]) for i in np.flatnonzero(mask)}),
+                "sensitivity_at_locked_threshold": _est(point_locked[j], boot_locked[:, j]),
+                "sensitivity_at_1fpi": _est(point_1fpi[j], boot_1fpi[:, j]),
+            }
+            for j, (label, mask) in enumerate(strata[name])
+        ]
+        for name, (point_locked, boot_locked, point_1fpi, boot_1fpi) in subgroup_b.items()
+    }
+    densities = Counter(str(exam.get("density") or "not recorded") for exam in exams)
+    generator = str(truth.get("generator") or "")
+    metrics: dict[str, Any] = {
         "criteria": criteria.describe(),
         "data": {
-            "exams": len(truth["exams"]), "images": len(image_ids),
+            "exams": n_exams, "images": len(image_ids),
             "studies_without_findings": missing_studies, "images_not_analysed": not_analysed,
             "included_lesions": len({l.lesion_id for l in lesions if l.included}),
             "included_lesion_views": sum(l.included for l in lesions),
             "seed": truth.get("seed"),
+            "exams_with_included_lesions": int(case_positive.sum()),
+            "exams_without_included_lesions": int((~case_positive).sum()),
+            "exams_without_any_lesion": sum(not exam["lesions"] for exam in exams),
+            "breasts": int(breast_exam.size), "breasts_with_included_lesions": int(breast_positive.sum()),
+            "density_exams": dict(sorted(densities.items())),
         },
+        "device": device,
+        "reference_standard": {
+            "kind": "synthetic phantom truth (lesion positions known by construction)" if "phantom" in generator
+            else "dataset truth converted to truth.json",
+            "generator": truth.get("generator"), "schema_version": truth.get("schema_version"),
+            "seed": truth.get("seed"),
+        },
+        "exclusions": _exclusions(truth, criteria),
         "dual_view": _summary(dual_result),
         "single_view": _summary(single_result),
-        "fusion_gain": gain,
+        "fusion_gain": {f"{f:g}": round(dual_result.sensitivity_at(f) - single_result.sensitivity_at(f), 4)
+                        for f in FPI_POINTS},
+        "froc": {
+            "unit": "lesion per view; false marks per image over all images",
+            "dual_view_sensitivity_at_fpi": {
+                k: _est(dual_result.sensitivity_at(f), dual_sens[:, j]) for j, (k, f) in named},
+            "single_view_sensitivity_at_fpi": {
+                k: _est(single_result.sensitivity_at(f), single_sens[:, j]) for j, (k, f) in named},
+            "fusion_gain_at_fpi": {  # paired: both scorings on the same resamples
+                k: _est(dual_result.sensitivity_at(f) - single_result.sensitivity_at(f),
+                        dual_sens[:, j] - single_sens[:, j]) for j, (k, f) in named},
+        },
         "operating_point": {
             "locked_threshold": locked_threshold,
-            "sensitivity": round(_sensitivity_at_threshold(dual_result, locked_threshold), 4),
-            "fpi": round(_fpi_at_threshold(dual_result, locked_threshold), 4),
+            "sensitivity": round(dual_result.sensitivity_at_threshold(locked_threshold), 4),
+            "fpi": round(dual_result.fpi_at_threshold(locked_threshold), 4),
+            "sensitivity_ci95": _est(dual_result.sensitivity_at_threshold(locked_threshold), locked_sens)["ci95"],
+            "fpi_ci95": _est(dual_result.fpi_at_threshold(locked_threshold), locked_fpi)["ci95"],
+        },
+        "afroc": {"normal_exams": int(normal.size), "lesions": int(physical_exam.size),
+                  **_est(afroc_fom(normal_fp, lesion_rating), afroc_b)},
+        "wafroc": {"normal_exams": int(normal.size), "abnormal_exams": int(case_positive.sum()),
+                   **_est(afroc_fom(normal_fp, lesion_rating, lesion_weight), wafroc_b)},
+        "roc": {
+            "case": {"positive": int(pos.size), "negative": int(neg.size),
+                     **_est(auc(case_score[neg], case_score[pos]), case_auc_b)},
+            "breast": {"positive": int(bpos.size), "negative": int(bneg.size),
+                       **_est(auc(breast_score[bneg], breast_score[bpos]), breast_auc_b)},
+        },
+        "subgroups": subgroups,
+        "subgroup_thresholds": {"locked": locked_threshold, "1fpi": _finite(threshold_1fpi, 6)},
+        "bootstrap": {
+            "unit": "exam", "resamples": n_resamples, "seed": seed, "interval": "95 % percentile",
+            "seconds": round(seconds, 3),
+            "undefined_resamples": {
+                "afroc": int(np.isnan(afroc_b).sum()), "case_auc": int(np.isnan(case_auc_b).sum()),
+                "breast_auc": int(np.isnan(breast_auc_b).sum()),
+            },
         },
         # linking at the locked operating point (set at 1 FPI on validation data) and at the
         # threshold giving 1 FPI on these data
         "linking": _linking(truth, findings, locked_threshold, criteria),
-        "linking_at_1fpi_here": _linking(truth, findings, dual_result.threshold_at(1.0), criteria),
+        "linking_at_1fpi_here": _linking(truth, findings, threshold_1fpi, criteria),
     }
+    return StandaloneAnalysis(
+        metrics=metrics, dual=dual_result, single=single_result,
+        froc_band=(FROC_BAND_FPI, band_low, band_high),
+        afroc={"AFROC": afroc_curve(normal_fp, lesion_rating),
+               "wAFROC": afroc_curve(normal_fp, lesion_rating, lesion_weight)},
+        roc={"case": roc_curve(case_score[neg], case_score[pos]),
+             "breast": roc_curve(breast_score[bneg], breast_score[bpos])},
+    )
+
+
+def evaluate(truth: dict[str, Any], findings: dict[str, dict[str, Any]], criteria: Criteria | None = None,
+             n_resamples: int = bs.DEFAULT_RESAMPLES, seed: int = bs.DEFAULT_SEED) -> dict[str, Any]:
+    """metrics.json content of :func:`analyse` (FROC, fusion gain, linking, FOMs with CIs)."""
+    return analyse(truth, findings, criteria, n_resamples, seed).metrics
