@@ -139,6 +139,10 @@ class CADImageLibrary(ContainerContentItem):
             for k, entry in enumerate(entries, start=1)
         }
 
+    @property
+    def sop_instance_uids(self) -> list[str]:
+        return list(self._paths)
+
     def path_of(self, sop_instance_uid: str) -> list[int]:
         try:
             return self._paths[sop_instance_uid]
@@ -341,4 +345,5 @@ class MammographyCADReport(ContainerContentItem):
         language: CodedConcept | Code = DEFAULT_LANGUAGE,
     ) -> None:
         super().__init__(sr.MAMMOGRAPHY_CAD_REPORT, template_id=sr.ROOT_TEMPLATE_ID)
+        self.library = library
         self.ContentSequence = [*LanguageOfContentItemAndDescendants(language), library, summary, detections, analyses]

@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from highdicom.sr import ContainerContentItem, ContentSequence
 from highdicom.sr.sop import _SR
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DataElementSequence
 
 from cad.io.sr.content import MammographyCADReport, pending_references
-from cad.io.sr.enum import MAMMOGRAPHY_CAD_SR_STORAGE
+from cad.io.sr.enum import MAMMOGRAPHY_CAD_SR_STORAGE, ROOT_TEMPLATE_ID
 
 CONTENT_SEQUENCE = 0x0040A730
 
@@ -68,9 +69,19 @@ class MammographyCADSR(_SR):
         studies = {str(ds.StudyInstanceUID) for ds in evidence}
         if len(studies) > 1:
             raise ValueError(f"evidence spans {len(studies)} studies; a CAD report covers one study")
+        referenced = set(content.library.sop_instance_uids)
+        missing = referenced - {str(ds.SOPInstanceUID) for ds in evidence}
+        if missing:
+            raise ValueError(f"no evidence given for referenced images: {sorted(missing)}")
+        # highdicom deep-copies and re-parses the whole tree it is given and searches it for
+        # image references (about 1 s for 40 findings); every reference here is an Image Library
+        # entry, checked above, and the evidence sequences it writes come from ``evidence``
+        # alone, so it is given the bare root and the tree is attached afterwards.
+        bare_root = ContainerContentItem(content.name, template_id=ROOT_TEMPLATE_ID)
+        bare_root.ContentSequence = []
         super().__init__(
             evidence=evidence,
-            content=content,
+            content=bare_root,
             series_instance_uid=series_instance_uid,
             series_number=series_number,
             sop_instance_uid=sop_instance_uid,
@@ -80,4 +91,6 @@ class MammographyCADSR(_SR):
             is_complete=is_complete,
             **kwargs,
         )
+        self.ContentSequence = content.ContentSequence
+        self._content = ContentSequence([content], is_root=True)
         _place_references(self)
