@@ -1,7 +1,8 @@
 """The `cad` command line.
 
 Exit codes (all verbs): 0 success; 1 nothing could be analysed (every input refused);
-2 usage error (bad option or missing input); 3 the locked model failed verification. Problems go to stderr, one line each, naming the
+2 usage error (bad option, missing input, or a runtime that cannot run here); 3 the locked model
+(weights or its ONNX export) failed verification. Problems go to stderr, one line each, naming the
 file and the problem; no patient identifier is ever printed.
 """
 
@@ -163,6 +164,8 @@ def detect(
         Path | None, typer.Option("--model", help="Locked model folder (default: the released model).")
     ] = None,
     overlays: Annotated[bool, typer.Option("--overlays/--no-overlays", help="Write overlay PNGs.")] = True,
+    runtime: Annotated[str, typer.Option(
+        "--runtime", help="Network runtime: onnxruntime (default), torch or tensorrt.")] = "",
 ) -> None:
     """Detect masses on every view, link CC/MLO findings; write findings.json, a Mammography CAD SR,
     a presentation state and overlays per study."""
@@ -171,15 +174,24 @@ def detect(
     from cad.detect.locked import ModelIntegrityError, load_locked_model
     from cad.detect.overlays import write_overlays
     from cad.detect.pipeline import analyse_study
+    from cad.detect.runtime import DEFAULT_RUNTIME, RuntimeName, RuntimeUnavailableError, make_runtime
     from cad.io import load
     from cad.io.outputs import write_dicom_outputs
 
+    names = [r.value for r in RuntimeName]
+    if runtime and runtime not in names:
+        err.print(f"error: --runtime {runtime}: use {', '.join(names)}")
+        raise typer.Exit(EXIT_USAGE)
     _require_existing(inputs)
     try:
         locked = load_locked_model(model)
+        engine = make_runtime(locked, runtime or DEFAULT_RUNTIME)
     except ModelIntegrityError as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(EXIT_MODEL) from None
+    except RuntimeUnavailableError as exc:
+        err.print(f"error: --runtime {runtime}: {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
     wall0, cpu0 = time.perf_counter(), time.process_time()
     result = load(inputs)
     table = Table(title=f"CAD {locked.name} (model {locked.sha256[:12]})")
@@ -189,7 +201,7 @@ def detect(
     analysed_any = False
     images_analysed = 0
     for study in result.studies:
-        findings, views = analyse_study(study, locked)
+        findings, views = analyse_study(study, locked, engine)
         folder = out / study.study_instance_uid
         findings.write(folder / "findings.json")
         if overlays:
@@ -228,17 +240,50 @@ def detect(
             "studies": n, "images_analysed": images_analysed,
             "mean_wall_seconds_per_study": round(wall_s, 3),
             "mean_cpu_seconds_per_study": round(cpu_s, 3),
-            "torch_threads": torch.get_num_threads(), "model_sha256": locked.sha256,
+            "torch_threads": torch.get_num_threads(), "model_sha256": locked.sha256, "runtime": engine.name,
             "note": "timing of this run (not part of findings.json, which is deterministic)",
         }
         out.mkdir(parents=True, exist_ok=True)
         (out / "detect_run.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         console.print(f"analysis time per study: {wall_s:.2f} s wall, {cpu_s:.2f} s CPU "
-                      f"({torch.get_num_threads()} threads, ingest to outputs)")
+                      f"({torch.get_num_threads()} threads, {engine.name}, ingest to outputs)")
     console.print(f"results: {out}")
     if not analysed_any:
         err.print("error: nothing could be analysed")
         raise typer.Exit(EXIT_NOTHING_ANALYSED)
+
+
+@app.command()
+def export(
+    out: Annotated[Path, typer.Option("--out", help="Output folder: detector.onnx and onnx_manifest.json.")],
+    export_format: Annotated[str, typer.Option("--format", help="Export format (onnx).")] = "onnx",
+    model: Annotated[
+        Path | None, typer.Option("--model", help="Locked model folder (default: the released model).")
+    ] = None,
+) -> None:
+    """Export the locked detector's backbone, FPN and heads to ONNX (postprocessing stays in Python).
+
+    Writes DIR/detector.onnx and DIR/onnx_manifest.json; when --out is the model folder itself,
+    the entry goes into its manifest.json instead (runtimes.onnxruntime), which is what
+    `cad detect --runtime onnxruntime` verifies and runs."""
+    from cad.detect.locked import ModelIntegrityError, load_locked_model
+    from cad.detect.onnx_export import export_onnx, register_onnx
+
+    if export_format != "onnx":
+        err.print(f"error: --format {export_format}: only onnx is supported")
+        raise typer.Exit(EXIT_USAGE)
+    try:
+        locked = load_locked_model(model)
+    except ModelIntegrityError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(EXIT_MODEL) from None
+    registered = out.resolve() == locked.path.resolve()
+    entry = export_onnx(locked, out, write_manifest=not registered)
+    if registered:
+        register_onnx(locked.path, entry)
+    console.print(f"wrote {out / entry['file']} ({entry['bytes'] / 1e6:.1f} MB, opset {entry['opset']}, "
+                  f"SHA-256 {entry['sha256'][:12]}) from weights {locked.sha256[:12]}"
+                  + (f"; recorded in {locked.path / 'manifest.json'}" if registered else ""))
 
 
 @app.command()

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torchvision.models.detection import RetinaNet
+from torchvision.models.detection.image_list import ImageList
 
 from cad.detect.inputs import ViewInput
 
@@ -30,12 +31,58 @@ def run_network(network: RetinaNet, inputs: list[ViewInput]) -> list[ViewDetecti
     with torch.inference_mode():
         for view in inputs:
             out = network([torch.from_numpy(np.ascontiguousarray(view.array))[None]])[0]
-            scores = out["scores"].double().numpy()
-            model_boxes = out["boxes"].double().numpy().reshape(-1, 4)
-            width, height = view.size
-            model_boxes[:, 0::2] = np.clip(model_boxes[:, 0::2], 0, width)
-            model_boxes[:, 1::2] = np.clip(model_boxes[:, 1::2], 0, height)
-            order = np.lexsort((model_boxes[:, 1], model_boxes[:, 0], -scores))
-            model_boxes, scores = model_boxes[order], scores[order]
-            results.append(ViewDetections(view.to_original(model_boxes), model_boxes, scores))
+            results.append(view_detections(out, view))
     return results
+
+
+def view_detections(out: dict[str, torch.Tensor], view: ViewInput) -> ViewDetections:
+    """Detections of one view from RetinaNet's output: clipped to the unpadded input, sorted by
+    descending score (ties by position), mapped back to original pixels."""
+    scores = out["scores"].double().numpy()
+    model_boxes = out["boxes"].double().numpy().reshape(-1, 4)
+    width, height = view.size
+    model_boxes[:, 0::2] = np.clip(model_boxes[:, 0::2], 0, width)
+    model_boxes[:, 1::2] = np.clip(model_boxes[:, 1::2], 0, height)
+    order = np.lexsort((model_boxes[:, 1], model_boxes[:, 0], -scores))
+    model_boxes, scores = model_boxes[order], scores[order]
+    return ViewDetections(view.to_original(model_boxes), model_boxes, scores)
+
+
+def level_shapes(height: int, width: int, levels: int = 5) -> list[tuple[int, int]]:
+    """Feature-map sizes of the FPN levels P3..P7 for a (height, width) input.
+
+    P3-P5 come from the ResNet strides 8, 16, 32; P6 and P7 from LastLevelP6P7's 3x3 stride-2
+    convolutions (padding 1), which round up.
+    """
+    shapes = [(height // 8, width // 8), (height // 16, width // 16), (height // 32, width // 32)]
+    while len(shapes) < levels:
+        h, w = shapes[-1]
+        shapes.append(((h + 1) // 2, (w + 1) // 2))
+    return shapes
+
+
+def decode_head_outputs(
+    network: RetinaNet, image_shape: tuple[int, int], cls_logits: torch.Tensor, bbox_regression: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """RetinaNet's eval-time postprocessing applied to externally computed head outputs.
+
+    The same steps as ``RetinaNet.forward`` after the heads, with torchvision's own code:
+    ``anchor_generator``, ``postprocess_detections`` (box decoding by ``box_coder``, score
+    threshold, top-k, NMS) and ``transform.postprocess``. Only the feature-map shapes are
+    needed for the anchors, so zero-channel placeholders stand in for the features.
+    """
+    height, width = image_shape
+    shapes = level_shapes(height, width, len(network.anchor_generator.sizes))
+    images = ImageList(torch.empty(1, 0, height, width), [(height, width)])
+    features = [torch.empty(1, 0, h, w) for h, w in shapes]
+    per_level = [h * w for h, w in shapes]
+    anchors_per_location, rest = divmod(int(cls_logits.shape[1]), sum(per_level))
+    if rest or anchors_per_location != network.anchor_generator.num_anchors_per_location()[0]:
+        raise ValueError(f"head outputs ({cls_logits.shape[1]} anchors) do not match a {height}x{width} input")
+    counts = [n * anchors_per_location for n in per_level]
+    anchors = network.anchor_generator(images, features)
+    split = {"cls_logits": list(cls_logits.split(counts, dim=1)),
+             "bbox_regression": list(bbox_regression.split(counts, dim=1))}
+    split_anchors = [list(a.split(counts)) for a in anchors]
+    detections = network.postprocess_detections(split, split_anchors, images.image_sizes)
+    return network.transform.postprocess(detections, images.image_sizes, images.image_sizes)[0]

@@ -27,6 +27,7 @@ from cad.detect.findings import (
 from cad.detect.inputs import ViewInput, prepare_view
 from cad.detect.linking import Candidate, LinkingConfig, candidates, fuse, link
 from cad.detect.locked import LockedModel
+from cad.detect.runtime import Runtime
 from cad.io.image import IngestFailure, Laterality, MammogramImage, Study, View
 
 log = logging.getLogger(__name__)
@@ -56,8 +57,11 @@ def linking_config(model: LockedModel) -> LinkingConfig:
     return LinkingConfig.from_dict(model.manifest.get("linking", {}))
 
 
-def detect_views(model: LockedModel, images: list[MammogramImage]) -> tuple[list[AnalysedView], list[ImageStatus]]:
-    """Prepare and run every image; images that cannot be prepared are returned as not analysed."""
+def detect_views(
+    model: LockedModel, images: list[MammogramImage], runtime: Runtime | None = None
+) -> tuple[list[AnalysedView], list[ImageStatus]]:
+    """Prepare and run every image (on ``runtime``, default the PyTorch network); images that
+    cannot be prepared are returned as not analysed."""
     analysed: list[AnalysedView] = []
     refused: list[ImageStatus] = []
     for image in images:
@@ -69,7 +73,10 @@ def detect_views(model: LockedModel, images: list[MammogramImage]) -> tuple[list
             refused.append(ImageStatus(image.sop_instance_uid, image.laterality.value, image.view.value,
                                        NOT_ANALYZED, reason, image.path.name))
             continue
-        detections = run_network(model.network, [view_input])[0]
+        if runtime is None:
+            detections = run_network(model.network, [view_input])[0]
+        else:
+            detections = runtime.detect([view_input])[0]
         analysed.append(AnalysedView(image, view_input, detections))
     return analysed, refused
 
@@ -114,9 +121,11 @@ def _breast_findings(
     return out
 
 
-def analyse_study(study: Study, model: LockedModel) -> tuple[StudyFindings, list[AnalysedView]]:
+def analyse_study(
+    study: Study, model: LockedModel, runtime: Runtime | None = None
+) -> tuple[StudyFindings, list[AnalysedView]]:
     """Findings for one study, and the analysed views (for overlays)."""
-    analysed, refused = detect_views(model, study.images)
+    analysed, refused = detect_views(model, study.images, runtime)
     config = linking_config(model)
     result = StudyFindings(study.study_instance_uid, algorithm_of(model), model.operating_threshold)
     statuses = [ImageStatus(v.image.sop_instance_uid, v.image.laterality.value, v.image.view.value,

@@ -1,0 +1,167 @@
+"""Inference runtimes for the locked detector's network: PyTorch, ONNX Runtime, TensorRT.
+
+Every runtime turns prepared views into :class:`~cad.detect.detector.ViewDetections`. They
+differ only in what computes the backbone, FPN and heads; anchors, box decoding, NMS,
+clipping and sorting are the same torchvision/Python code for all of them. The ONNX file that
+runs is verified against the SHA-256 in the model manifest before use, like the weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from enum import Enum
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from cad.detect.detector import ViewDetections, decode_head_outputs, run_network, view_detections
+from cad.detect.inputs import ViewInput
+from cad.detect.locked import LockedModel, ModelIntegrityError
+
+#: key of the runtime entries in a model manifest
+RUNTIMES_KEY = "runtimes"
+
+
+class RuntimeName(str, Enum):
+    """The runtimes `cad detect --runtime` accepts."""
+
+    TORCH = "torch"
+    ONNXRUNTIME = "onnxruntime"
+    TENSORRT = "tensorrt"
+
+
+#: the runtime `cad detect` uses unless told otherwise: ONNX Runtime, adopted because its
+#: parity with PyTorch is verified (SRS-RT-003, tests/integration/test_onnx_runtime.py)
+DEFAULT_RUNTIME = RuntimeName.ONNXRUNTIME
+
+
+class RuntimeUnavailableError(RuntimeError):
+    """The runtime cannot run on this machine (missing package or hardware)."""
+
+
+class Runtime(Protocol):
+    """Runs the locked network on prepared views, one view at a time."""
+
+    name: str
+
+    def detect(self, inputs: list[ViewInput]) -> list[ViewDetections]: ...
+
+
+class TorchRuntime:
+    """The reference: the locked PyTorch network (:func:`run_network`)."""
+
+    name = RuntimeName.TORCH.value
+
+    def __init__(self, model: LockedModel) -> None:
+        self.model = model
+
+    def detect(self, inputs: list[ViewInput]) -> list[ViewDetections]:
+        return run_network(self.model.network, inputs)
+
+
+def onnx_entry(model: LockedModel) -> dict[str, Any]:
+    """The model manifest's ``runtimes.onnxruntime`` entry, or ModelIntegrityError."""
+    entry = model.manifest.get(RUNTIMES_KEY, {}).get(RuntimeName.ONNXRUNTIME.value)
+    if not isinstance(entry, dict) or not {"file", "sha256", "source_weights_sha256"} <= set(entry):
+        raise ModelIntegrityError(
+            f"{model.path}: the model manifest names no ONNX export (runtimes.onnxruntime); "
+            "run `cad export --format onnx --out <model folder>` or use --runtime torch"
+        )
+    return entry
+
+
+def verified_onnx_bytes(model: LockedModel) -> bytes:
+    """The model's ONNX file, read once and checked against the manifest (file hash and the
+    weights it was exported from); the bytes that are hashed are the bytes that are loaded."""
+    entry = onnx_entry(model)
+    path = model.path / str(entry["file"])
+    if not path.is_file():
+        raise ModelIntegrityError(f"{path}: ONNX model not found")
+    raw = path.read_bytes()
+    digest = hashlib.sha256(raw).hexdigest()
+    expected = str(entry["sha256"]).lower()
+    if digest != expected:
+        raise ModelIntegrityError(
+            f"{path}: ONNX model does not match the manifest (SHA-256 {digest[:16]}…, manifest says "
+            f"{expected[:16]}…); refusing to run a model that is not the locked one"
+        )
+    if str(entry["source_weights_sha256"]).lower() != model.sha256:
+        raise ModelIntegrityError(
+            f"{path}: ONNX model was exported from other weights (SHA-256 "
+            f"{str(entry['source_weights_sha256'])[:16]}…, locked weights {model.sha256[:16]}…)"
+        )
+    return raw
+
+
+class OnnxRuntime:
+    """Backbone, FPN and heads in ONNX Runtime (CPU); postprocessing as :class:`TorchRuntime`.
+
+    Session: CPUExecutionProvider, intra-op threads = ``torch.get_num_threads()`` (the same
+    budget as the PyTorch path), one inter-op thread, sequential execution, graph optimisation
+    level ORT_ENABLE_ALL (fixed, so the fused graph is the same on every run).
+    """
+
+    name = RuntimeName.ONNXRUNTIME.value
+    GRAPH_OPTIMIZATION = "ORT_ENABLE_ALL"
+
+    def __init__(self, model: LockedModel, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        raw = verified_onnx_bytes(model)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, self.GRAPH_OPTIMIZATION)
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(raw, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelIntegrityError(f"{model.path}: ONNX model does not load ({type(exc).__name__}: "
+                                      f"{str(exc).splitlines()[0][:160]})") from None
+        self.model = model
+        self.input_name = self.session.get_inputs()[0].name
+
+    def detect(self, inputs: list[ViewInput]) -> list[ViewDetections]:
+        results = []
+        network = self.model.network
+        with torch.inference_mode():
+            for view in inputs:
+                array = np.ascontiguousarray(view.array, dtype=np.float32)[None, None]
+                cls_logits, bbox_regression = self.session.run(None, {self.input_name: array})
+                out = decode_head_outputs(network, array.shape[-2:], torch.from_numpy(cls_logits),
+                                          torch.from_numpy(bbox_regression))
+                results.append(view_detections(out, view))
+        return results
+
+
+class TensorRTRuntime:
+    """Placeholder for a TensorRT engine built from the ONNX export (needs a CUDA GPU)."""
+
+    name = RuntimeName.TENSORRT.value
+
+    def __init__(self, model: LockedModel) -> None:
+        if not tensorrt_available():
+            raise RuntimeUnavailableError("TensorRT needs a CUDA GPU and the tensorrt package; not available here")
+        raise RuntimeUnavailableError("TensorRT runtime is not implemented in this release")
+
+    def detect(self, inputs: list[ViewInput]) -> list[ViewDetections]:  # pragma: no cover
+        raise RuntimeUnavailableError("TensorRT runtime is not implemented in this release")
+
+
+def tensorrt_available() -> bool:
+    """Whether a CUDA GPU and the ``tensorrt`` package are both present."""
+    return torch.cuda.is_available() and importlib.util.find_spec("tensorrt") is not None
+
+
+def make_runtime(model: LockedModel, name: str | RuntimeName = DEFAULT_RUNTIME) -> Runtime:
+    """The runtime called ``name`` for ``model`` (verified; errors are ModelIntegrityError or
+    RuntimeUnavailableError)."""
+    kind = RuntimeName(name)
+    if kind is RuntimeName.ONNXRUNTIME:
+        return OnnxRuntime(model)
+    if kind is RuntimeName.TENSORRT:
+        return TensorRTRuntime(model)
+    return TorchRuntime(model)
