@@ -62,6 +62,13 @@ class Schedule:
     workers: int = 2
     #: "auto" trains on a CUDA GPU when one is present, else on the CPU
     device: str = "auto"
+    #: "bf16" runs forward and loss under bfloat16 autocast (weights, gradients and optimiser
+    #: stay float32); "auto" picks it where the hardware computes bfloat16 natively (AMX/AVX-512
+    #: BF16 CPUs, CUDA GPUs with bf16), else "fp32". Validation and the locked model are float32.
+    #: The default keeps the released model's recipe (float32) reproducible.
+    precision: str = "fp32"
+    #: channels-last memory layout for the convolutions (faster with oneDNN on CPUs)
+    channels_last: bool = False
 
 
 @dataclass(frozen=True)
@@ -123,6 +130,24 @@ def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 natively (not emulated, which would be slower)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
+def training_precision(requested: str, device: torch.device) -> str:
+    """The precision a run trains in: ``fp32``, or ``bf16`` where asked (or ``auto``) and native."""
+    if requested not in {"auto", "fp32", "bf16"}:
+        raise ValueError(f"training.precision: {requested!r}; use auto, fp32 or bf16")
+    if requested == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return requested
 
 
 def validate(network: torch.nn.Module, images: list[PreparedImage]) -> dict[str, float]:
@@ -190,7 +215,10 @@ def train(config_path: Path, run_dir: Path, resume: bool = False) -> Path:
         "sha256": hashes,
     }
     device = _device(sched.device)
+    precision = training_precision(sched.precision, device)
     network = build_detector(config.detector).to(device)
+    if sched.channels_last:
+        network = network.to(memory_format=torch.channels_last)
     optimiser = torch.optim.AdamW(network.parameters(), lr=sched.lr, weight_decay=sched.weight_decay)
     rng = np.random.default_rng(config.seed)
     start, best, best_metrics, stale, elapsed_before = 0, -1.0, {}, 0, 0.0
@@ -209,7 +237,7 @@ def train(config_path: Path, run_dir: Path, resume: bool = False) -> Path:
         _log(run_dir, {"event": "start", "config": config.source_text, "config_sha256":
                        hashlib.sha256(config.source_text.encode()).hexdigest(), "data": description,
                        "torch": torch.__version__, "threads": sched.threads,
-                       "device": str(device)})
+                       "device": str(device), "precision": precision})
     sampler = PatchSampler(train_images, sched.patch_size, sched.positive_fraction, config.augment, rng)
     began = time.monotonic() - elapsed_before
     losses: list[float] = []
@@ -227,7 +255,8 @@ def train(config_path: Path, run_dir: Path, resume: bool = False) -> Path:
             images, targets = sampler.batch(sched.batch_size)
             images = [i.to(device) for i in images]
             targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
-            loss_parts = network(images, targets)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                loss_parts = network(images, targets)
             loss = sum(loss_parts.values())
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
@@ -265,7 +294,8 @@ def train(config_path: Path, run_dir: Path, resume: bool = False) -> Path:
     training = {"config": config.source_text, "data": description, "iterations": iteration,
                 "stopped": reason, "minutes": round((time.monotonic() - began) / 60, 1),
                 "best_iteration": best_metrics.get("iteration"), "schedule": asdict(sched),
-                "augment": asdict(config.augment), "seed": config.seed, "torch": torch.__version__}
+                "augment": asdict(config.augment), "seed": config.seed, "torch": torch.__version__,
+                "precision": precision}
     out = write_locked_model(
         run_dir / "model", network, config.detector, config.name,
         operating_point={"threshold": None, "definition": "set by `cad evaluate` on held-out data"},
