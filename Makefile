@@ -13,7 +13,7 @@ PHANTOMS := build/phantoms
 MODEL := models/phantom-retinanet-r18
 RUN := runs/phantom-retinanet-r18
 
-.PHONY: demo test venv system-deps lock clean train-phantom evaluate-phantom
+.PHONY: demo test venv system-deps lock clean train-phantom evaluate-phantom bench
 
 $(STAMP): pyproject.toml locked-dependencies.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,7 +52,8 @@ test: venv system-deps
 	$(BIN)/python -m pytest --junitxml=reports/junit.xml
 
 # Re-create the released phantom model: training data, training (about an hour on 2 CPU
-# cores), then calibration of the operating point on the validation phantoms.
+# cores), calibration of the operating point on the validation phantoms, then the ONNX export
+# that `cad detect` runs by default.
 train-phantom: venv
 	$(BIN)/cad phantom --out $(PHANTOMS)/train-a --exams 240 --seed 1001 --spacing 0.4 --workers 2
 	$(BIN)/cad phantom --out $(PHANTOMS)/train-b --exams 60 --seed 1003 --workers 2
@@ -60,6 +61,7 @@ train-phantom: venv
 	$(BIN)/cad train --config $(MODEL)/train.yaml --out $(RUN)
 	$(BIN)/python -m cad.tools.training.release calibrate --run-model $(RUN)/model \
 	  --validation $(PHANTOMS)/val --out $(MODEL)
+	$(BIN)/cad export --format onnx --out $(MODEL)
 
 # Standalone performance of the released model on 120 held-out phantom exams (seed 4242,
 # never used in training or calibration): FROC, fusion gain, linking, time per exam.
@@ -70,6 +72,16 @@ evaluate-phantom: venv
 	$(BIN)/cad detect $(PHANTOMS)/test --out reports/phantom-test/findings --no-overlays
 	$(BIN)/cad evaluate --truth $(PHANTOMS)/test/truth.json --findings reports/phantom-test/findings \
 	  --out reports/phantom-test
+
+# Speed on this machine (a benchmark, not a test): every runtime that can run here, batch
+# scaling, cold start and two image sizes, in one run (docs/runtime.md).
+bench: venv
+	test -f $(PHANTOMS)/bench-0.2mm/truth.json || \
+	  $(BIN)/cad phantom --out $(PHANTOMS)/bench-0.2mm --exams 4 --seed 7 --spacing 0.2 --workers 2
+	test -f $(PHANTOMS)/bench-0.1mm/truth.json || \
+	  $(BIN)/cad phantom --out $(PHANTOMS)/bench-0.1mm --exams 4 --seed 7 --spacing 0.1 --workers 2
+	$(BIN)/cad bench $(PHANTOMS)/bench-0.2mm --json reports/bench/bench.json \
+	  --size-input $(PHANTOMS)/bench-0.1mm --repeats 3
 
 # Re-pin every third-party package after a deliberate dependency change (a SOUP change).
 lock: venv

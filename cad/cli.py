@@ -13,13 +13,16 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 import cad
+
+if TYPE_CHECKING:
+    from cad.detect.locked import LockedModel
 
 EXIT_OK = 0
 EXIT_NOTHING_ANALYSED = 1
@@ -166,17 +169,18 @@ def detect(
     overlays: Annotated[bool, typer.Option("--overlays/--no-overlays", help="Write overlay PNGs.")] = True,
     runtime: Annotated[str, typer.Option(
         "--runtime", help="Network runtime: onnxruntime (default), torch or tensorrt.")] = "",
+    batch_exams: Annotated[int, typer.Option(
+        "--batch-exams", min=1, help="Studies analysed together (their equal-size views share network batches).")] = 1,
 ) -> None:
     """Detect masses on every view, link CC/MLO findings; write findings.json, a Mammography CAD SR,
     a presentation state and overlays per study."""
     import torch
 
     from cad.detect.locked import ModelIntegrityError, load_locked_model
-    from cad.detect.overlays import write_overlays
-    from cad.detect.pipeline import analyse_study
     from cad.detect.runtime import DEFAULT_RUNTIME, RuntimeName, RuntimeUnavailableError, make_runtime
     from cad.io import load
-    from cad.io.outputs import write_dicom_outputs
+    from cad.job import run_studies
+    from cad.stages import Stage, StageClock
 
     names = [r.value for r in RuntimeName]
     if runtime and runtime not in names:
@@ -192,37 +196,26 @@ def detect(
     except RuntimeUnavailableError as exc:
         err.print(f"error: --runtime {runtime}: {exc}")
         raise typer.Exit(EXIT_USAGE) from None
+    clock = StageClock()
     wall0, cpu0 = time.perf_counter(), time.process_time()
-    result = load(inputs)
+    with clock.stage(Stage.DECODE):
+        result = load(inputs)
     table = Table(title=f"CAD {locked.name} (model {locked.sha256[:12]})")
     for column in ("study", "images analysed", "not analysed", "findings", f"marks ≥ {locked.operating_threshold:.2f}",
                    "linked", "DICOM"):
         table.add_column(column)
-    analysed_any = False
     images_analysed = 0
-    for study in result.studies:
-        findings, views = analyse_study(study, locked, engine)
-        folder = out / study.study_instance_uid
-        findings.write(folder / "findings.json")
-        if overlays:
-            write_overlays(findings, views, folder / "overlays")
-        try:
-            dicom = write_dicom_outputs(findings, study, folder)
-            written = "+".join(name for name, path in (("SR", dicom.sr), ("GSPS", dicom.pr)) if path) or "none"
-            if dicom.pr_problem and dicom.sr:
-                err.print(f"warning: study …{study.study_instance_uid[-8:]}: no presentation state: {dicom.pr_problem}")
-        except ValueError as exc:
-            err.print(f"error: study …{study.study_instance_uid[-8:]}: DICOM outputs not written: {exc}")
-            written = "failed"
-        n_ok = sum(i.status == "analyzed" for i in findings.images)
-        analysed_any |= n_ok > 0
-        images_analysed += n_ok
-        marks = [f for f in findings.findings if f.score >= findings.operating_threshold]
-        table.add_row("…" + study.study_instance_uid[-8:], str(n_ok), str(len(findings.images) - n_ok),
-                      str(len(findings.findings)), str(len(marks)), str(sum(f.linked for f in marks)), written)
-        for image in findings.images:
-            if image.status != "analyzed":
-                err.print(f"error: {image.file}: not analysed: {image.reason}")
+    for first in range(0, len(result.studies), batch_exams):
+        group = result.studies[first:first + batch_exams]
+        for outcome in run_studies(group, locked, engine, out, overlays, clock):
+            findings = outcome.findings
+            images_analysed += outcome.images_analysed
+            marks = [f for f in findings.findings if f.score >= findings.operating_threshold]
+            table.add_row("…" + findings.study_instance_uid[-8:], str(outcome.images_analysed),
+                          str(len(findings.images) - outcome.images_analysed), str(len(findings.findings)),
+                          str(len(marks)), str(sum(f.linked for f in marks)), outcome.dicom_summary())
+            for line in outcome.problems:
+                err.print(line)
     if result.unassigned_failures:
         records = [{"file": f.ref.path.name, "reason": f.message, "code": f.code.value}
                    for f in result.unassigned_failures]
@@ -240,7 +233,9 @@ def detect(
             "studies": n, "images_analysed": images_analysed,
             "mean_wall_seconds_per_study": round(wall_s, 3),
             "mean_cpu_seconds_per_study": round(cpu_s, 3),
+            "stage_seconds_per_study": {k: round(v / n, 4) for k, v in clock.as_dict().items()},
             "torch_threads": torch.get_num_threads(), "model_sha256": locked.sha256, "runtime": engine.name,
+            "batch_exams": batch_exams,
             "note": "timing of this run (not part of findings.json, which is deterministic)",
         }
         out.mkdir(parents=True, exist_ok=True)
@@ -248,29 +243,36 @@ def detect(
         console.print(f"analysis time per study: {wall_s:.2f} s wall, {cpu_s:.2f} s CPU "
                       f"({torch.get_num_threads()} threads, {engine.name}, ingest to outputs)")
     console.print(f"results: {out}")
-    if not analysed_any:
+    if not images_analysed:
         err.print("error: nothing could be analysed")
         raise typer.Exit(EXIT_NOTHING_ANALYSED)
 
 
 @app.command()
 def export(
-    out: Annotated[Path, typer.Option("--out", help="Output folder: detector.onnx and onnx_manifest.json.")],
-    export_format: Annotated[str, typer.Option("--format", help="Export format (onnx).")] = "onnx",
+    out: Annotated[Path, typer.Option("--out", help="Output folder (the model folder registers the export).")],
+    export_format: Annotated[str, typer.Option("--format", help="onnx, or tensorrt (on a CUDA GPU).")] = "onnx",
     model: Annotated[
         Path | None, typer.Option("--model", help="Locked model folder (default: the released model).")
     ] = None,
+    parity_input: Annotated[Path | None, typer.Option(
+        "--parity-input", help="tensorrt: DICOM exams for the parity check (default: 2 generated phantom exams).")] = None,
 ) -> None:
-    """Export the locked detector's backbone, FPN and heads to ONNX (postprocessing stays in Python).
+    """Export the locked detector's backbone, FPN and heads: ONNX (float32 compute, float16-exact
+    weights), or a TensorRT FP16 engine built from it on this GPU after a parity check against
+    ONNX Runtime. Postprocessing stays the shared Python code.
 
-    Writes DIR/detector.onnx and DIR/onnx_manifest.json; when --out is the model folder itself,
-    the entry goes into its manifest.json instead (runtimes.onnxruntime), which is what
-    `cad detect --runtime onnxruntime` verifies and runs."""
+    When --out is the model folder itself, the export is recorded in its manifest.json
+    (runtimes.onnxruntime / runtimes.tensorrt), which is what `cad detect --runtime` verifies and
+    runs; otherwise a separate manifest is written beside the export."""
     from cad.detect.locked import ModelIntegrityError, load_locked_model
-    from cad.detect.onnx_export import export_onnx, register_onnx
+    from cad.detect.runtime import tensorrt_available
 
-    if export_format != "onnx":
-        err.print(f"error: --format {export_format}: only onnx is supported")
+    if export_format not in {"onnx", "tensorrt"}:
+        err.print(f"error: --format {export_format}: use onnx or tensorrt")
+        raise typer.Exit(EXIT_USAGE)
+    if export_format == "tensorrt" and not tensorrt_available():
+        err.print("error: --format tensorrt: TensorRT needs a CUDA GPU and the tensorrt package; not available here")
         raise typer.Exit(EXIT_USAGE)
     try:
         locked = load_locked_model(model)
@@ -278,12 +280,99 @@ def export(
         err.print(f"error: {exc}")
         raise typer.Exit(EXIT_MODEL) from None
     registered = out.resolve() == locked.path.resolve()
-    entry = export_onnx(locked, out, write_manifest=not registered)
-    if registered:
-        register_onnx(locked.path, entry)
-    console.print(f"wrote {out / entry['file']} ({entry['bytes'] / 1e6:.1f} MB, opset {entry['opset']}, "
+    if export_format == "onnx":
+        from cad.detect.onnx_export import export_onnx, register_onnx
+
+        entry = export_onnx(locked, out, write_manifest=not registered)
+        if registered:
+            register_onnx(locked.path, entry)
+        detail = f"opset {entry['opset']}"
+    else:
+        entry = _export_tensorrt(locked, out, parity_input)
+        parity = entry["parity_vs_onnxruntime"]
+        detail = (f"{entry['gpu']}, TensorRT {entry['tensorrt']}; parity with ONNX Runtime on {parity['views']} views: "
+                  f"max score difference {parity['max_score_difference']}, min IoU {parity['min_iou']}")
+    console.print(f"wrote {out / entry['file']} ({entry['bytes'] / 1e6:.1f} MB, {detail}, "
                   f"SHA-256 {entry['sha256'][:12]}) from weights {locked.sha256[:12]}"
                   + (f"; recorded in {locked.path / 'manifest.json'}" if registered else ""))
+
+
+def _export_tensorrt(locked: LockedModel, out: Path, parity_input: Path | None) -> dict[str, Any]:
+    """Build and parity-check the TensorRT engine; exit 1 when parity fails."""
+    import tempfile
+
+    from cad.detect.inputs import prepare_view
+    from cad.detect.tensorrt import export_tensorrt
+    from cad.io import load
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = parity_input
+        if folder is None:
+            from cad.tools.phantom.generate import generate
+
+            folder = Path(tmp)
+            generate(folder, exams=2, seed=20261201)
+        views = [prepare_view(image, locked.config) for image in load([folder]).images]
+    try:
+        return export_tensorrt(locked, out, views)
+    except RuntimeError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(EXIT_NOTHING_ANALYSED) from None
+
+
+@app.command()
+def bench(
+    inputs: Annotated[list[Path], typer.Argument(help="Folder(s) of DICOM exams to time (4-view exams).")],
+    json_out: Annotated[Path, typer.Option("--json", help="Write the measurements here (JSON).")],
+    runtimes: Annotated[str, typer.Option(
+        "--runtimes", help="Comma-separated runtimes to time; those that cannot run here are listed as unavailable.")
+    ] = "torch,onnxruntime,tensorrt",
+    repeats: Annotated[int, typer.Option("--repeats", min=1, help="Timed passes over the exams.")] = 3,
+    max_exams: Annotated[int, typer.Option("--exams", min=1, help="Exams timed per input folder.")] = 4,
+    size_input: Annotated[list[Path] | None, typer.Option(
+        "--size-input", help="Another exam folder (e.g. other pixel spacing) to show how time grows with image size.")
+    ] = None,
+    cold: Annotated[bool, typer.Option("--cold-start/--no-cold-start", help="Also time `cad detect` in a fresh process.")
+                    ] = True,
+    model: Annotated[
+        Path | None, typer.Option("--model", help="Locked model folder (default: the released model).")
+    ] = None,
+) -> None:
+    """Benchmark (not a test): model stage per view, warm end-to-end exam latency p50/p95,
+    throughput and stage times for each runtime, batch scaling, cold start, image size, memory."""
+    from cad.detect.locked import ModelIntegrityError, load_locked_model
+    from cad.detect.runtime import RuntimeName, RuntimeUnavailableError
+    from cad.tools.bench import run_bench
+
+    names = [n.strip() for n in runtimes.split(",") if n.strip()]
+    unknown = [n for n in names if n not in {r.value for r in RuntimeName}]
+    if unknown or not names:
+        err.print(f"error: --runtimes {runtimes}: use a comma-separated subset of torch, onnxruntime, tensorrt")
+        raise typer.Exit(EXIT_USAGE)
+    _require_existing(inputs + list(size_input or []))
+    try:
+        locked = load_locked_model(model)
+        result = run_bench(inputs, locked, names, repeats, max_exams, list(size_input or []), cold)
+    except ModelIntegrityError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(EXIT_MODEL) from None
+    except (ValueError, RuntimeUnavailableError) as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    table = Table(title=f"cad bench: {result['machine']['cpu']}, {result['machine']['torch_threads']} threads")
+    for column in ("runtime", "model s/view", "exam p50 s", "exam p95 s", "exams/min", "non-model share"):
+        table.add_column(column)
+    for name, row in result["runtimes"].items():
+        if row.get("available") is False:
+            table.add_row(name, "unavailable: " + row["reason"], "", "", "", "")
+            continue
+        table.add_row(name, f"{row['model_s_per_view']:.3f}", f"{row['exam_latency_p50_s']:.3f}",
+                      f"{row['exam_latency_p95_s']:.3f}", f"{row['exams_per_min']:.1f}",
+                      f"{row['non_model_fraction']:.0%}")
+    console.print(table)
+    console.print(f"measurements: {json_out}")
 
 
 @app.command()

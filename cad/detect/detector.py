@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,15 +25,31 @@ class ViewDetections:
         return len(self.scores)
 
 
-def run_network(network: RetinaNet, inputs: list[ViewInput]) -> list[ViewDetections]:
-    """Inference one view at a time (no padding differences between batch compositions)."""
+def shape_batches(inputs: list[ViewInput], max_batch: int) -> list[list[int]]:
+    """Indices of ``inputs`` grouped into batches of equal padded shape, at most ``max_batch``
+    each, in order of first appearance.
+
+    Only views of identical shape share a batch, so no view is padded beyond its own stride
+    padding and its detections never depend on the size of its batch-mates.
+    """
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be at least 1, not {max_batch}")
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for index, view in enumerate(inputs):
+        groups.setdefault(tuple(view.array.shape), []).append(index)
+    return [group[k:k + max_batch] for group in groups.values() for k in range(0, len(group), max_batch)]
+
+
+def run_network(network: RetinaNet, inputs: list[ViewInput], max_batch: int = 1) -> list[ViewDetections]:
+    """The PyTorch network on prepared views, batching views of equal shape (:func:`shape_batches`)."""
     network.eval()
-    results = []
+    results: list[ViewDetections | None] = [None] * len(inputs)
     with torch.inference_mode():
-        for view in inputs:
-            out = network([torch.from_numpy(np.ascontiguousarray(view.array))[None]])[0]
-            results.append(view_detections(out, view))
-    return results
+        for batch in shape_batches(inputs, max_batch):
+            tensors = [torch.from_numpy(np.ascontiguousarray(inputs[i].array))[None] for i in batch]
+            for index, out in zip(batch, network(tensors)):
+                results[index] = view_detections(out, inputs[index])
+    return [r for r in results if r is not None]
 
 
 def view_detections(out: dict[str, torch.Tensor], view: ViewInput) -> ViewDetections:
@@ -63,8 +80,9 @@ def level_shapes(height: int, width: int, levels: int = 5) -> list[tuple[int, in
 
 def decode_head_outputs(
     network: RetinaNet, image_shape: tuple[int, int], cls_logits: torch.Tensor, bbox_regression: torch.Tensor
-) -> dict[str, torch.Tensor]:
-    """RetinaNet's eval-time postprocessing applied to externally computed head outputs.
+) -> list[dict[str, torch.Tensor]]:
+    """RetinaNet's eval-time postprocessing applied to externally computed head outputs of a
+    batch of equally sized views (``cls_logits`` [N, HWA, classes]); one result per view.
 
     The same steps as ``RetinaNet.forward`` after the heads, with torchvision's own code:
     ``anchor_generator``, ``postprocess_detections`` (box decoding by ``box_coder``, score
@@ -73,8 +91,9 @@ def decode_head_outputs(
     """
     height, width = image_shape
     shapes = level_shapes(height, width, len(network.anchor_generator.sizes))
-    images = ImageList(torch.empty(1, 0, height, width), [(height, width)])
-    features = [torch.empty(1, 0, h, w) for h, w in shapes]
+    count = int(cls_logits.shape[0])
+    images = ImageList(torch.empty(count, 0, height, width), [(height, width)] * count)
+    features = [torch.empty(count, 0, h, w) for h, w in shapes]
     per_level = [h * w for h, w in shapes]
     anchors_per_location, rest = divmod(int(cls_logits.shape[1]), sum(per_level))
     if rest or anchors_per_location != network.anchor_generator.num_anchors_per_location()[0]:
@@ -85,4 +104,24 @@ def decode_head_outputs(
              "bbox_regression": list(bbox_regression.split(counts, dim=1))}
     split_anchors = [list(a.split(counts)) for a in anchors]
     detections = network.postprocess_detections(split, split_anchors, images.image_sizes)
-    return network.transform.postprocess(detections, images.image_sizes, images.image_sizes)[0]
+    return network.transform.postprocess(detections, images.image_sizes, images.image_sizes)
+
+
+#: computes the head outputs (``cls_logits``, ``bbox_regression``) of a float32 batch [N, 1, H, W]
+HeadRunner = Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor]]
+
+
+def detect_with_heads(
+    network: RetinaNet, inputs: list[ViewInput], max_batch: int, run_heads: HeadRunner
+) -> list[ViewDetections]:
+    """Detections of views whose heads another runtime computes (ONNX Runtime, TensorRT), in
+    batches of equal shape, decoded by the locked network's own postprocessing."""
+    results: list[ViewDetections | None] = [None] * len(inputs)
+    with torch.inference_mode():
+        for batch in shape_batches(inputs, max_batch):
+            array = np.ascontiguousarray(np.stack([inputs[i].array for i in batch])[:, None], dtype=np.float32)
+            cls_logits, bbox_regression = run_heads(array)
+            outs = decode_head_outputs(network, array.shape[-2:], cls_logits, bbox_regression)
+            for index, out in zip(batch, outs):
+                results[index] = view_detections(out, inputs[index])
+    return [r for r in results if r is not None]

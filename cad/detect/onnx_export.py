@@ -35,9 +35,13 @@ INPUT_NAME = "image"
 OUTPUT_NAMES = ("cls_logits", "bbox_regression")
 
 
+#: the largest batch the export accepts (views of equal padded size, see runtime batching)
+MAX_BATCH = 64
+
+
 class HeadNetwork(nn.Module):
-    """RetinaNet's backbone, FPN and heads: prepared view [1, 1, H, W] -> concatenated head
-    outputs ``cls_logits`` [1, HWA, classes] and ``bbox_regression`` [1, HWA, 4].
+    """RetinaNet's backbone, FPN and heads: prepared views [N, 1, H, W] -> concatenated head
+    outputs ``cls_logits`` [N, HWA, classes] and ``bbox_regression`` [N, HWA, 4].
 
     The detector's own transform is the identity on prepared inputs (mean 0, std 1, no resize,
     inputs already padded to the stride), so it is left out.
@@ -94,20 +98,15 @@ def _strip_exporter_metadata(model: onnx.ModelProto) -> None:
         node.doc_string = ""
 
 
-def export_onnx(
-    model: LockedModel, out_dir: Path, opset: int = OPSET, write_manifest: bool = True
-) -> dict[str, Any]:
-    """Export ``model`` to ``out_dir/detector.onnx`` and (``write_manifest``) write its entry to
-    ``out_dir/onnx_manifest.json``.
-
-    Returns the entry (also what :func:`register_onnx` records in a model manifest).
-    """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    module = HeadNetwork(model.network).eval()
-    example = torch.zeros(1, 1, 8 * SIZE_DIVISIBLE, 6 * SIZE_DIVISIBLE)
+def export_proto(module: nn.Module, opset: int = OPSET) -> onnx.ModelProto:
+    """``module`` (prepared views -> the two head outputs) as an ONNX graph with dynamic batch,
+    height and width, stripped of the exporter's debugging annotations."""
+    # a batch of 2 in the example: torch.export would specialise a dimension traced at 1
+    example = torch.zeros(2, 1, 8 * SIZE_DIVISIBLE, 6 * SIZE_DIVISIBLE)
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     blocks_h = torch.export.Dim("blocks_h", min=2, max=1024)
     blocks_w = torch.export.Dim("blocks_w", min=2, max=1024)
-    dynamic = {"image": {2: SIZE_DIVISIBLE * blocks_h, 3: SIZE_DIVISIBLE * blocks_w}}
+    dynamic = {"image": {0: batch, 2: SIZE_DIVISIBLE * blocks_h, 3: SIZE_DIVISIBLE * blocks_w}}
     with tempfile.TemporaryDirectory() as tmp, torch.inference_mode(False), torch.no_grad():
         program = torch.onnx.export(
             module, (example,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
@@ -117,6 +116,19 @@ def export_onnx(
         assert program is not None
         proto = program.model_proto
     _strip_exporter_metadata(proto)
+    return proto
+
+
+def export_onnx(
+    model: LockedModel, out_dir: Path, opset: int = OPSET, write_manifest: bool = True
+) -> dict[str, Any]:
+    """Export ``model`` to ``out_dir/detector.onnx`` and (``write_manifest``) write its entry to
+    ``out_dir/onnx_manifest.json``.
+
+    Returns the entry (also what :func:`register_onnx` records in a model manifest).
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    proto = export_proto(HeadNetwork(model.network).eval(), opset)
     converted = _fp16_initializers(proto)
     onnx.checker.check_model(proto)
     path = out_dir / ONNX_FILE
@@ -132,8 +144,9 @@ def export_onnx(
         "torch": torch.__version__,
         "onnx": onnx.__version__,
         "initializers": f"float16 with Cast to float32 ({converted} exactly representable tensors)",
-        "inputs": {INPUT_NAME: ["1", "1", f"H (multiple of {SIZE_DIVISIBLE})", f"W (multiple of {SIZE_DIVISIBLE})"]},
-        "outputs": {"cls_logits": ["1", "HWA", "classes"], "bbox_regression": ["1", "HWA", "4"]},
+        "inputs": {INPUT_NAME: [f"N (1-{MAX_BATCH})", "1", f"H (multiple of {SIZE_DIVISIBLE})",
+                                f"W (multiple of {SIZE_DIVISIBLE})"]},
+        "outputs": {"cls_logits": ["N", "HWA", "classes"], "bbox_regression": ["N", "HWA", "4"]},
         "postprocessing": "torchvision RetinaNet anchor_generator, box_coder, postprocess_detections (Python)",
     }
     if write_manifest:

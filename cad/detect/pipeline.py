@@ -29,6 +29,7 @@ from cad.detect.linking import Candidate, LinkingConfig, candidates, fuse, link
 from cad.detect.locked import LockedModel
 from cad.detect.runtime import Runtime
 from cad.io.image import IngestFailure, Laterality, MammogramImage, Study, View
+from cad.stages import NO_CLOCK, Stage, StageClock
 
 log = logging.getLogger(__name__)
 FINDING_TYPE = "mass"
@@ -58,26 +59,31 @@ def linking_config(model: LockedModel) -> LinkingConfig:
 
 
 def detect_views(
-    model: LockedModel, images: list[MammogramImage], runtime: Runtime | None = None
+    model: LockedModel, images: list[MammogramImage], runtime: Runtime | None = None,
+    clock: StageClock = NO_CLOCK,
 ) -> tuple[list[AnalysedView], list[ImageStatus]]:
-    """Prepare and run every image (on ``runtime``, default the PyTorch network); images that
-    cannot be prepared are returned as not analysed."""
-    analysed: list[AnalysedView] = []
+    """Prepare every image, then run the prepared views together on ``runtime`` (default: the
+    PyTorch network, one view at a time); images that cannot be prepared are returned as not
+    analysed."""
+    prepared: list[tuple[MammogramImage, ViewInput]] = []
     refused: list[ImageStatus] = []
-    for image in images:
-        try:
-            view_input = prepare_view(image, model.config)
-        except (ValueError, IndexError) as exc:
-            reason = f"breast region could not be found ({exc})"
-            log.warning("not analysed: %s: %s", image.path.name, reason)
-            refused.append(ImageStatus(image.sop_instance_uid, image.laterality.value, image.view.value,
-                                       NOT_ANALYZED, reason, image.path.name))
-            continue
+    with clock.stage(Stage.PREPROCESS):
+        for image in images:
+            try:
+                prepared.append((image, prepare_view(image, model.config)))
+            except (ValueError, IndexError) as exc:
+                reason = f"breast region could not be found ({exc})"
+                log.warning("not analysed: %s: %s", image.path.name, reason)
+                refused.append(ImageStatus(image.sop_instance_uid, image.laterality.value, image.view.value,
+                                           NOT_ANALYZED, reason, image.path.name))
+    inputs = [view_input for _, view_input in prepared]
+    with clock.stage(Stage.MODEL):
         if runtime is None:
-            detections = run_network(model.network, [view_input])[0]
+            detections = run_network(model.network, inputs)
         else:
-            detections = runtime.detect([view_input])[0]
-        analysed.append(AnalysedView(image, view_input, detections))
+            detections = runtime.detect(inputs)
+    analysed = [AnalysedView(image, view_input, found)
+                for (image, view_input), found in zip(prepared, detections)]
     return analysed, refused
 
 
@@ -122,10 +128,34 @@ def _breast_findings(
 
 
 def analyse_study(
-    study: Study, model: LockedModel, runtime: Runtime | None = None
+    study: Study, model: LockedModel, runtime: Runtime | None = None, clock: StageClock = NO_CLOCK
 ) -> tuple[StudyFindings, list[AnalysedView]]:
     """Findings for one study, and the analysed views (for overlays)."""
-    analysed, refused = detect_views(model, study.images, runtime)
+    return analyse_studies([study], model, runtime, clock)[0]
+
+
+def analyse_studies(
+    studies: list[Study], model: LockedModel, runtime: Runtime | None = None, clock: StageClock = NO_CLOCK
+) -> list[tuple[StudyFindings, list[AnalysedView]]]:
+    """Findings for several studies whose views go to the runtime together, so that views of
+    equal shape from different exams share batches; linking stays per study and breast."""
+    analysed, refused = detect_views(model, [image for study in studies for image in study.images],
+                                     runtime, clock)
+    results = []
+    with clock.stage(Stage.LINKING):
+        for study in studies:
+            uid = study.study_instance_uid
+            members = {image.sop_instance_uid for image in study.images}
+            views = [v for v in analysed if v.image.study_instance_uid == uid]
+            failed = [r for r in refused if r.sop_instance_uid in members]
+            results.append((_study_findings(study, model, views, failed), views))
+    return results
+
+
+def _study_findings(
+    study: Study, model: LockedModel, analysed: list[AnalysedView], refused: list[ImageStatus]
+) -> StudyFindings:
+    """Per-breast linking and fusion of one study's detections, and every image's status."""
     config = linking_config(model)
     result = StudyFindings(study.study_instance_uid, algorithm_of(model), model.operating_threshold)
     statuses = [ImageStatus(v.image.sop_instance_uid, v.image.laterality.value, v.image.view.value,
@@ -142,4 +172,4 @@ def analyse_study(
                 f.views, f.link_cost)
         for n, (s, f) in enumerate(scored, start=1)
     ]
-    return result, analysed
+    return result

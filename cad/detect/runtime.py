@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from cad.detect.detector import ViewDetections, decode_head_outputs, run_network, view_detections
+from cad.detect.detector import ViewDetections, detect_with_heads, run_network
 from cad.detect.inputs import ViewInput
 from cad.detect.locked import LockedModel, ModelIntegrityError
 
@@ -41,10 +41,16 @@ class RuntimeUnavailableError(RuntimeError):
     """The runtime cannot run on this machine (missing package or hardware)."""
 
 
+#: views of equal padded shape run together up to this many (an exam's four views at most
+#: share two shapes; larger batches only pay off on a GPU)
+DEFAULT_MAX_BATCH = 4
+
+
 class Runtime(Protocol):
-    """Runs the locked network on prepared views, one view at a time."""
+    """Runs the locked network on prepared views, batching views of equal shape."""
 
     name: str
+    max_batch: int
 
     def detect(self, inputs: list[ViewInput]) -> list[ViewDetections]: ...
 
@@ -54,11 +60,12 @@ class TorchRuntime:
 
     name = RuntimeName.TORCH.value
 
-    def __init__(self, model: LockedModel) -> None:
+    def __init__(self, model: LockedModel, max_batch: int = DEFAULT_MAX_BATCH) -> None:
         self.model = model
+        self.max_batch = max_batch
 
     def detect(self, inputs: list[ViewInput]) -> list[ViewDetections]:
-        return run_network(self.model.network, inputs)
+        return run_network(self.model.network, inputs, self.max_batch)
 
 
 def onnx_entry(model: LockedModel) -> dict[str, Any]:
@@ -106,7 +113,7 @@ class OnnxRuntime:
     name = RuntimeName.ONNXRUNTIME.value
     GRAPH_OPTIMIZATION = "ORT_ENABLE_ALL"
 
-    def __init__(self, model: LockedModel, threads: int | None = None) -> None:
+    def __init__(self, model: LockedModel, threads: int | None = None, max_batch: int = DEFAULT_MAX_BATCH) -> None:
         import onnxruntime as ort
 
         raw = verified_onnx_bytes(model)
@@ -122,33 +129,16 @@ class OnnxRuntime:
             raise ModelIntegrityError(f"{model.path}: ONNX model does not load ({type(exc).__name__}: "
                                       f"{str(exc).splitlines()[0][:160]})") from None
         self.model = model
+        self.max_batch = max_batch
         self.input_name = self.session.get_inputs()[0].name
 
+    def run_heads(self, array: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Head outputs of a float32 batch [N, 1, H, W]."""
+        cls_logits, bbox_regression = self.session.run(None, {self.input_name: array})
+        return torch.from_numpy(cls_logits), torch.from_numpy(bbox_regression)
+
     def detect(self, inputs: list[ViewInput]) -> list[ViewDetections]:
-        results = []
-        network = self.model.network
-        with torch.inference_mode():
-            for view in inputs:
-                array = np.ascontiguousarray(view.array, dtype=np.float32)[None, None]
-                cls_logits, bbox_regression = self.session.run(None, {self.input_name: array})
-                out = decode_head_outputs(network, array.shape[-2:], torch.from_numpy(cls_logits),
-                                          torch.from_numpy(bbox_regression))
-                results.append(view_detections(out, view))
-        return results
-
-
-class TensorRTRuntime:
-    """Placeholder for a TensorRT engine built from the ONNX export (needs a CUDA GPU)."""
-
-    name = RuntimeName.TENSORRT.value
-
-    def __init__(self, model: LockedModel) -> None:
-        if not tensorrt_available():
-            raise RuntimeUnavailableError("TensorRT needs a CUDA GPU and the tensorrt package; not available here")
-        raise RuntimeUnavailableError("TensorRT runtime is not implemented in this release")
-
-    def detect(self, inputs: list[ViewInput]) -> list[ViewDetections]:  # pragma: no cover
-        raise RuntimeUnavailableError("TensorRT runtime is not implemented in this release")
+        return detect_with_heads(self.model.network, inputs, self.max_batch, self.run_heads)
 
 
 def tensorrt_available() -> bool:
@@ -156,12 +146,18 @@ def tensorrt_available() -> bool:
     return torch.cuda.is_available() and importlib.util.find_spec("tensorrt") is not None
 
 
-def make_runtime(model: LockedModel, name: str | RuntimeName = DEFAULT_RUNTIME) -> Runtime:
+def make_runtime(
+    model: LockedModel, name: str | RuntimeName = DEFAULT_RUNTIME, max_batch: int = DEFAULT_MAX_BATCH
+) -> Runtime:
     """The runtime called ``name`` for ``model`` (verified; errors are ModelIntegrityError or
     RuntimeUnavailableError)."""
     kind = RuntimeName(name)
     if kind is RuntimeName.ONNXRUNTIME:
-        return OnnxRuntime(model)
+        return OnnxRuntime(model, max_batch=max_batch)
     if kind is RuntimeName.TENSORRT:
-        return TensorRTRuntime(model)
-    return TorchRuntime(model)
+        if not tensorrt_available():
+            raise RuntimeUnavailableError("TensorRT needs a CUDA GPU and the tensorrt package; not available here")
+        from cad.detect.tensorrt import TensorRTRuntime
+
+        return TensorRTRuntime(model, max_batch=max_batch)
+    return TorchRuntime(model, max_batch=max_batch)

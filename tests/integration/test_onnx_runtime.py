@@ -17,8 +17,8 @@ from cad.detect.pipeline import detect_views
 from cad.detect.runtime import (
     OnnxRuntime,
     RuntimeUnavailableError,
-    TensorRTRuntime,
     TorchRuntime,
+    make_runtime,
     tensorrt_available,
 )
 from cad.io import load
@@ -53,8 +53,8 @@ def test_export_writes_a_checked_dynamic_fp16_graph_and_its_manifest(exported: P
     onnx.checker.check_model(proto)
     (image,) = proto.graph.input
     dims = image.type.tensor_type.shape.dim
-    assert image.name == "image" and [d.dim_value for d in dims[:2]] == [1, 1]
-    assert all(d.dim_param for d in dims[2:]), "H and W must be dynamic"
+    assert image.name == "image" and dims[1].dim_value == 1
+    assert all(dims[k].dim_param for k in (0, 2, 3)), "batch, H and W must be dynamic"
     assert [o.name for o in proto.graph.output] == ["cls_logits", "bbox_regression"]
     assert {i.data_type for i in proto.graph.initializer} == {TensorProto.FLOAT16}
     assert (exported / ONNX_FILE).stat().st_size < 30e6
@@ -132,11 +132,4 @@ def test_onnx_that_is_not_the_verified_one_is_refused(damage: str, tmp_path: Pat
 @pytest.mark.skipif(tensorrt_available(), reason="TensorRT is available here: the refusal does not apply")
 def test_tensorrt_without_gpu_is_refused_clearly() -> None:
     with pytest.raises(RuntimeUnavailableError, match="TensorRT needs a CUDA GPU and the tensorrt package"):
-        TensorRTRuntime(load_locked_model())
-
-
-@pytest.mark.req("SRS-RT-004")
-@pytest.mark.skipif(not tensorrt_available(), reason="TensorRT needs a CUDA GPU and the tensorrt package")
-def test_tensorrt_runtime_on_gpu() -> None:  # pragma: no cover - no GPU in CI
-    with pytest.raises(RuntimeUnavailableError, match="not implemented"):
-        TensorRTRuntime(load_locked_model())
+        make_runtime(load_locked_model(), "tensorrt")

@@ -41,7 +41,7 @@ def test_export_writes_onnx_and_manifest(tmp_path: Path) -> None:
 @pytest.mark.req("SRS-RT-001")
 def test_export_refuses_unknown_format_and_unverified_model(tmp_path: Path) -> None:
     bad = run("export", "--format", "tflite", "--out", str(tmp_path / "a"))
-    assert bad.returncode == 2 and "only onnx" in bad.stderr
+    assert bad.returncode == 2 and "use onnx or tensorrt" in bad.stderr
     model = tmp_path / "model"
     shutil.copytree(DEFAULT_MODEL_DIR, model)
     raw = bytearray((model / "weights.safetensors").read_bytes())
