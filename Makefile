@@ -6,14 +6,16 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # tool:Debian-package pairs the tests use (real DICOM validators and codecs)
 DEBIAN_TOOLS := dciodvfy:dicom3tools dcmcjpls:dcmtk dcmcjpeg:dcmtk dsrdump:dcmtk
-# file:Debian-package pairs (the pixelmed SR validator is a jar; its package brings Java)
-DEBIAN_FILES := /usr/share/java/pixelmed.jar:libpixelmed-java
+# file:Debian-package pairs (the pixelmed SR validator is a jar; its package brings Java; Orthanc
+# and its DICOMweb plugin are the real PACS of the service tests, started by the tests themselves)
+DEBIAN_FILES := /usr/share/java/pixelmed.jar:libpixelmed-java /usr/sbin/Orthanc:orthanc \
+  /usr/share/orthanc/plugins/libOrthancDicomWeb.so:orthanc-dicomweb
 DEMO := demo-output
 PHANTOMS := build/phantoms
 MODEL := models/phantom-retinanet-r18
 RUN := runs/phantom-retinanet-r18
 
-.PHONY: demo test venv system-deps lock clean train-phantom evaluate-phantom bench
+.PHONY: demo test venv system-deps lock clean train-phantom evaluate-phantom bench loadtest
 
 $(STAMP): pyproject.toml locked-dependencies.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -82,6 +84,11 @@ bench: venv
 	  $(BIN)/cad phantom --out $(PHANTOMS)/bench-0.1mm --exams 4 --seed 7 --spacing 0.1 --workers 2
 	$(BIN)/cad bench $(PHANTOMS)/bench-0.2mm --json reports/bench/bench.json \
 	  --size-input $(PHANTOMS)/bench-0.1mm --repeats 3
+
+# Bounded load test of `cad serve` against a real Orthanc: 200 phantom studies, exactly-once and
+# SR linkage checked, throughput and queue latency measured (docs/service.md). About 15 minutes.
+loadtest: venv system-deps
+	$(BIN)/python -m cad.tools.loadtest --studies 200 --out reports/loadtest
 
 # Re-pin every third-party package after a deliberate dependency change (a SOUP change).
 lock: venv

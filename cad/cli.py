@@ -1,6 +1,8 @@
 """The `cad` command line.
 
-Exit codes (all verbs): 0 success; 1 nothing could be analysed (every input refused);
+Exit codes (all verbs): 0 success; 1 nothing could be analysed (every input refused; for
+`cad serve --once` a study failed or a source was unreachable; for `cad audit verify` the log
+was altered);
 2 usage error (bad option, missing input, or a runtime that cannot run here); 3 the locked model
 (weights or its ONNX export) failed verification. Problems go to stderr, one line each, naming the
 file and the problem; no patient identifier is ever printed.
@@ -23,6 +25,10 @@ import cad
 
 if TYPE_CHECKING:
     from cad.detect.locked import LockedModel
+    from cad.detect.runtime import Runtime
+
+#: libraries whose INFO/DEBUG output may carry identifiers (UIDs, header dumps)
+QUIET_LOGGERS = ("dicomweb_client", "highdicom", "pynetdicom", "pydicom", "uvicorn", "httpx")
 
 EXIT_OK = 0
 EXIT_NOTHING_ANALYSED = 1
@@ -49,6 +55,32 @@ def _require_existing(paths: list[Path]) -> None:
         raise typer.Exit(EXIT_USAGE)
 
 
+def _check_runtime_name(runtime: str) -> None:
+    """A usage error unless ``runtime`` is empty (the default) or a known runtime."""
+    from cad.detect.runtime import RuntimeName
+
+    names = [r.value for r in RuntimeName]
+    if runtime and runtime not in names:
+        err.print(f"error: --runtime {runtime}: use {', '.join(names)}")
+        raise typer.Exit(EXIT_USAGE)
+
+
+def _verified_model_and_runtime(model: Path | None, runtime: str) -> tuple[LockedModel, Runtime]:
+    """The locked model, verified (exit 3 otherwise), and its runtime (exit 2 if it cannot run here)."""
+    from cad.detect.locked import ModelIntegrityError, load_locked_model
+    from cad.detect.runtime import DEFAULT_RUNTIME, RuntimeUnavailableError, make_runtime
+
+    try:
+        locked = load_locked_model(model)
+        return locked, make_runtime(locked, runtime or DEFAULT_RUNTIME)
+    except ModelIntegrityError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(EXIT_MODEL) from None
+    except RuntimeUnavailableError as exc:
+        err.print(f"error: --runtime {runtime}: {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+
+
 @app.callback()
 def _root(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress to stderr.")] = False,
@@ -58,6 +90,10 @@ def _root(
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # third-party libraries log full UIDs and DICOM headers at INFO/DEBUG; the product's own
+    # log lines name a study only by the tail of its UID and never a patient
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @app.command()
@@ -176,26 +212,13 @@ def detect(
     a presentation state and overlays per study."""
     import torch
 
-    from cad.detect.locked import ModelIntegrityError, load_locked_model
-    from cad.detect.runtime import DEFAULT_RUNTIME, RuntimeName, RuntimeUnavailableError, make_runtime
     from cad.io import load
     from cad.job import run_studies
     from cad.stages import Stage, StageClock
 
-    names = [r.value for r in RuntimeName]
-    if runtime and runtime not in names:
-        err.print(f"error: --runtime {runtime}: use {', '.join(names)}")
-        raise typer.Exit(EXIT_USAGE)
+    _check_runtime_name(runtime)
     _require_existing(inputs)
-    try:
-        locked = load_locked_model(model)
-        engine = make_runtime(locked, runtime or DEFAULT_RUNTIME)
-    except ModelIntegrityError as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(EXIT_MODEL) from None
-    except RuntimeUnavailableError as exc:
-        err.print(f"error: --runtime {runtime}: {exc}")
-        raise typer.Exit(EXIT_USAGE) from None
+    locked, engine = _verified_model_and_runtime(model, runtime)
     clock = StageClock()
     wall0, cpu0 = time.perf_counter(), time.process_time()
     with clock.stage(Stage.DECODE):
@@ -529,6 +552,127 @@ def reader_study(
 
         paths = write_report(result, report, shlex.join(["cad", *sys.argv[1:]]))
         console.print(f"report: {paths[0]} and {paths[1]}")
+
+
+def _address(value: str, option: str) -> tuple[str, int]:
+    """``NAME:PORT`` (host or AE title, then port) or a usage error."""
+    name, _, port = value.rpartition(":")
+    if not name or not port.isdigit() or not 0 < int(port) < 65536:
+        err.print(f"error: {option} {value}: use NAME:PORT")
+        raise typer.Exit(EXIT_USAGE)
+    return name, int(port)
+
+
+@app.command()
+def serve(
+    state: Annotated[Path, typer.Option("--state", help="State folder: job queue, audit log, received and result files.")],
+    dicomweb: Annotated[str | None, typer.Option(
+        "--dicomweb", help="DICOMweb root of the PACS (QIDO/WADO/STOW), e.g. http://pacs:8042/dicom-web.")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="Only studies from this date on (YYYYMMDD).")] = None,
+    watch: Annotated[Path | None, typer.Option(
+        "--watch", help="Folder to watch: studies dropped in it are analysed, results written beside them.")] = None,
+    scp: Annotated[str | None, typer.Option("--scp", help="Receive pushed studies as a C-STORE SCP: AET:PORT.")] = None,
+    send: Annotated[str | None, typer.Option(
+        "--send", help="Deliver SR and GSPS with C-STORE to AET@HOST:PORT (default: back over DICOMweb).")] = None,
+    api: Annotated[str | None, typer.Option("--api", help="Serve the HTTP API on HOST:PORT (needs --token-file).")] = None,
+    token_file: Annotated[Path | None, typer.Option("--token-file", help="File holding the API bearer token.")] = None,
+    once: Annotated[bool, typer.Option("--once", help="Analyse everything pending, then exit.")] = False,
+    poll_seconds: Annotated[float, typer.Option("--poll-seconds", min=0.1, help="PACS/folder polling interval.")] = 30.0,
+    quiet_seconds: Annotated[float, typer.Option(
+        "--quiet-seconds", min=0.0, help="A pushed or dropped study is complete after this long without new files.")
+    ] = 10.0,
+    max_attempts: Annotated[int, typer.Option("--max-attempts", min=1, help="Tries per study when the PACS errs.")] = 5,
+    retry_seconds: Annotated[float, typer.Option(
+        "--retry-seconds", min=0.0, help="First retry delay; doubles per attempt (capped at 5 min).")] = 2.0,
+    runtime: Annotated[str, typer.Option("--runtime", help="Network runtime: onnxruntime, torch or tensorrt.")] = "",
+    model: Annotated[
+        Path | None, typer.Option("--model", help="Locked model folder (default: the released model).")
+    ] = None,
+) -> None:
+    """Run the CAD as a service: find new MG studies (DICOMweb polling, C-STORE, or a watched
+    folder), analyse each (study, instance set) exactly once, deliver SR and GSPS, audit every
+    analysis. Exit codes: 0 done; 1 (--once) a study failed or a source was unreachable;
+    2 usage; 3 model verification failed."""
+    from cad.service.api import read_token
+    from cad.service.queue import FAILED, RetryPolicy
+    from cad.service.service import Service, ServiceConfig
+    from cad.service.store import StateLockedError
+
+    logging.getLogger("cad").setLevel(logging.INFO)  # a service reports what it does
+    if not (dicomweb or watch or scp):
+        err.print("error: nothing to serve: give --dicomweb URL, --watch DIR or --scp AET:PORT")
+        raise typer.Exit(EXIT_USAGE)
+    _check_runtime_name(runtime)
+    if since is not None and not (len(since) == 8 and since.isdigit()):
+        err.print(f"error: --since {since}: use YYYYMMDD")
+        raise typer.Exit(EXIT_USAGE)
+    if watch is not None:
+        _require_existing([watch])
+    token = None
+    if api:
+        if token_file is None:
+            err.print("error: --api needs --token-file: the API never runs without authentication")
+            raise typer.Exit(EXIT_USAGE)
+        try:
+            token = read_token(token_file)
+        except ValueError as exc:
+            err.print(f"error: {exc}")
+            raise typer.Exit(EXIT_USAGE) from None
+    config = ServiceConfig(
+        state=state, dicomweb=dicomweb, since=since, watch=watch, scp=_address(scp, "--scp") if scp else None,
+        send=send, api=_address(api, "--api") if api else None, token=token, poll_seconds=poll_seconds,
+        quiet_seconds=quiet_seconds, retry=RetryPolicy(max_attempts=max_attempts, base_seconds=retry_seconds),
+    )
+    locked, engine = _verified_model_and_runtime(model, runtime)
+    try:
+        service = Service(config, locked, engine)
+    except (ValueError, StateLockedError) as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+    try:
+        counts = service.run(once=once)
+    finally:
+        service.close()
+    console.print("jobs: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    unreachable = [name for name, ok in service.last_poll_ok.items() if not ok]
+    for name in unreachable:
+        err.print(f"error: {name}: could not be reached at the last poll")
+    if once and (counts[FAILED] or unreachable):
+        raise typer.Exit(EXIT_NOTHING_ANALYSED)
+
+
+audit_app = typer.Typer(help="The service's audit log (hash-chained, append-only).", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    state: Annotated[Path, typer.Option("--state", help="State folder of `cad serve`.")],
+) -> None:
+    """Recompute the audit log's hash chain; exit 1 and list the problems if it was altered."""
+    from cad.service import audit, store
+
+    _require_existing([state / store.DATABASE])
+    result = audit.verify(store.connect(state))
+    for problem in result.problems:
+        err.print(f"error: {state / store.DATABASE}: {problem}")
+    console.print(f"{result.records} records, head SHA-256 {result.head_sha256}: "
+                  + ("intact" if result.intact else "NOT intact"))
+    if not result.intact:
+        raise typer.Exit(EXIT_NOTHING_ANALYSED)
+
+
+@audit_app.command("show")
+def audit_show(
+    state: Annotated[Path, typer.Option("--state", help="State folder of `cad serve`.")],
+    study: Annotated[str | None, typer.Option("--study", help="Only this StudyInstanceUID.")] = None,
+) -> None:
+    """Print the audit records (JSON lines, oldest first)."""
+    from cad.service import audit, store
+
+    _require_existing([state / store.DATABASE])
+    for record in audit.records(store.connect(state), study):
+        typer.echo(json.dumps(record, sort_keys=True))
 
 
 def main() -> None:

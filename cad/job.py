@@ -8,8 +8,11 @@ PACS service run exactly this, so what is timed is what runs.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from pydicom.dataset import Dataset
 
 from cad.detect.findings import StudyFindings
 from cad.detect.locked import LockedModel
@@ -46,7 +49,7 @@ class StudyOutcome:
 
 def write_study_outputs(
     findings: StudyFindings, views: list[AnalysedView], study: Study, folder: Path,
-    overlays: bool = True, clock: StageClock = NO_CLOCK,
+    overlays: bool = True, clock: StageClock = NO_CLOCK, previous_srs: Sequence[Dataset] = (),
 ) -> StudyOutcome:
     """findings.json, SR, presentation state(s) and, if asked, overlays of one analysed study.
 
@@ -62,7 +65,7 @@ def write_study_outputs(
         written = tuple(write_overlays(findings, views, folder / OVERLAY_FOLDER)) if overlays else ()
         dicom: DicomOutputs | None
         try:
-            dicom = write_dicom_outputs(findings, study, folder)
+            dicom = write_dicom_outputs(findings, study, folder, previous_srs)
             if dicom.pr_problem and dicom.sr:
                 problems.append(f"warning: {tag}: no presentation state: {dicom.pr_problem}")
         except ValueError as exc:
@@ -77,9 +80,13 @@ def write_study_outputs(
 def run_studies(
     studies: list[Study], model: LockedModel, runtime: Runtime | None, out: Path,
     overlays: bool = True, clock: StageClock = NO_CLOCK,
+    previous_srs: Mapping[str, Sequence[Dataset]] | None = None,
 ) -> list[StudyOutcome]:
     """Analyse ``studies`` together (their views share runtime batches) and write each one's
-    outputs to ``out/<StudyInstanceUID>/``."""
+    outputs to ``out/<StudyInstanceUID>/``; ``previous_srs`` maps a study to the earlier SRs
+    its new SR supersedes."""
     results = analyse_studies(studies, model, runtime, clock)
-    return [write_study_outputs(findings, views, study, out / study.study_instance_uid, overlays, clock)
+    earlier = previous_srs or {}
+    return [write_study_outputs(findings, views, study, out / study.study_instance_uid, overlays, clock,
+                                earlier.get(study.study_instance_uid, ()))
             for study, (findings, views) in zip(studies, results)]

@@ -8,6 +8,7 @@ findings.json.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,9 +41,12 @@ def study_headers(study: Study) -> tuple[list[Dataset], list[Dataset]]:
     return images, failed
 
 
-def write_dicom_outputs(findings: StudyFindings, study: Study, folder: Path) -> DicomOutputs:
+def write_dicom_outputs(
+    findings: StudyFindings, study: Study, folder: Path, previous_srs: Sequence[Dataset] = ()
+) -> DicomOutputs:
     """Write the SR (always, when any instance of the study is identifiable) and the GSPS (when
-    at least one image was analysed; one per image size)."""
+    at least one image was analysed; one per image size). ``previous_srs`` are this device's
+    earlier SRs of the study that the new one supersedes."""
     from cad.io.gsps import build_presentation_state
     from cad.io.sr.build import build_mammography_cad_sr
 
@@ -58,7 +62,7 @@ def write_dicom_outputs(findings: StudyFindings, study: Study, folder: Path) -> 
         findings.algorithm.settings_sha256,
     )
     folder.mkdir(parents=True, exist_ok=True)
-    sr = build_mammography_cad_sr(findings, images, failed, uids)
+    sr = build_mammography_cad_sr(findings, images, failed, uids, previous_srs)
     sr_path = folder / SR_NAME
     sr.save_as(sr_path, enforce_file_format=True)
     analysed = {i.sop_instance_uid for i in findings.images if i.status == "analyzed"}

@@ -113,13 +113,15 @@ def _finding_content(
 
 def build_mammography_cad_sr(
     findings: StudyFindings, image_headers: Sequence[Dataset], failed_headers: Sequence[Dataset],
-    uids: dict[str, str],
+    uids: dict[str, str], previous_versions: Sequence[Dataset] = (),
 ) -> MammographyCADSR:
     """The Mammography CAD SR for one study.
 
     ``image_headers`` are the decoded images (analysed or refused later, e.g. no breast found),
     ``failed_headers`` the inputs that failed ingest but name a SOP instance; the status of each
-    comes from ``findings.images``.
+    comes from ``findings.images``. ``previous_versions`` are earlier CAD SRs of the study that
+    this one supersedes (the study gained images): they go into the Predecessor Documents
+    Sequence.
     """
     status_of = {i.sop_instance_uid: i for i in findings.images if i.sop_instance_uid}
     headers: dict[str, Dataset] = {}
@@ -195,4 +197,5 @@ def build_mammography_cad_sr(
         device_serial_number=DEVICE.device_serial_number,
         series_description="CAD mass detection (Mammography CAD SR)",
         is_final=True,
+        previous_versions=list(previous_versions) or None,
     )

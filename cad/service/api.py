@@ -1,0 +1,114 @@
+"""HTTP API of `cad serve` (FastAPI, served by uvicorn): health, readiness, study status,
+requeue and manual submission.
+
+Every route except ``/health`` and ``/ready`` needs ``Authorization: Bearer <token>``; a missing
+or wrong token gets 401 and is logged without the token. The two probes are open because
+orchestrators call them without credentials; they say nothing about patients. Responses carry
+UIDs and states, never patient names or IDs.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request, status
+from fastapi.responses import JSONResponse
+
+import cad
+from cad.service import audit, store
+from cad.service.queue import STATES, JobQueue
+
+log = logging.getLogger(__name__)
+
+
+def read_token(path: Path) -> str:
+    """The API token from a file (first line); refuses an empty or short token."""
+    try:
+        lines = path.read_text().strip().splitlines()
+    except OSError as exc:
+        raise ValueError(f"{path}: token file cannot be read ({exc.strerror})") from None
+    token = lines[0].strip() if lines else ""
+    if len(token) < 16:
+        raise ValueError(f"{path}: the API token must be at least 16 characters")
+    return token
+
+
+def create_app(state: Path, token: str, readiness: Callable[[], dict[str, bool]],
+               submit: Callable[[str], dict[str, Any]] | None = None) -> FastAPI:
+    """The API over the service's state folder.
+
+    ``readiness`` returns named checks (model verified, database, PACS reachable...);
+    ``submit`` enqueues a study by UID from the configured PACS (None: not available).
+    """
+    app = FastAPI(title="mammo-cad service", version=cad.__version__, docs_url=None, redoc_url=None)
+    expected = token.encode()
+
+    def authorised(request: Request) -> str:
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+            log.warning("API: refused an unauthenticated %s %s", request.method, request.url.path)
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "a valid bearer token is required",
+                                headers={"WWW-Authenticate": "Bearer"})
+        return "api-token"
+
+    def queue() -> Iterator[JobQueue]:
+        connection = store.connect(state)
+        try:
+            yield JobQueue(connection)
+        finally:
+            connection.close()
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok", "version": cad.__version__}
+
+    @app.get("/ready")
+    def ready() -> JSONResponse:
+        checks = readiness()
+        ok = all(checks.values())
+        return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+
+    @app.get("/studies")
+    def studies(state_filter: str | None = None, limit: int = 200, _: str = Depends(authorised),
+                q: JobQueue = Depends(queue)) -> dict[str, Any]:
+        if state_filter is not None and state_filter not in STATES:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, f"state must be one of {', '.join(STATES)}")
+        return {"counts": q.counts(), "jobs": [j.public() for j in q.jobs(state=state_filter, limit=limit)]}
+
+    @app.get("/studies/{study_uid}")
+    def study(study_uid: str, _: str = Depends(authorised), q: JobQueue = Depends(queue)) -> dict[str, Any]:
+        jobs = q.jobs(study_uid=study_uid)
+        if not jobs:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no job for this study")
+        current = [j for j in jobs if j.state != "superseded"]
+        return {"study_instance_uid": study_uid, "state": (current or jobs)[-1].state,
+                "jobs": [j.public() for j in jobs]}
+
+    @app.post("/studies/{study_uid}/requeue", status_code=status.HTTP_202_ACCEPTED)
+    def requeue(study_uid: str, who: str = Depends(authorised), q: JobQueue = Depends(queue)) -> dict[str, Any]:
+        jobs = [j for j in q.jobs(study_uid=study_uid) if j.state != "superseded"]
+        if not jobs:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no job for this study")
+        return q.requeue(jobs[-1].id, who).public()
+
+    @app.post("/studies/{study_uid}", status_code=status.HTTP_202_ACCEPTED)
+    def submit_study(study_uid: str, _: str = Depends(authorised)) -> dict[str, Any]:
+        if submit is None:
+            raise HTTPException(status.HTTP_409_CONFLICT, "no DICOMweb PACS is configured to fetch the study from")
+        try:
+            return submit(study_uid)
+        except LookupError:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "the PACS has no MG images for this study") from None
+
+    @app.get("/audit/verify")
+    def verify_audit(_: str = Depends(authorised), q: JobQueue = Depends(queue)) -> dict[str, Any]:
+        result = audit.verify(q.db)
+        return {"intact": result.intact, "records": result.records, "head_sha256": result.head_sha256,
+                "problems": list(result.problems)}
+
+    return app

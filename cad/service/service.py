@@ -1,0 +1,174 @@
+"""The `cad serve` process: sources, queue, worker, API and the loop that ties them together.
+
+One process owns a state folder. At start it locks the folder, puts back jobs a killed
+predecessor left running, verifies the locked model and opens the runtime, then loops: poll
+the sources when due, run the next due job, sleep. ``once`` ends the loop when nothing is
+pending, running, waiting for a retry or still arriving. SIGTERM and SIGINT finish the job in
+hand and stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cad.detect.locked import LockedModel
+from cad.detect.runtime import Runtime
+from cad.service import store
+from cad.service.queue import JobQueue, RetryPolicy
+from cad.service.sources import DicomWebPacs, PacsError, StoreScp, StoreScu, WatchFolder
+from cad.service.worker import Source, Worker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceConfig:
+    state: Path
+    dicomweb: str | None = None
+    since: str | None = None
+    watch: Path | None = None
+    scp: tuple[str, int] | None = None
+    send: str | None = None
+    api: tuple[str, int] | None = None
+    token: str | None = None
+    poll_seconds: float = 30.0
+    quiet_seconds: float = 10.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def describe(self) -> dict[str, Any]:
+        return {"dicomweb": self.dicomweb, "watch": str(self.watch) if self.watch else None,
+                "scp": f"{self.scp[0]}:{self.scp[1]}" if self.scp else None, "send": self.send,
+                "api": f"{self.api[0]}:{self.api[1]}" if self.api else None}
+
+
+class Service:
+    """A configured service, ready to :meth:`run`."""
+
+    def __init__(self, config: ServiceConfig, model: LockedModel, runtime: Runtime) -> None:
+        if not (config.dicomweb or config.watch or config.scp):
+            raise ValueError("nothing to serve: give --dicomweb, --watch or --scp")
+        if config.api and not config.token:
+            raise ValueError("the HTTP API needs a token (--token-file); it never runs unauthenticated")
+        self.config = config
+        self.model = model
+        self._lock = store.lock_state(config.state)
+        self.queue = JobQueue(store.connect(config.state), config.retry)
+        self.sources: dict[str, Source] = {}
+        self.pacs: DicomWebPacs | None = None
+        results_in: dict[str, Any] = {}
+        if config.dicomweb:
+            self.pacs = DicomWebPacs(config.dicomweb, config.since)
+            self.sources[self.pacs.name] = self.pacs
+        if config.watch:
+            watch = WatchFolder(config.watch, config.quiet_seconds)
+            self.sources[watch.name] = watch
+            results_in[watch.name] = watch.results_folder
+        self.scp: StoreScp | None = None
+        if config.scp:
+            self.scp = StoreScp(config.state, config.scp[0], config.scp[1], quiet_seconds=config.quiet_seconds)
+            self.sources[self.scp.name] = self.scp
+        destination = StoreScu(config.send) if config.send else self.pacs
+        self.worker = Worker(model, runtime, self.queue, config.state, self.sources, destination, results_in,
+                             overlays=bool(config.watch) and not config.dicomweb)
+        self._stop = threading.Event()
+        self._api_server: Any = None
+        self.last_poll_ok: dict[str, bool] = {}
+
+    # -- readiness and submission (used by the API, from its own threads) --------------------
+
+    def readiness(self) -> dict[str, bool]:
+        checks = {"model_verified": True, "database": True, "running": not self._stop.is_set()}
+        try:
+            with closing(store.connect(self.config.state)) as connection:
+                JobQueue(connection).counts()
+        except Exception:
+            checks["database"] = False
+        for name, ok in self.last_poll_ok.items():
+            checks[f"source_{name}"] = ok
+        return checks
+
+    def submit(self, study_uid: str) -> dict[str, Any]:
+        assert self.pacs is not None
+        pacs = DicomWebPacs(self.pacs.url, None)
+        instances = pacs.instances_of(study_uid)
+        if not instances:
+            raise LookupError(study_uid)
+        with closing(store.connect(self.config.state)) as connection:
+            job, new = JobQueue(connection).enqueue(study_uid, instances, pacs.name)
+        return {**job.public(), "new": new}
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def stop(self, *_: Any) -> None:
+        self._stop.set()
+
+    def _start_api(self) -> None:
+        import uvicorn
+
+        from cad.service.api import create_app
+
+        assert self.config.api and self.config.token
+        app = create_app(self.config.state, self.config.token, self.readiness,
+                         self.submit if self.pacs else None)
+        host, port = self.config.api
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
+        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        threading.Thread(target=server.run, name="cad-api", daemon=True).start()
+        self._api_server = server
+
+    def _poll(self) -> None:
+        for name, source in self.sources.items():
+            try:
+                source.poll(self.queue)
+                self.last_poll_ok[name] = True
+            except PacsError as exc:
+                self.last_poll_ok[name] = False
+                log.warning("%s: %s", name, exc)
+
+    def _settling(self) -> bool:
+        """Whether a pushed or dropped study is still within its quiet period."""
+        return any(getattr(s, "unsettled", 0) for s in self.sources.values())
+
+    def run(self, once: bool = False) -> dict[str, int]:
+        """Serve until stopped (or, with ``once``, until everything found is finished)."""
+        recovered = self.queue.recover()
+        if recovered:
+            log.warning("%d job(s) left running by a stopped process were put back in the queue", recovered)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.stop)
+            signal.signal(signal.SIGINT, self.stop)
+        if self.scp:
+            self.scp.start()
+        if self.config.api:
+            self._start_api()
+        log.info("serving %s", {k: v for k, v in self.config.describe().items() if v})
+        next_poll = 0.0
+        try:
+            while not self._stop.is_set():
+                now = time.time()
+                if now >= next_poll:
+                    self._poll()
+                    next_poll = now + (min(self.config.poll_seconds, 1.0) if once else self.config.poll_seconds)
+                job = self.queue.claim()
+                if job is not None:
+                    self.worker.process(job)
+                    continue
+                if once and self.queue.idle() and not self._settling():
+                    break
+                self._stop.wait(max(0.05, min(next_poll - time.time(), 1.0)))
+        finally:
+            if self.scp:
+                self.scp.stop()
+            if self._api_server is not None:
+                self._api_server.should_exit = True
+        return self.queue.counts()
+
+    def close(self) -> None:
+        self._lock.close()

@@ -1,0 +1,374 @@
+"""Where studies come from and where results go: a DICOMweb PACS, a DICOM C-STORE peer, a folder.
+
+Each source turns what it sees into (study, MG instance set) candidates for the queue and can
+hand over a queued job's files; each destination delivers a job's SR and presentation states.
+Errors talking to a PACS are raised as :class:`PacsError`, which the worker retries with backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import pydicom
+import requests
+from pydicom.dataset import Dataset
+
+from cad.io.codes import MG_FOR_PRESENTATION, MG_FOR_PROCESSING
+from cad.io.loader import iter_input_files
+from cad.service.queue import Instance, Job, JobQueue
+
+log = logging.getLogger(__name__)
+
+#: DICOM attribute tags used in QIDO-RS answers (DICOM JSON)
+STUDY_UID, SERIES_UID, SOP_UID, RELATED_INSTANCES = "0020000D", "0020000E", "00080018", "00201208"
+#: the folder name under which `cad serve --watch` writes results (never read as input)
+WATCH_RESULTS = "cad-results"
+
+
+class PacsError(RuntimeError):
+    """The PACS or DICOM peer could not be reached or refused a request (transient)."""
+
+
+def _tail(uid: str) -> str:
+    return f"…{uid[-8:]}"
+
+
+def _value(item: dict[str, Any], tag: str) -> Any:
+    values = item.get(tag, {}).get("Value") or [None]
+    return values[0]
+
+
+class Destination(Protocol):
+    """Where a job's DICOM outputs are delivered."""
+
+    name: str
+
+    def deliver(self, paths: list[Path]) -> None: ...
+
+
+class DicomWebPacs:
+    """A PACS over DICOMweb: QIDO-RS to find MG studies, WADO-RS to fetch, STOW-RS to store."""
+
+    name = "dicomweb"
+    #: QIDO-RS page size
+    PAGE = 500
+
+    def __init__(self, url: str, since: str | None = None, timeout: float = 60.0,
+                 headers: dict[str, str] | None = None) -> None:
+        from dicomweb_client.api import DICOMwebClient
+
+        self.url = url.rstrip("/")
+        self.since = since
+        self.client = DICOMwebClient(self.url, headers=headers, timeout=timeout)
+        # the queue owns retrying (with backoff and an audit trail); the client must not hide
+        # a failing PACS behind its own waits
+        self.client.set_http_retry_params(retry=False)
+        self.reachable: bool | None = None
+
+    def _call(self, what: str, function: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            result = function(*args, **kwargs)
+        except (requests.RequestException, OSError) as exc:
+            self.reachable = False
+            status = getattr(getattr(exc, "response", None), "status_code", None)
+            raise PacsError(f"DICOMweb {what} failed ({type(exc).__name__}{f', HTTP {status}' if status else ''})") from None
+        self.reachable = True
+        return result
+
+    def _search(self, what: str, function: Any, key: str, **kwargs: Any) -> list[dict[str, Any]]:
+        """Every result of a QIDO-RS search, page by page. A server that ignores ``offset``
+        (returning a page already seen) ends the paging instead of looping on it."""
+        found: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        while True:
+            page = self._call(what, function, limit=self.PAGE, offset=len(found), **kwargs)
+            fresh = [item for item in page if str(_value(item, key)) not in seen]
+            found += fresh
+            seen.update(str(_value(item, key)) for item in fresh)
+            if len(page) < self.PAGE or not fresh:
+                return found
+
+    def mg_instances(self, study_uid: str) -> list[Instance]:
+        found = self._search("instance search", self.client.search_for_instances, SOP_UID,
+                             study_instance_uid=study_uid, search_filters={"Modality": "MG"})
+        return [Instance(str(_value(i, SERIES_UID)), str(_value(i, SOP_UID))) for i in found
+                if _value(i, SERIES_UID) and _value(i, SOP_UID)]
+
+    def poll(self, queue: JobQueue) -> int:
+        """Enqueue MG studies that are new or whose instance count changed; returns jobs added."""
+        filters: dict[str, Any] = {"ModalitiesInStudy": "MG"}
+        if self.since:
+            filters["StudyDate"] = f"{self.since}-"
+        studies = self._search("study search", self.client.search_for_studies, STUDY_UID, search_filters=filters,
+                               fields=["NumberOfStudyRelatedInstances"])
+        added = 0
+        for study in studies:
+            uid = _value(study, STUDY_UID)
+            if not uid:
+                continue
+            count = int(_value(study, RELATED_INSTANCES) or -1)
+            if count >= 0 and queue.seen_count(self.name, uid) == count:
+                continue
+            instances = self.mg_instances(uid)
+            if instances:
+                _, new = queue.enqueue(uid, instances, self.name)
+                if new:
+                    added += 1
+                    log.info("queued study %s (%d MG images) from DICOMweb", _tail(uid), len(instances))
+            queue.mark_seen(self.name, uid, count)
+        return added
+
+    def instances_of(self, study_uid: str) -> list[Instance]:
+        """The study's MG instances now (manual submission through the API)."""
+        return self.mg_instances(study_uid)
+
+    def fetch(self, job: Job, folder: Path) -> list[Path]:
+        """WADO-RS every instance of the job into ``folder``."""
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for instance in job.instances:
+            path = folder / f"{instance.sop_uid}.dcm"
+            if not path.is_file():
+                ds = self._call("retrieve", self.client.retrieve_instance, job.study_uid, instance.series_uid,
+                                instance.sop_uid)
+                tmp = path.with_suffix(".part")
+                ds.save_as(tmp, enforce_file_format=True)
+                tmp.replace(path)
+            paths.append(path)
+        return paths
+
+    def deliver(self, paths: list[Path]) -> None:
+        """STOW-RS the outputs; a store the PACS reports as failed is an error."""
+        if not paths:
+            return
+        datasets = [pydicom.dcmread(p) for p in paths]
+        response: Dataset = self._call("store", self.client.store_instances, datasets=datasets)
+        failed = response.get("FailedSOPSequence") if response is not None else None
+        if failed:
+            raise PacsError(f"DICOMweb store refused {len(failed)} of {len(paths)} objects")
+
+    def ready(self) -> bool:
+        try:
+            self._call("status check", self.client.search_for_studies, limit=1)
+        except PacsError:
+            return False
+        return True
+
+
+def _header(path: Path) -> Dataset | None:
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True,
+                               specific_tags=["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "Modality"])
+    except Exception:  # not DICOM: the loader records it as not analysed when the study runs
+        return None
+
+
+def files_of_job(job: Job, folder: Path) -> list[Path]:
+    """The job's files in ``folder`` (its MG instances, and files of the study that are not MG
+    images so that the analysis can record them as not analysed)."""
+    wanted = {i.sop_uid for i in job.instances}
+    out = []
+    for path in iter_input_files([folder]):
+        if WATCH_RESULTS in path.relative_to(folder).parts:
+            continue
+        header = _header(path)
+        if header is None:
+            continue
+        if str(header.get("StudyInstanceUID", "")) == job.study_uid and (
+                str(header.get("SOPInstanceUID", "")) in wanted or header.get("Modality") != "MG"):
+            out.append(path)
+    return out
+
+
+@dataclass
+class _Seen:
+    mtime_ns: int
+    size: int
+    header: Dataset | None
+
+
+class WatchFolder:
+    """Studies dropped into a folder: a study is queued once none of its files has changed for
+    ``quiet_seconds``; results are written beside the files (``<folder>/cad-results/<study>/``)."""
+
+    name = "watch"
+
+    def __init__(self, root: Path, quiet_seconds: float = 10.0) -> None:
+        self.root = root
+        self.quiet = quiet_seconds
+        self._cache: dict[Path, _Seen] = {}
+        self.unsettled = 0
+
+    def _headers(self) -> dict[Path, tuple[Dataset | None, float]]:
+        found: dict[Path, tuple[Dataset | None, float]] = {}
+        for path in iter_input_files([self.root]):
+            if WATCH_RESULTS in path.relative_to(self.root).parts:
+                continue
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            seen = self._cache.get(path)
+            if seen is None or (seen.mtime_ns, seen.size) != (stat.st_mtime_ns, stat.st_size):
+                seen = _Seen(stat.st_mtime_ns, stat.st_size, _header(path))
+                self._cache[path] = seen
+            found[path] = (seen.header, stat.st_mtime_ns / 1e9)
+        return found
+
+    def poll(self, queue: JobQueue) -> int:
+        groups: dict[str, list[tuple[Path, Dataset, float]]] = {}
+        for path, (header, mtime) in self._headers().items():
+            if header is not None and header.get("StudyInstanceUID"):
+                groups.setdefault(str(header.StudyInstanceUID), []).append((path, header, mtime))
+        now, added, unsettled = time.time(), 0, 0
+        for uid, files in groups.items():
+            if now - max(m for _, _, m in files) < self.quiet:
+                unsettled += 1
+                continue
+            instances = [Instance(str(h.get("SeriesInstanceUID", "")), str(h.SOPInstanceUID))
+                         for _, h, _ in files if h.get("Modality") == "MG" and h.get("SOPInstanceUID")]
+            if not instances:
+                continue
+            location = _common_folder([p for p, _, _ in files])
+            _, new = queue.enqueue(uid, instances, self.name, str(location))
+            if new:
+                added += 1
+                log.info("queued study %s (%d MG images) from the watched folder", _tail(uid), len(instances))
+        self.unsettled = unsettled
+        return added
+
+    def fetch(self, job: Job, folder: Path) -> list[Path]:
+        return files_of_job(job, Path(job.location or self.root))
+
+    def results_folder(self, job: Job) -> Path:
+        return Path(job.location or self.root) / WATCH_RESULTS
+
+
+def _common_folder(paths: list[Path]) -> Path:
+    parents = [p.parent for p in paths]
+    common = parents[0]
+    while not all(common == p or common in p.parents for p in parents):
+        common = common.parent
+    return common
+
+
+#: SOP classes the C-STORE SCP accepts: mammograms (For Processing is accepted and then recorded
+#: as not analysed, so that nothing a modality sends disappears silently)
+SCP_SOP_CLASSES = (MG_FOR_PRESENTATION, MG_FOR_PROCESSING)
+
+
+class StoreScp:
+    """DICOM C-STORE SCP (pynetdicom): pushed instances are filed by study; a study is queued
+    after ``quiet_seconds`` without a new instance."""
+
+    name = "scp"
+
+    def __init__(self, state: Path, ae_title: str, port: int, host: str = "0.0.0.0",
+                 quiet_seconds: float = 10.0) -> None:
+        self.incoming = state / "incoming"
+        self.ae_title, self.port, self.host = ae_title, port, host
+        self.quiet = quiet_seconds
+        self._arrivals: dict[str, tuple[Path, float]] = {}
+        self._lock = threading.Lock()
+        self._server: Any = None
+        self.unsettled = 0
+
+    def start(self) -> None:
+        from pynetdicom import AE, evt
+        from pynetdicom.sop_class import Verification
+
+        ae = AE(ae_title=self.ae_title)
+        for uid in SCP_SOP_CLASSES:
+            ae.add_supported_context(uid)
+        ae.add_supported_context(Verification)
+        handlers = [(evt.EVT_C_STORE, self._on_store)]
+        self._server = ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
+        log.info("DICOM C-STORE SCP %s listening on port %d", self.ae_title, self.port)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+
+    def _on_store(self, event: Any) -> int:
+        try:
+            ds = event.dataset
+            ds.file_meta = event.file_meta
+            study = str(ds.StudyInstanceUID)
+            folder = self.incoming / study
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"{ds.SOPInstanceUID}.dcm"
+            tmp = path.with_suffix(".part")
+            ds.save_as(tmp, enforce_file_format=True)
+            tmp.replace(path)
+        except Exception as exc:  # refuse the instance; the sender sees the failure and can resend
+            log.warning("C-STORE refused an instance (%s)", type(exc).__name__)
+            return 0xC210
+        with self._lock:
+            self._arrivals[study] = (folder, time.time())
+        return 0x0000
+
+    def poll(self, queue: JobQueue) -> int:
+        now, added = time.time(), 0
+        with self._lock:
+            settled = {k: v for k, v in self._arrivals.items() if now - v[1] >= self.quiet}
+            for key in settled:
+                del self._arrivals[key]
+            self.unsettled = len(self._arrivals)
+        for study, (folder, _) in settled.items():
+            instances = []
+            for path in sorted(folder.glob("*.dcm")):
+                header = _header(path)
+                if header is not None and header.get("Modality") == "MG":
+                    instances.append(Instance(str(header.get("SeriesInstanceUID", "")), str(header.SOPInstanceUID)))
+            if instances:
+                _, new = queue.enqueue(study, instances, self.name, str(folder))
+                added += int(new)
+                if new:
+                    log.info("queued study %s (%d MG images) received over DICOM", _tail(study), len(instances))
+        return added
+
+    def fetch(self, job: Job, folder: Path) -> list[Path]:
+        return files_of_job(job, Path(job.location or self.incoming / job.study_uid))
+
+
+class StoreScu:
+    """Delivers outputs to a DICOM peer with C-STORE (sites without DICOMweb)."""
+
+    name = "c-store"
+
+    def __init__(self, address: str, calling_ae: str = "MAMMO_CAD") -> None:
+        try:
+            ae_title, host_port = address.split("@", 1)
+            host, port = host_port.rsplit(":", 1)
+            self.peer = (ae_title, host, int(port))
+        except ValueError:
+            raise ValueError(f"--send {address}: use AET@HOST:PORT") from None
+        self.calling_ae = calling_ae
+
+    def deliver(self, paths: list[Path]) -> None:
+        from pynetdicom import AE
+
+        if not paths:
+            return
+        datasets = [pydicom.dcmread(p) for p in paths]
+        ae = AE(ae_title=self.calling_ae)
+        for uid in sorted({str(ds.SOPClassUID) for ds in datasets}):
+            ae.add_requested_context(uid, [str(ds.file_meta.TransferSyntaxUID) for ds in datasets
+                                           if str(ds.SOPClassUID) == uid][:1])
+        ae_title, host, port = self.peer
+        association = ae.associate(host, port, ae_title=ae_title)
+        if not association.is_established:
+            raise PacsError(f"C-STORE association with {ae_title} refused or unreachable")
+        try:
+            for ds in datasets:
+                status = association.send_c_store(ds)
+                if not status or int(status.Status) not in (0x0000, 0xB000, 0xB007, 0xB006):
+                    raise PacsError(f"C-STORE to {ae_title} failed (status {getattr(status, 'Status', 'none')})")
+        finally:
+            association.release()

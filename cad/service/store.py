@@ -1,0 +1,95 @@
+"""The service's state folder: one SQLite database (job queue and audit log) and its lock.
+
+SQLite in WAL mode, one connection per thread, every change in a transaction: a process killed
+at any point leaves the database at the last committed state, which is what makes the queue
+durable and the audit log complete. One service process owns a state folder at a time (an
+exclusive ``flock``), so jobs found running at start-up are known to be orphans of a killed
+process.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+from pathlib import Path
+from typing import IO
+
+DATABASE = "cad-service.sqlite"
+LOCK = "cad-service.lock"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY,
+    study_uid TEXT NOT NULL,
+    instances_sha256 TEXT NOT NULL,
+    instances TEXT NOT NULL,
+    source TEXT NOT NULL,
+    location TEXT,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'running', 'done', 'failed', 'superseded')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt REAL NOT NULL,
+    enqueued REAL NOT NULL,
+    started REAL,
+    finished REAL,
+    reason TEXT,
+    outputs TEXT,
+    superseded_by INTEGER REFERENCES jobs (id),
+    UNIQUE (study_uid, instances_sha256)
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, next_attempt);
+CREATE INDEX IF NOT EXISTS jobs_study ON jobs (study_uid);
+CREATE TABLE IF NOT EXISTS seen (
+    source TEXT NOT NULL,
+    study_uid TEXT NOT NULL,
+    instance_count INTEGER NOT NULL,
+    PRIMARY KEY (source, study_uid)
+);
+CREATE TABLE IF NOT EXISTS arrivals (
+    study_uid TEXT PRIMARY KEY,
+    folder TEXT NOT NULL,
+    last_arrival REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY,
+    record TEXT NOT NULL,
+    prev_sha256 TEXT NOT NULL,
+    sha256 TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS audit_append_only_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_append_only_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+"""
+
+
+class StateLockedError(RuntimeError):
+    """Another service process owns the state folder."""
+
+
+def connect(state: Path) -> sqlite3.Connection:
+    """A connection to the state database (created with its schema if new)."""
+    state.mkdir(parents=True, exist_ok=True)
+    connection = sqlite3.connect(state / DATABASE, timeout=30.0, isolation_level=None, check_same_thread=False)
+    connection.row_factory = sqlite3.Row
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=FULL")
+    connection.execute("PRAGMA foreign_keys=ON")
+    connection.executescript(SCHEMA)
+    return connection
+
+
+def lock_state(state: Path) -> IO[str]:
+    """Take the state folder's exclusive lock for this process (held while the handle is open)."""
+    state.mkdir(parents=True, exist_ok=True)
+    handle = (state / LOCK).open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise StateLockedError(f"{state}: another `cad serve` process uses this state folder") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle

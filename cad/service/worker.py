@@ -1,0 +1,160 @@
+"""Runs one queued job: fetch its images, analyse them with the locked core, deliver the SR and
+presentation states, and finish the job with its audit record.
+
+A study in which no image can be analysed ends ``failed`` with the reasons, and its SR (which
+lists every image as not analysed, with why) is still delivered. PACS errors are transient:
+the job goes back to the queue with backoff.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import pydicom
+from pydicom.dataset import Dataset
+
+import cad
+from cad.detect.locked import LockedModel
+from cad.detect.runtime import Runtime
+from cad.io import load
+from cad.job import StudyOutcome, run_studies
+from cad.service.queue import DONE, FAILED, Job, JobQueue
+from cad.service.sources import Destination, PacsError
+
+log = logging.getLogger(__name__)
+
+
+class Source(Protocol):
+    name: str
+
+    def poll(self, queue: JobQueue) -> int: ...
+
+    def fetch(self, job: Job, folder: Path) -> list[Path]: ...
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _tail(uid: str) -> str:
+    return f"…{uid[-8:]}"
+
+
+@dataclass
+class Worker:
+    """Everything a job needs: the verified model and runtime, the queue, the folders."""
+
+    model: LockedModel
+    runtime: Runtime
+    queue: JobQueue
+    state: Path
+    sources: dict[str, Source]
+    destination: Destination | None = None
+    #: where the results of a job are written, by source (default: state/results/<job id>)
+    results_in: dict[str, Any] | None = None
+    overlays: bool = False
+
+    def results_folder(self, job: Job) -> Path:
+        finder = (self.results_in or {}).get(job.source)
+        return Path(finder(job)) if finder else self.state / "results" / str(job.id)
+
+    def _previous_sr(self, job: Job) -> list[Dataset]:
+        earlier = self.queue.latest_done(job.study_uid, job.id)
+        path = (earlier.outputs or {}).get("sr_path") if earlier else None
+        if path and Path(path).is_file():
+            return [pydicom.dcmread(path)]
+        return []
+
+    def process(self, job: Job) -> Job:
+        """Run ``job`` to its end state (or back to the queue after a PACS error)."""
+        started = time.time()
+        base = self._record(job)
+        source = self.sources.get(job.source)
+        work = self.state / "work" / str(job.id)
+        try:
+            if source is None:
+                return self.queue.finish(job, FAILED, {**base, "event": "analysis"},
+                                         reason=f"source {job.source!r} is not configured in this service")
+            paths = source.fetch(job, work)
+            outcome = self._analyse(job, paths)
+            outputs = self._outputs(outcome)
+            if self.destination is not None and outputs["delivered"]:
+                self.destination.deliver([Path(p) for p in outputs["delivered"]])
+                outputs["delivered_to"] = self.destination.name
+        except PacsError as exc:
+            log.warning("study %s: %s; will retry", _tail(job.study_uid), exc)
+            return self.queue.retry_later(job, str(exc), {**base, "event": "analysis"})
+        except Exception as exc:  # a defect must not stop the service; the job records it
+            log.error("study %s: internal error (%s)", _tail(job.study_uid), type(exc).__name__)
+            log.debug("internal error", exc_info=True)
+            return self.queue.finish(job, FAILED, {**base, "event": "analysis"},
+                                     reason=f"internal error: {type(exc).__name__}")
+        finally:
+            if job.source == "dicomweb":  # fetched copies; other sources' files stay where they are
+                shutil.rmtree(work, ignore_errors=True)
+        findings = outcome.findings
+        analysed = outcome.images_analysed
+        not_analysed = [i for i in findings.images if i.status != "analyzed"]
+        state = DONE if analysed else FAILED
+        reason = None if analysed else "no image could be analysed: " + "; ".join(
+            sorted({i.reason or "unknown" for i in not_analysed}))
+        marks = [f for f in findings.findings if f.score >= findings.operating_threshold]
+        record = {
+            **base, "event": "analysis", "status": state,
+            "images_analysed": analysed, "images_not_analysed": len(not_analysed),
+            "not_analysed_reasons": sorted({i.reason or "unknown" for i in not_analysed}),
+            "findings": len(findings.findings), "marks_at_operating_point": len(marks),
+            "outputs": {k: v for k, v in outputs.items() if k != "delivered"},
+            "seconds": round(time.time() - started, 3),
+            "queue_latency_s": round(started - job.enqueued, 3),
+        }
+        if reason:
+            log.warning("study %s: %s", _tail(job.study_uid), reason)
+        else:
+            log.info("study %s: analysed %d images, %d marks", _tail(job.study_uid), analysed, len(marks))
+        return self.queue.finish(job, state, record, outputs=outputs, reason=reason)
+
+    def _analyse(self, job: Job, paths: list[Path]) -> StudyOutcome:
+        studies = [s for s in load(paths).studies if s.study_instance_uid == job.study_uid]
+        if not studies:
+            raise ValueError("none of the job's files belongs to its study")
+        out = self.results_folder(job)
+        previous = {job.study_uid: self._previous_sr(job)}
+        (outcome,) = run_studies(studies, self.model, self.runtime, out, self.overlays, previous_srs=previous)
+        return outcome
+
+    def _outputs(self, outcome: StudyOutcome) -> dict[str, Any]:
+        folder = outcome.folder
+        findings = folder / "findings.json"
+        result: dict[str, Any] = {"folder": str(folder), "findings_sha256": _sha256(findings), "delivered": []}
+        dicom = outcome.dicom
+        if dicom is not None and dicom.sr is not None:
+            sr = pydicom.dcmread(dicom.sr, stop_before_pixels=True)
+            result.update({"sr_path": str(dicom.sr), "sr_sop_instance_uid": str(sr.SOPInstanceUID),
+                           "sr_sha256": _sha256(dicom.sr)})
+            result["delivered"].append(str(dicom.sr))
+        prs = list(dicom.prs) if dicom is not None else []
+        result["presentation_states"] = [
+            {"sop_instance_uid": str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID), "sha256": _sha256(p)}
+            for p in prs]
+        result["delivered"] += [str(p) for p in prs]
+        if outcome.problems:
+            result["problems"] = [line.split(": ", 1)[-1] for line in outcome.problems]
+        return result
+
+    def _record(self, job: Job) -> dict[str, Any]:
+        """What every audit record of a job states: inputs, model, algorithm, runtime."""
+        return {
+            "study_uid": job.study_uid, "source": job.source, "attempt": job.attempts,
+            "instances": sorted(i.sop_uid for i in job.instances), "instances_sha256": job.instances_sha256,
+            "model": {"name": self.model.name, "sha256": self.model.sha256,
+                      "settings_sha256": self.model.settings_sha256},
+            "algorithm": {"name": cad.ALGORITHM_NAME, "version": cad.__version__},
+            "runtime": self.runtime.name,
+        }

@@ -1,0 +1,359 @@
+"""`cad serve` against a real Orthanc PACS (Debian orthanc + orthanc-dicomweb) on loopback.
+
+Every test starts its own Orthanc with its own storage and ports, loads phantom exams into it,
+runs the service as a separate process (as a site would) and checks what reached the PACS, the
+queue and the audit log (SRS-SVC-*).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+import requests
+from pydicom.dataset import Dataset
+
+from cad.detect.locked import DEFAULT_MODEL_DIR
+from cad.tools.orthanc import Orthanc, free_port, orthanc_available
+
+pytestmark = pytest.mark.skipif(orthanc_available() is not None,
+                                reason=f"Orthanc {orthanc_available()}; `make test` installs it")
+
+CAD = [sys.executable, "-m", "cad.cli"]
+SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.50"
+PR_CLASS = "1.2.840.10008.5.1.4.1.1.11.1"
+
+
+def serve(state: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CAD, "-v", "serve", "--state", str(state), "--poll-seconds", "0.5", *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture()
+def pacs(tmp_path: Path) -> Iterator[Orthanc]:
+    with Orthanc(tmp_path / "orthanc") as orthanc:
+        yield orthanc
+
+
+def exam_paths(folder: Path, exam: int = 0) -> list[Path]:
+    truth = json.loads((folder / "truth.json").read_text())
+    return [folder / image["path"] for image in truth["exams"][exam]["images"]]
+
+
+def instances_of_class(pacs: Orthanc, study_uid: str, sop_class: str) -> list[Dataset]:
+    """The instances of one SOP class that the PACS holds in a study (read back as files)."""
+    out = []
+    for orthanc_id in requests.post(f"{pacs.url}/tools/lookup", data=study_uid, timeout=30).json():
+        for instance in requests.get(f"{pacs.url}/studies/{orthanc_id['ID']}/instances", timeout=30).json():
+            content = requests.get(f"{pacs.url}/instances/{instance['ID']}/file", timeout=30).content
+            ds = pydicom.dcmread(io.BytesIO(content))
+            if ds.SOPClassUID == sop_class:
+                out.append(ds)
+    return out
+
+
+def jobs(state: Path) -> list[dict[str, Any]]:
+    db = sqlite3.connect(state / "cad-service.sqlite")
+    db.row_factory = sqlite3.Row
+    return [dict(r) for r in db.execute("SELECT * FROM jobs ORDER BY id")]
+
+
+def audit_records(state: Path) -> list[dict[str, Any]]:
+    db = sqlite3.connect(state / "cad-service.sqlite")
+    return [json.loads(r[0]) for r in db.execute("SELECT record FROM audit ORDER BY seq")]
+
+
+def study_uid_of(path: Path) -> str:
+    return str(pydicom.dcmread(path, stop_before_pixels=True).StudyInstanceUID)
+
+
+@pytest.mark.req("SRS-SVC-001", "SRS-SVC-007", "SRS-SVC-009")
+def test_once_analyses_each_study_and_stores_sr_and_gsps_in_it(pacs: Orthanc, phantom_dir: Path,
+                                                               tmp_path: Path) -> None:
+    exams = [exam_paths(phantom_dir, 0), exam_paths(phantom_dir, 1)]
+    pacs.upload([p for exam in exams for p in exam])
+    state = tmp_path / "state"
+    result = serve(state, "--dicomweb", pacs.dicomweb, "--once")
+    assert result.returncode == 0, result.stderr
+    finished = jobs(state)
+    assert [j["state"] for j in finished] == ["done", "done"]
+    for exam in exams:
+        uid = study_uid_of(exam[0])
+        (sr,) = instances_of_class(pacs, uid, SR_CLASS)
+        assert sr.StudyInstanceUID == uid
+        evidence = {ref.ReferencedSOPInstanceUID for item in sr.CurrentRequestedProcedureEvidenceSequence
+                    for series in item.ReferencedSeriesSequence for ref in series.ReferencedSOPSequence}
+        assert evidence == {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in exam}
+        assert instances_of_class(pacs, uid, PR_CLASS), "a presentation state is stored too"
+    records = audit_records(state)
+    assert [r["event"] for r in records] == ["analysis", "analysis"]
+    manifest = json.loads((DEFAULT_MODEL_DIR / "manifest.json").read_text())
+    assert {r["model"]["sha256"] for r in records} == {manifest["weights"]["sha256"]}
+    assert all(len(r["instances"]) == 4 and r["outputs"]["sr_sop_instance_uid"] for r in records)
+    # SRS-SVC-009: nothing identifying in the verbose log
+    header = pydicom.dcmread(exams[0][0], stop_before_pixels=True)
+    for secret in (str(header.PatientName), str(header.PatientID), study_uid_of(exams[0][0])):
+        assert secret not in result.stderr and secret not in result.stdout
+    # a second run finds nothing new: exactly once
+    again = serve(state, "--dicomweb", pacs.dicomweb, "--once")
+    assert again.returncode == 0, again.stderr
+    assert len(jobs(state)) == 2 and len(audit_records(state)) == 2
+    verify = subprocess.run([*CAD, "audit", "verify", "--state", str(state)], capture_output=True, text=True)
+    assert verify.returncode == 0 and "2 records" in verify.stdout and "intact" in verify.stdout
+
+
+@pytest.mark.req("SRS-SVC-002")
+@pytest.mark.slow
+def test_a_killed_service_resumes_without_loss_or_duplicates(pacs: Orthanc, tmp_path: Path) -> None:
+    from cad.tools.phantom.generate import generate
+
+    generate(tmp_path / "exams", exams=4, seed=77)
+    pacs.upload(sorted((tmp_path / "exams").glob("exam*/*.dcm")))
+    state = tmp_path / "state"
+    process = subprocess.Popen([*CAD, "serve", "--state", str(state), "--dicomweb", pacs.dicomweb,
+                                "--poll-seconds", "0.5"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:  # kill in the middle of the second study
+            try:
+                states = [j["state"] for j in jobs(state)]
+            except sqlite3.OperationalError:  # the service has not created its database yet
+                states = []
+            if states.count("done") >= 1 and "running" in states:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the service never got to its second study")
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert "running" in [j["state"] for j in jobs(state)], "killed with a study in hand"
+    result = serve(state, "--dicomweb", pacs.dicomweb, "--once")
+    assert result.returncode == 0, result.stderr
+    assert "put back in the queue" in result.stderr
+    finished = jobs(state)
+    assert len(finished) == 4 and {j["state"] for j in finished} == {"done"}
+    analyses = [r for r in audit_records(state) if r["event"] == "analysis"]
+    assert sorted(r["study_uid"] for r in analyses) == sorted(j["study_uid"] for j in finished)
+    for job in finished:
+        assert len(instances_of_class(pacs, job["study_uid"], SR_CLASS)) == 1
+
+
+@pytest.mark.req("SRS-SVC-003")
+def test_pacs_errors_are_retried_then_the_job_fails_with_the_reason(tmp_path: Path) -> None:
+    from cad.service import store
+    from cad.service.queue import Instance, JobQueue
+
+    state = tmp_path / "state"
+    JobQueue(store.connect(state)).enqueue("1.2.3.4", [Instance("1.2.3.4.1", "1.2.3.4.1.1")], "dicomweb")
+    dead = f"http://127.0.0.1:{free_port()}/dicom-web"
+    started = time.monotonic()
+    result = serve(state, "--dicomweb", dead, "--once", "--max-attempts", "3", "--retry-seconds", "0.2")
+    elapsed = time.monotonic() - started
+    assert result.returncode == 1
+    assert "dicomweb: could not be reached at the last poll" in result.stderr
+    (job,) = jobs(state)
+    assert job["state"] == "failed" and job["attempts"] == 3
+    assert "DICOMweb" in job["reason"] and "gave up after 3 attempts" in job["reason"]
+    assert elapsed >= 0.2 + 0.4, "backoff doubles between attempts"
+    (record,) = audit_records(state)
+    assert record["state"] == "failed" and record["attempt"] == 3
+
+
+@pytest.mark.req("SRS-SVC-004")
+def test_a_study_that_cannot_be_analysed_fails_and_still_gets_its_sr(pacs: Orthanc, mass_phantom_dir: Path,
+                                                                     tmp_path: Path) -> None:
+    broken = []
+    for k, path in enumerate(exam_paths(mass_phantom_dir)[:2]):
+        ds = pydicom.dcmread(path)
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.2.1"  # For Processing
+        ds.PresentationIntentType = "FOR PROCESSING"
+        out = tmp_path / f"processing{k}.dcm"
+        ds.save_as(out, enforce_file_format=True)
+        broken.append(out)
+    pacs.upload(broken)
+    state = tmp_path / "state"
+    result = serve(state, "--dicomweb", pacs.dicomweb, "--once")
+    assert result.returncode == 1
+    (job,) = jobs(state)
+    assert job["state"] == "failed" and job["reason"].startswith("no image could be analysed")
+    (sr,) = instances_of_class(pacs, study_uid_of(broken[0]), SR_CLASS)
+    from cad.io.sr.reader import findings_from_sr
+
+    reported = findings_from_sr(sr)
+    assert {i.status for i in reported.images} == {"not_analyzed"}
+    assert all(i.reason for i in reported.images) and not reported.findings
+
+
+@pytest.mark.req("SRS-SVC-005")
+def test_new_images_are_analysed_again_and_supersede_the_first_result(pacs: Orthanc, mass_phantom_dir: Path,
+                                                                      tmp_path: Path) -> None:
+    paths = exam_paths(mass_phantom_dir)
+    pacs.upload(paths[:3])
+    state = tmp_path / "state"
+    assert serve(state, "--dicomweb", pacs.dicomweb, "--once").returncode == 0
+    first = instances_of_class(pacs, study_uid_of(paths[0]), SR_CLASS)
+    assert len(first) == 1
+    pacs.upload(paths[3:])
+    result = serve(state, "--dicomweb", pacs.dicomweb, "--once")
+    assert result.returncode == 0, result.stderr
+    old, new = jobs(state)
+    assert old["state"] == "superseded" and old["superseded_by"] == new["id"] and new["state"] == "done"
+    srs = instances_of_class(pacs, study_uid_of(paths[0]), SR_CLASS)
+    (latest,) = [sr for sr in srs if sr.SOPInstanceUID != first[0].SOPInstanceUID]
+    predecessors = {ref.ReferencedSOPInstanceUID for item in latest.PredecessorDocumentsSequence
+                    for series in item.ReferencedSeriesSequence for ref in series.ReferencedSOPSequence}
+    assert predecessors == {first[0].SOPInstanceUID}
+    assert audit_records(state)[-1]["supersedes_jobs"] == [old["id"]]
+
+
+@pytest.mark.req("SRS-SVC-008", "SRS-SVC-007")
+def test_api_requires_the_token_and_can_requeue(pacs: Orthanc, mass_phantom_dir: Path, tmp_path: Path) -> None:
+    pacs.upload(exam_paths(mass_phantom_dir))
+    uid = study_uid_of(exam_paths(mass_phantom_dir)[0])
+    token = "s3cret-token-for-tests-only"
+    (tmp_path / "token").write_text(token + "\n")
+    port = free_port()
+    state = tmp_path / "state"
+    process = subprocess.Popen([*CAD, "serve", "--state", str(state), "--dicomweb", pacs.dicomweb,
+                                "--poll-seconds", "0.5", "--api", f"127.0.0.1:{port}", "--token-file",
+                                str(tmp_path / "token")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    auth = {"Authorization": f"Bearer {token}"}
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{base}/health", timeout=1).ok:
+                    break
+            except requests.RequestException:
+                time.sleep(0.2)
+        assert requests.get(f"{base}/health", timeout=5).json()["status"] == "ok"
+        assert requests.get(f"{base}/studies", timeout=5).status_code == 401
+        assert requests.get(f"{base}/studies", headers={"Authorization": "Bearer wrong"}, timeout=5).status_code == 401
+        assert requests.post(f"{base}/studies/{uid}/requeue", timeout=5).status_code == 401
+        while time.monotonic() < deadline:
+            answer = requests.get(f"{base}/studies/{uid}", headers=auth, timeout=5)
+            if answer.status_code == 200 and answer.json()["state"] == "done":
+                break
+            time.sleep(0.3)
+        assert answer.json()["state"] == "done"
+        ready = requests.get(f"{base}/ready", timeout=5)
+        assert ready.status_code == 200 and ready.json()["checks"]["source_dicomweb"] is True
+        requeued = requests.post(f"{base}/studies/{uid}/requeue", headers=auth, timeout=5)
+        assert requeued.status_code == 202 and requeued.json()["state"] == "pending"
+        while time.monotonic() < deadline:
+            if requests.get(f"{base}/studies/{uid}", headers=auth, timeout=5).json()["state"] == "done":
+                break
+            time.sleep(0.3)
+        events = [r["event"] for r in audit_records(state)]
+        assert events == ["analysis", "requeued", "analysis"]
+        submitted = requests.post(f"{base}/studies/{uid}", headers=auth, timeout=30)
+        assert submitted.status_code == 202 and submitted.json()["new"] is False
+        assert requests.post(f"{base}/studies/1.2.3.999", headers=auth, timeout=30).status_code == 404
+        verify = requests.get(f"{base}/audit/verify", headers=auth, timeout=5).json()
+        assert verify["intact"] and verify["records"] == 3
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    assert token not in stderr
+    assert process.returncode == 0
+
+
+@pytest.mark.req("SRS-SVC-008")
+def test_api_without_a_token_is_refused(tmp_path: Path) -> None:
+    result = serve(tmp_path / "state", "--watch", str(tmp_path), "--api", "127.0.0.1:1")
+    assert result.returncode == 2 and "--api needs --token-file" in result.stderr
+    (tmp_path / "short").write_text("abc\n")
+    short = serve(tmp_path / "state", "--watch", str(tmp_path), "--api", "127.0.0.1:1", "--token-file",
+                  str(tmp_path / "short"))
+    assert short.returncode == 2 and "at least 16 characters" in short.stderr
+
+
+@pytest.mark.req("SRS-SVC-006")
+def test_pushed_study_is_analysed_and_sent_on(pacs: Orthanc, mass_phantom_dir: Path, tmp_path: Path) -> None:
+    from pynetdicom import AE
+
+    port = free_port()
+    state = tmp_path / "state"
+    process = subprocess.Popen([*CAD, "serve", "--state", str(state), "--scp", f"MAMMO_CAD:{port}",
+                                "--send", f"{pacs.aet}@127.0.0.1:{pacs.dicom_port}", "--quiet-seconds", "1",
+                                "--poll-seconds", "0.5"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        paths = exam_paths(mass_phantom_dir)
+        datasets = [pydicom.dcmread(p) for p in paths]
+        ae = AE(ae_title="MODALITY")
+        ae.add_requested_context(datasets[0].SOPClassUID, datasets[0].file_meta.TransferSyntaxUID)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            association = ae.associate("127.0.0.1", port, ae_title="MAMMO_CAD")
+            if association.is_established:
+                break
+            time.sleep(0.3)
+        assert association.is_established
+        statuses = [association.send_c_store(ds).Status for ds in datasets]
+        association.release()
+        assert statuses == [0, 0, 0, 0]
+        uid = study_uid_of(paths[0])
+        while time.monotonic() < deadline and not instances_of_class(pacs, uid, SR_CLASS):
+            time.sleep(0.5)
+        (sr,) = instances_of_class(pacs, uid, SR_CLASS)
+        assert sr.StudyInstanceUID == uid
+        (job,) = jobs(state)
+        assert job["state"] == "done" and job["source"] == "scp"
+        assert json.loads(job["outputs"])["delivered_to"] == "c-store"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+
+
+@pytest.mark.req("SRS-SVC-006")
+def test_watched_folder_gets_results_beside_the_study(mass_phantom_dir: Path, tmp_path: Path) -> None:
+    watch = tmp_path / "inbox"
+    drop = watch / "exam-1"
+    drop.mkdir(parents=True)
+    for path in exam_paths(mass_phantom_dir):
+        (drop / path.name).write_bytes(path.read_bytes())
+    state = tmp_path / "state"
+    result = serve(state, "--watch", str(watch), "--once", "--quiet-seconds", "0.5")
+    assert result.returncode == 0, result.stderr
+    uid = study_uid_of(exam_paths(mass_phantom_dir)[0])
+    results = drop / "cad-results" / uid
+    assert (results / "findings.json").is_file() and (results / "cad-sr.dcm").is_file()
+    assert list((results / "overlays").glob("*.png"))
+    again = serve(state, "--watch", str(watch), "--once", "--quiet-seconds", "0.5")
+    assert again.returncode == 0 and len(jobs(state)) == 1, "results in the folder are not new inputs"
+
+
+@pytest.mark.req("SRS-SVC-007")
+def test_audit_verify_names_altered_and_removed_records(tmp_path: Path) -> None:
+    from cad.service import audit, store
+
+    state = tmp_path / "state"
+    db = store.connect(state)
+    for k in range(3):
+        audit.append(db, {"event": "analysis", "study_uid": f"1.2.{k}"})
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        db.execute("UPDATE audit SET record = '{}' WHERE seq = 2")
+    ok = subprocess.run([*CAD, "audit", "verify", "--state", str(state)], capture_output=True, text=True)
+    assert ok.returncode == 0 and "3 records" in ok.stdout
+    db.execute("DROP TRIGGER audit_append_only_update")  # an attacker with file access
+    db.execute("UPDATE audit SET record = replace(record, '1.2.1', '1.2.9') WHERE seq = 2")
+    altered = subprocess.run([*CAD, "audit", "verify", "--state", str(state)], capture_output=True, text=True)
+    assert altered.returncode == 1 and "record 2: content does not match its hash" in altered.stderr
+    db.execute("DROP TRIGGER audit_append_only_delete")
+    db.execute("DELETE FROM audit WHERE seq = 1")
+    removed = subprocess.run([*CAD, "audit", "verify", "--state", str(state)], capture_output=True, text=True)
+    assert removed.returncode == 1 and "expected sequence number 1" in removed.stderr
