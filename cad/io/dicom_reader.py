@@ -49,6 +49,7 @@ from cad.io.codes import (
     VIEW_POSITIONS,
 )
 from cad.io.errors import IngestError, IngestErrorCode
+from cad.io.uids import is_valid_uid
 from cad.io.image import (
     ImageRef,
     Laterality,
@@ -280,6 +281,10 @@ def _check_identity(ds: Dataset, path: Path) -> None:
     for keyword in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
         if not ds.get(keyword):
             raise _fail(path, IngestErrorCode.MISSING_ATTRIBUTE, f"missing {keyword}")
+        if not is_valid_uid(str(ds.get(keyword))):
+            # UIDs name output folders and files: anything but a syntactically valid UID could
+            # escape the output folder or collide, so it is refused before use
+            raise _fail(path, IngestErrorCode.INVALID_UID, f"{keyword} is not a valid DICOM UID")
     if _text(ds, "BreastImplantPresent") == "YES":
         raise _fail(
             path,
@@ -396,10 +401,11 @@ def ref_from_dataset(ds: Dataset, path: Path) -> ImageRef:
     seq = ds.get("ViewCodeSequence")
     if seq:
         view = _view_from_code(seq[0]) or view
+    sop, study = str(ds.get("SOPInstanceUID", "")), str(ds.get("StudyInstanceUID", ""))
     return ImageRef(
         path,
-        str(ds.get("SOPInstanceUID", "")) or None,
-        str(ds.get("StudyInstanceUID", "")) or None,
+        sop if is_valid_uid(sop) else None,
+        study if is_valid_uid(study) else None,
         Laterality(lat) if lat in ("L", "R") else None,
         view,
     )

@@ -27,6 +27,8 @@ class IngestErrorCode(str, enum.Enum):
     ABSURD_DIMENSIONS = "absurd_dimensions"
     IMPLANT_PRESENT = "breast_implant_present"
     DUPLICATE_INSTANCE = "duplicate_instance"
+    INVALID_UID = "invalid_uid"
+    PATIENT_MISMATCH = "patient_mismatch"
 
 
 class IngestError(Exception):

@@ -72,5 +72,27 @@ def load(inputs: Iterable[Path | str]) -> IngestResult:
             continue
         instances.add(outcome.sop_instance_uid)
         study.images.append(outcome)
+    for study in studies.values():
+        _refuse_mixed_patients(study)
     result.studies = [studies[uid] for uid in sorted(studies)]
     return result
+
+
+#: attributes that must agree between the images of one study (a study names one patient)
+PATIENT_KEYS = ("PatientID", "PatientName", "PatientBirthDate")
+
+
+def _refuse_mixed_patients(study: Study) -> None:
+    """A study whose images name different patients is not analysed at all: which images
+    belong to the exam cannot be known, and marks must never reach another patient's study."""
+    identities = {tuple(str(image.header.get(k, "")) if image.header is not None else "" for k in PATIENT_KEYS)
+                  for image in study.images}
+    if len(identities) <= 1:
+        return
+    differing = [k for n, k in enumerate(PATIENT_KEYS) if len({i[n] for i in identities}) > 1]
+    message = (f"the study's images name {len(identities)} different patients ({', '.join(differing)} differ); "
+               "no image of the study is analysed")
+    log.warning("not analysed: study …%s: %s", study.study_instance_uid[-8:], message)
+    study.failures.extend(IngestFailure(image.ref, IngestErrorCode.PATIENT_MISMATCH, message, image.header)
+                          for image in study.images)
+    study.images = []

@@ -15,6 +15,7 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 
 from cad.detect.findings import StudyFindings
+from cad.io.errors import IngestErrorCode
 from cad.io.image import Study
 from cad.io.uids import derived_uid, output_uids
 
@@ -51,6 +52,9 @@ def write_dicom_outputs(
     from cad.io.sr.build import build_mammography_cad_sr
 
     images, failed = study_headers(study)
+    if any(f.code is IngestErrorCode.PATIENT_MISMATCH for f in study.failures):
+        # an SR copies one patient's identity; it must not reference another patient's images
+        raise ValueError("the study's images name different patients: no SR or presentation state is written")
     if not images and not failed:
         log.warning("no DICOM instance of study …%s could be identified: no SR written",
                     findings.study_instance_uid[-8:])

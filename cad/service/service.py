@@ -26,6 +26,8 @@ from cad.service.sources import DicomWebPacs, PacsError, StoreScp, StoreScu, Wat
 from cad.service.worker import Source, Worker
 
 log = logging.getLogger(__name__)
+#: API addresses that do not need HTTPS (not reachable from the network)
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 @dataclass
@@ -38,6 +40,12 @@ class ServiceConfig:
     send: str | None = None
     api: tuple[str, int] | None = None
     token: str | None = None
+    #: calling AE titles the C-STORE SCP accepts (empty: any)
+    scp_allow: tuple[str, ...] = ()
+    #: Authorization header value for the DICOMweb PACS ("Bearer ..." or "Basic ...")
+    dicomweb_auth: str | None = None
+    #: certificate and key for HTTPS on the API (required unless it listens on loopback only)
+    tls: tuple[Path, Path] | None = None
     poll_seconds: float = 30.0
     quiet_seconds: float = 10.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -56,6 +64,9 @@ class Service:
             raise ValueError("nothing to serve: give --dicomweb, --watch or --scp")
         if config.api and not config.token:
             raise ValueError("the HTTP API needs a token (--token-file); it never runs unauthenticated")
+        if config.api and config.api[0] not in LOOPBACK and config.tls is None:
+            raise ValueError(f"--api {config.api[0]}: an API reachable from the network needs HTTPS "
+                             "(--tls-cert and --tls-key); without them it may only listen on 127.0.0.1")
         self.config = config
         self.model = model
         self._lock = store.lock_state(config.state)
@@ -64,7 +75,8 @@ class Service:
         self.pacs: DicomWebPacs | None = None
         results_in: dict[str, Any] = {}
         if config.dicomweb:
-            self.pacs = DicomWebPacs(config.dicomweb, config.since)
+            headers = {"Authorization": config.dicomweb_auth} if config.dicomweb_auth else None
+            self.pacs = DicomWebPacs(config.dicomweb, config.since, headers=headers)
             self.sources[self.pacs.name] = self.pacs
         if config.watch:
             watch = WatchFolder(config.watch, config.quiet_seconds)
@@ -72,7 +84,8 @@ class Service:
             results_in[watch.name] = watch.results_folder
         self.scp: StoreScp | None = None
         if config.scp:
-            self.scp = StoreScp(config.state, config.scp[0], config.scp[1], quiet_seconds=config.quiet_seconds)
+            self.scp = StoreScp(config.state, config.scp[0], config.scp[1], quiet_seconds=config.quiet_seconds,
+                                allowed=config.scp_allow)
             self.sources[self.scp.name] = self.scp
         destination = StoreScu(config.send) if config.send else self.pacs
         self.worker = Worker(model, runtime, self.queue, config.state, self.sources, destination, results_in,
@@ -96,7 +109,7 @@ class Service:
 
     def submit(self, study_uid: str) -> dict[str, Any]:
         assert self.pacs is not None
-        pacs = DicomWebPacs(self.pacs.url, None)
+        pacs = DicomWebPacs(self.pacs.url, None, headers=self.pacs.headers)
         instances = pacs.instances_of(study_uid)
         if not instances:
             raise LookupError(study_uid)
@@ -118,7 +131,9 @@ class Service:
         app = create_app(self.config.state, self.config.token, self.readiness,
                          self.submit if self.pacs else None)
         host, port = self.config.api
-        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
+        tls = {"ssl_certfile": str(self.config.tls[0]), "ssl_keyfile": str(self.config.tls[1])} if self.config.tls else {}
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                                               **tls))
         server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         threading.Thread(target=server.run, name="cad-api", daemon=True).start()
         self._api_server = server

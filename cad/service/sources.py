@@ -20,6 +20,7 @@ from pydicom.dataset import Dataset
 
 from cad.io.codes import MG_FOR_PRESENTATION, MG_FOR_PROCESSING
 from cad.io.loader import iter_input_files
+from cad.io.uids import is_valid_uid
 from cad.service.queue import Instance, Job, JobQueue
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class DicomWebPacs:
 
         self.url = url.rstrip("/")
         self.since = since
+        self.headers = headers
         self.client = DICOMwebClient(self.url, headers=headers, timeout=timeout)
         # the queue owns retrying (with backoff and an audit trail); the client must not hide
         # a failing PACS behind its own waits
@@ -96,8 +98,12 @@ class DicomWebPacs:
     def mg_instances(self, study_uid: str) -> list[Instance]:
         found = self._search("instance search", self.client.search_for_instances, SOP_UID,
                              study_instance_uid=study_uid, search_filters={"Modality": "MG"})
-        return [Instance(str(_value(i, SERIES_UID)), str(_value(i, SOP_UID))) for i in found
-                if _value(i, SERIES_UID) and _value(i, SOP_UID)]
+        instances = [Instance(str(_value(i, SERIES_UID)), str(_value(i, SOP_UID))) for i in found
+                     if _value(i, SERIES_UID) and _value(i, SOP_UID)]
+        valid = [i for i in instances if is_valid_uid(i.series_uid) and is_valid_uid(i.sop_uid)]
+        if len(valid) < len(instances):
+            log.warning("study %s: %d instance(s) with invalid UIDs ignored", _tail(study_uid), len(instances) - len(valid))
+        return valid
 
     def poll(self, queue: JobQueue) -> int:
         """Enqueue MG studies that are new or whose instance count changed; returns jobs added."""
@@ -109,7 +115,9 @@ class DicomWebPacs:
         added = 0
         for study in studies:
             uid = _value(study, STUDY_UID)
-            if not uid:
+            if not uid or not is_valid_uid(str(uid)):
+                if uid:
+                    log.warning("a study with an invalid StudyInstanceUID was ignored")
                 continue
             count = int(_value(study, RELATED_INSTANCES) or -1)
             if count >= 0 and queue.seen_count(self.name, uid) == count:
@@ -269,9 +277,11 @@ class StoreScp:
     name = "scp"
 
     def __init__(self, state: Path, ae_title: str, port: int, host: str = "0.0.0.0",
-                 quiet_seconds: float = 10.0) -> None:
+                 quiet_seconds: float = 10.0, allowed: tuple[str, ...] = ()) -> None:
         self.incoming = state / "incoming"
         self.ae_title, self.port, self.host = ae_title, port, host
+        #: calling AE titles accepted (empty: any; associations from others are rejected)
+        self.allowed = allowed
         self.quiet = quiet_seconds
         self._arrivals: dict[str, tuple[Path, float]] = {}
         self._lock = threading.Lock()
@@ -283,6 +293,8 @@ class StoreScp:
         from pynetdicom.sop_class import Verification
 
         ae = AE(ae_title=self.ae_title)
+        if self.allowed:
+            ae.require_calling_aet = list(self.allowed)
         for uid in SCP_SOP_CLASSES:
             ae.add_supported_context(uid)
         ae.add_supported_context(Verification)
@@ -300,6 +312,9 @@ class StoreScp:
             ds = event.dataset
             ds.file_meta = event.file_meta
             study = str(ds.StudyInstanceUID)
+            if not (is_valid_uid(study) and is_valid_uid(str(ds.SOPInstanceUID))):
+                log.warning("C-STORE refused an instance with an invalid Study or SOP Instance UID")
+                return 0xC211
             folder = self.incoming / study
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"{ds.SOPInstanceUID}.dcm"

@@ -44,6 +44,8 @@ class Orthanc:
     dicom_port: int = 0
     aet: str = "ORTHANC"
     process: subprocess.Popen[bytes] | None = None
+    #: HTTP users (name -> password); none: no authentication, as on a closed test network
+    users: dict[str, str] | None = None
 
     @property
     def url(self) -> str:
@@ -64,7 +66,8 @@ class Orthanc:
             "Name": "cad-test-pacs", "StorageDirectory": str(self.folder / "storage"),
             "IndexDirectory": str(self.folder / "storage"), "HttpPort": self.http_port,
             "DicomPort": self.dicom_port, "DicomAet": self.aet, "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False, "HttpBindAddress": "127.0.0.1",
+            "AuthenticationEnabled": bool(self.users), "RegisteredUsers": self.users or {},
+            "HttpBindAddress": "127.0.0.1",
             "Plugins": [DICOMWEB_PLUGIN], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
             "DicomModalities": modalities or {}, "StableAge": 1, "ConcurrentJobs": 2,
             "HttpThreadsCount": 8, "LimitFindResults": 0, "LimitFindInstances": 0,
@@ -78,7 +81,8 @@ class Orthanc:
             if self.process.poll() is not None:
                 raise RuntimeError(f"Orthanc exited at start-up (log: {self.folder / 'orthanc.log'})")
             try:
-                if requests.get(f"{self.url}/system", timeout=1).ok:
+                answer = requests.get(f"{self.url}/system", timeout=1)
+                if answer.ok or (self.users and answer.status_code == 401):
                     return self
             except requests.RequestException:
                 time.sleep(0.2)

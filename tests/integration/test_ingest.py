@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from collections.abc import Callable
@@ -353,3 +354,73 @@ def test_no_patient_identifiers_in_logs_or_errors(
     for value in secrets.values():
         assert value not in text
         assert value.split("^")[0] not in text
+
+
+@pytest.mark.req("SRS-ING-010")
+@pytest.mark.parametrize("keyword", ["StudyInstanceUID", "SOPInstanceUID", "SeriesInstanceUID"])
+def test_invalid_uids_are_refused_and_never_name_anything(keyword: str, exam_copy: Path) -> None:
+    target = sorted(exam_copy.glob("*.dcm"))[0]
+    ds = pydicom.dcmread(target)
+    setattr(ds, keyword, "../../evil")
+    ds.save_as(target, enforce_file_format=False)
+    result = load([exam_copy])
+    (failure,) = result.failures
+    assert failure.code is IngestErrorCode.INVALID_UID
+    assert f"{keyword} is not a valid DICOM UID" in failure.message
+    assert "../" not in (failure.ref.study_instance_uid or "") + (failure.ref.sop_instance_uid or "")
+    assert len(result.images) == 3
+
+
+@pytest.mark.req("SRS-ING-010")
+def test_detect_writes_nothing_outside_its_folder_for_a_crafted_uid(exam_copy: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    for path in sorted(exam_copy.glob("*.dcm")):
+        ds = pydicom.dcmread(path)
+        ds.StudyInstanceUID = "../../escaped"
+        ds.save_as(path, enforce_file_format=False)
+    out = tmp_path / "deep" / "out"
+    result = subprocess.run([sys.executable, "-m", "cad.cli", "detect", str(exam_copy), "--out", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "StudyInstanceUID is not a valid DICOM UID" in result.stderr
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "deep" / "escaped").exists()
+    records = json.loads((out / "not_analysed.json").read_text())
+    assert len(records) == 4 and {r["code"] for r in records} == {"invalid_uid"}
+
+
+@pytest.mark.req("SRS-ING-011")
+@pytest.mark.parametrize("keyword", ["PatientID", "PatientName", "PatientBirthDate"])
+def test_a_study_naming_two_patients_is_not_analysed(keyword: str, exam_copy: Path) -> None:
+    target = sorted(exam_copy.glob("*.dcm"))[1]
+    ds = pydicom.dcmread(target)
+    original = str(ds.get(keyword, ""))
+    setattr(ds, keyword, "19700101" if keyword == "PatientBirthDate" else "OTHER^PATIENT")
+    ds.save_as(target, enforce_file_format=False)
+    result = load([exam_copy])
+    (study,) = result.studies
+    assert study.images == []
+    assert len(study.failures) == 4
+    assert {f.code for f in study.failures} == {IngestErrorCode.PATIENT_MISMATCH}
+    message = study.failures[0].message
+    assert keyword in message and "OTHER^PATIENT" not in message and (not original or original not in message)
+
+
+@pytest.mark.req("SRS-ING-011")
+def test_no_dicom_output_for_a_study_naming_two_patients(exam_copy: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    target = sorted(exam_copy.glob("*.dcm"))[1]
+    ds = pydicom.dcmread(target)
+    ds.PatientID = "SOMEONE-ELSE"
+    ds.save_as(target, enforce_file_format=False)
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "cad.cli", "detect", str(exam_copy), "--out", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert "images name different patients" in result.stderr and "SOMEONE-ELSE" not in result.stderr
+    (findings_path,) = out.rglob("findings.json")
+    findings = json.loads(findings_path.read_text())
+    assert {i["status"] for i in findings["images"]} == {"not_analyzed"} and not findings["findings"]
+    assert not list(out.rglob("*.dcm")), "no SR or GSPS may carry one patient's identity over another's images"

@@ -311,6 +311,8 @@ def test_pushed_study_is_analysed_and_sent_on(pacs: Orthanc, mass_phantom_dir: P
             time.sleep(0.5)
         (sr,) = instances_of_class(pacs, uid, SR_CLASS)
         assert sr.StudyInstanceUID == uid
+        while time.monotonic() < deadline and jobs(state)[0]["state"] == "running":  # delivered, finishing
+            time.sleep(0.2)
         (job,) = jobs(state)
         assert job["state"] == "done" and job["source"] == "scp"
         assert json.loads(job["outputs"])["delivered_to"] == "c-store"
@@ -357,3 +359,92 @@ def test_audit_verify_names_altered_and_removed_records(tmp_path: Path) -> None:
     db.execute("DELETE FROM audit WHERE seq = 1")
     removed = subprocess.run([*CAD, "audit", "verify", "--state", str(state)], capture_output=True, text=True)
     assert removed.returncode == 1 and "expected sequence number 1" in removed.stderr
+
+
+def _wait_for(url: str, **kwargs: Any) -> requests.Response:
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            return requests.get(url, timeout=2, **kwargs)
+        except requests.exceptions.SSLError:
+            raise
+        except requests.RequestException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+@pytest.mark.req("SRS-SVC-010")
+def test_api_serves_https_and_refuses_the_network_without_tls(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    (tmp_path / "token").write_text("a-long-enough-api-token\n")
+    (tmp_path / "watch").mkdir()
+    refused = serve(tmp_path / "state", "--watch", str(tmp_path / "watch"), "--api", "0.0.0.0:8443",
+                    "--token-file", str(tmp_path / "token"))
+    assert refused.returncode == 2 and "needs HTTPS" in refused.stderr
+    port = free_port()
+    process = subprocess.Popen([*CAD, "serve", "--state", str(tmp_path / "state"), "--watch", str(tmp_path / "watch"),
+                                "--api", f"127.0.0.1:{port}", "--token-file", str(tmp_path / "token"),
+                                "--tls-cert", str(cert), "--tls-key", str(key)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        answer = _wait_for(f"https://127.0.0.1:{port}/health", verify=str(cert))
+        assert answer.json()["status"] == "ok"
+        with pytest.raises(requests.RequestException):
+            requests.get(f"http://127.0.0.1:{port}/health", timeout=5)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+
+
+@pytest.mark.req("SRS-SVC-010")
+def test_scp_rejects_senders_not_allowed(mass_phantom_dir: Path, tmp_path: Path) -> None:
+    from pynetdicom import AE
+
+    port = free_port()
+    process = subprocess.Popen([*CAD, "serve", "--state", str(tmp_path / "state"), "--scp", f"MAMMO_CAD:{port}",
+                                "--scp-allow", "MODALITY1,MODALITY2"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        ds = pydicom.dcmread(exam_paths(mass_phantom_dir)[0])
+        results = {}
+        for title in ("INTRUDER", "MODALITY2"):
+            ae = AE(ae_title=title)
+            ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+            deadline = time.monotonic() + 120
+            while True:
+                association = ae.associate("127.0.0.1", port, ae_title="MAMMO_CAD")
+                if association.is_established or association.is_rejected or time.monotonic() > deadline:
+                    break
+                time.sleep(0.3)
+            results[title] = association.is_established
+            if association.is_established:
+                assert association.send_c_store(ds).Status == 0
+                association.release()
+        assert results == {"INTRUDER": False, "MODALITY2": True}
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+
+
+@pytest.mark.req("SRS-SVC-010")
+def test_pacs_that_requires_authentication(mass_phantom_dir: Path, tmp_path: Path) -> None:
+    import base64
+
+    pacs = Orthanc(tmp_path / "orthanc", users={"cad": "pacs-secret"})
+    with pacs:
+        auth = ("cad", "pacs-secret")
+        for path in exam_paths(mass_phantom_dir):
+            requests.post(f"{pacs.url}/instances", data=path.read_bytes(), auth=auth, timeout=60).raise_for_status()
+        without = serve(tmp_path / "state-a", "--dicomweb", pacs.dicomweb, "--once")
+        assert without.returncode == 1 and "could not be reached" in without.stderr
+        (tmp_path / "auth").write_text("Basic " + base64.b64encode(b"cad:pacs-secret").decode() + "\n")
+        with_auth = serve(tmp_path / "state-b", "--dicomweb", pacs.dicomweb, "--once", "--dicomweb-auth-file",
+                          str(tmp_path / "auth"))
+        assert with_auth.returncode == 0, with_auth.stderr
+        (job,) = jobs(tmp_path / "state-b")
+        assert job["state"] == "done"
+        assert "pacs-secret" not in with_auth.stderr and "cGFjcy1zZWNyZXQ" not in with_auth.stderr
