@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # tool:Debian-package pairs the tests use (real DICOM validators and codecs)
-DEBIAN_TOOLS := dciodvfy:dicom3tools dcmcjpls:dcmtk dcmcjpeg:dcmtk dsrdump:dcmtk
+DEBIAN_TOOLS := dciodvfy:dicom3tools dcmcjpls:dcmtk dcmcjpeg:dcmtk dsrdump:dcmtk dot:graphviz
 # file:Debian-package pairs (the pixelmed SR validator is a jar; its package brings Java; Orthanc
 # and its DICOMweb plugin are the real PACS of the service tests, started by the tests themselves)
 DEBIAN_FILES := /usr/share/java/pixelmed.jar:libpixelmed-java /usr/sbin/Orthanc:orthanc \
@@ -15,11 +15,11 @@ PHANTOMS := build/phantoms
 MODEL := models/phantom-retinanet-r18
 RUN := runs/phantom-retinanet-r18
 
-.PHONY: demo test venv system-deps lock clean train-phantom evaluate-phantom bench loadtest
+.PHONY: demo test venv system-deps lock clean train-phantom evaluate-phantom bench loadtest docs trace
 
 $(STAMP): pyproject.toml locked-dependencies.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c locked-dependencies.txt -e '.[test]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c locked-dependencies.txt -e '.[test,docs]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -50,8 +50,22 @@ demo: venv
 	@echo "  Mammography CAD SR:        $(DEMO)/cad/<StudyInstanceUID>/cad-sr.dcm  (dsrdump it)"
 	@echo "  presentation state (GSPS): $(DEMO)/cad/<StudyInstanceUID>/cad-pr.dcm"
 
+# Every test, then the traceability matrices and their gap check from this run's results.
 test: venv system-deps
-	$(BIN)/python -m pytest --junitxml=reports/junit.xml
+	$(BIN)/python -m pytest --junitxml=reports/junit.xml; status=$$?; \
+	$(BIN)/cad trace --junit reports/junit.xml --out reports/trace || status=1; exit $$status
+
+trace: venv
+	$(BIN)/cad trace --junit reports/junit.xml --out reports/trace
+
+# The submission document set (Sphinx, warnings are errors) from the sources of truth, the last
+# test run and a standalone evaluation of the released model (run first when missing).
+docs: venv system-deps
+	test -f reports/junit.xml || $(MAKE) test
+	test -f reports/phantom-test/metrics.json || $(MAKE) evaluate-phantom
+	rm -rf reports/docs
+	$(BIN)/sphinx-build -W --keep-going -q -b html docs reports/docs/html
+	@echo "documents: reports/docs/html/index.html"
 
 # Re-create the released phantom model: training data, training (about an hour on 2 CPU
 # cores), calibration of the operating point on the validation phantoms, then the ONNX export
@@ -95,7 +109,7 @@ lock: venv
 	{ echo "# Exact versions of every third-party package (SOUP), one source of truth."; \
 	  echo "# Installation is constrained by this file (pip -c); the SOUP list is generated from it."; \
 	  echo "# Regenerate with: make lock"; \
-	  $(BIN)/pip freeze --exclude-editable | grep -v '^mammo-cad' | sort -f; } > locked-dependencies.txt
+	  $(BIN)/pip freeze --all --exclude-editable | grep -v -e '^mammo-cad' -e '^pip==' | sort -f; } > locked-dependencies.txt
 
 clean:
 	rm -rf $(VENV) $(DEMO) reports .pytest_cache .hypothesis

@@ -37,7 +37,8 @@ EXIT_MODEL = 3
 
 app = typer.Typer(
     name="cad",
-    help=f"Mammography CADe {cad.__version__}: dual-view mass detection on screening mammograms.",
+    help=f"Mammography CADe {cad.__version__}: dual-view mass detection on screening mammograms. "
+    "Not for clinical use (trained and verified on synthetic phantoms only); see the instructions for use.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -572,6 +573,13 @@ def serve(
     watch: Annotated[Path | None, typer.Option(
         "--watch", help="Folder to watch: studies dropped in it are analysed, results written beside them.")] = None,
     scp: Annotated[str | None, typer.Option("--scp", help="Receive pushed studies as a C-STORE SCP: AET:PORT.")] = None,
+    scp_allow: Annotated[str | None, typer.Option(
+        "--scp-allow", help="Comma-separated calling AE titles the SCP accepts (default: any).")] = None,
+    dicomweb_auth_file: Annotated[Path | None, typer.Option(
+        "--dicomweb-auth-file", help="File with the Authorization header value for the PACS (Bearer ... or Basic ...).")
+    ] = None,
+    tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="HTTPS certificate (PEM) for the API.")] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="HTTPS private key (PEM) for the API.")] = None,
     send: Annotated[str | None, typer.Option(
         "--send", help="Deliver SR and GSPS with C-STORE to AET@HOST:PORT (default: back over DICOMweb).")] = None,
     api: Annotated[str | None, typer.Option("--api", help="Serve the HTTP API on HOST:PORT (needs --token-file).")] = None,
@@ -618,10 +626,22 @@ def serve(
         except ValueError as exc:
             err.print(f"error: {exc}")
             raise typer.Exit(EXIT_USAGE) from None
+    if (tls_cert is None) != (tls_key is None):
+        err.print("error: --tls-cert and --tls-key go together")
+        raise typer.Exit(EXIT_USAGE)
+    _require_existing([p for p in (tls_cert, tls_key, dicomweb_auth_file) if p is not None])
+    auth = None
+    if dicomweb_auth_file is not None:
+        auth = dicomweb_auth_file.read_text().strip()
+        if auth.split(" ", 1)[0] not in ("Bearer", "Basic") or len(auth.split(" ", 1)) != 2:
+            err.print(f"error: {dicomweb_auth_file}: expected one line 'Bearer <token>' or 'Basic <base64>'")
+            raise typer.Exit(EXIT_USAGE)
     config = ServiceConfig(
         state=state, dicomweb=dicomweb, since=since, watch=watch, scp=_address(scp, "--scp") if scp else None,
         send=send, api=_address(api, "--api") if api else None, token=token, poll_seconds=poll_seconds,
         quiet_seconds=quiet_seconds, retry=RetryPolicy(max_attempts=max_attempts, base_seconds=retry_seconds),
+        scp_allow=tuple(a.strip() for a in (scp_allow or "").split(",") if a.strip()), dicomweb_auth=auth,
+        tls=(tls_cert, tls_key) if tls_cert and tls_key else None,
     )
     locked, engine = _verified_model_and_runtime(model, runtime)
     try:
@@ -673,6 +693,51 @@ def audit_show(
     _require_existing([state / store.DATABASE])
     for record in audit.records(store.connect(state), study):
         typer.echo(json.dumps(record, sort_keys=True))
+
+
+@app.command()
+def trace(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the matrices (CSV, HTML, JSON) and gaps.txt.")],
+    junit: Annotated[Path, typer.Option("--junit", help="JUnit XML of the test run to trace.")] = Path(
+        "reports/junit.xml"),
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="Count known anomalies and hardware-dependent requirements as gaps (release builds).")
+    ] = False,
+) -> None:
+    """Build the traceability matrices (requirement -> item -> tests -> result; hazard -> control ->
+    requirement -> tests) from requirements/, risk/, docs/software-items.yaml, the lock file and
+    the JUnit results. Exit 1 listing every gap; 2 when the sources or results cannot be read."""
+    import shlex
+
+    from traceability.matrix import build_trace
+    from traceability.report import write_trace
+    from traceability.requirements import RequirementsError
+    from traceability.results import read_junit
+
+    _require_existing([junit])
+    try:
+        run = read_junit(junit)
+    except (ValueError, OSError) as exc:
+        err.print(f"error: {junit}: not a readable JUnit XML file ({exc})")
+        raise typer.Exit(EXIT_USAGE) from None
+    try:
+        import torch
+
+        environments = {"gpu"} if torch.cuda.is_available() else set()
+        result = build_trace(run, environments, strict)
+    except (RequirementsError, KeyError, ValueError, OSError) as exc:
+        err.print(f"error: traceability sources: {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+    paths = write_trace(result, out, shlex.join(["cad", *sys.argv[1:]]))
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(result.counts().items()))
+    console.print(f"{len(result.requirements)} requirements ({counts}); matrices: {paths['html']}")
+    for note in result.notes:
+        console.print(f"note: {note}")
+    for gap in result.gaps:
+        err.print(f"gap: {gap}")
+    if result.gaps:
+        err.print(f"error: {len(result.gaps)} traceability gap(s); see {paths['gaps']}")
+        raise typer.Exit(EXIT_NOTHING_ANALYSED)
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pydicom
 
 from cad.io.outputs import SR_NAME
-from cad.io.render import render_presentation_state
+from cad.tools.render import render_presentation_state
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",

@@ -22,7 +22,7 @@ from cad.detect.locked import LockedModel, load_locked_model
 from cad.detect.pipeline import AnalysedView, analyse_study
 from cad.io import load, read_image
 from cad.io.gsps import build_presentation_state
-from cad.io.render import MAX_HEIGHT, render_presentation_state
+from cad.tools.render import MAX_HEIGHT, render_presentation_state
 from cad.io.uids import is_valid_uid, output_uids
 
 Analysis = tuple[StudyFindings, list[AnalysedView]]

@@ -7,7 +7,7 @@ import pytest
 from verification.froc import ScoredMark, TruthLesion, localises, score_marks
 
 
-@pytest.mark.req("SRS-DET-002")
+@pytest.mark.req("SRS-PERF-001")
 def test_scoring_rules() -> None:
     lesions = [TruthLesion("L1", "a", [10, 10, 30, 30]), TruthLesion("C1", "a", [60, 60, 70, 70], included=False)]
     marks = [
@@ -27,7 +27,7 @@ def test_scoring_rules() -> None:
     assert result2.threshold_at(0.5) == 0.7
 
 
-@pytest.mark.req("SRS-DET-002")
+@pytest.mark.req("SRS-PERF-001")
 def test_localisation_criteria() -> None:
     assert localises([0, 0, 10, 10], [4, 4, 20, 20])  # centre (5, 5) inside
     assert not localises([0, 0, 6, 6], [4, 4, 20, 20])  # centre (3, 3) outside

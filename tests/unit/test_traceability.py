@@ -49,13 +49,13 @@ def test_known_tag_passes(pytester: pytest.Pytester) -> None:
 def test_malformed_requirement_files_are_rejected(tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text(
         "requirements:\n"
-        "  - {id: SRS-X-1, title: t, text: t, rationale: r, acceptance: a}\n"
-        "  - {id: SRS-ABC-001, title: t, text: t, rationale: r}\n"
+        "  - {id: SRS-X-1, title: t, category: functional, text: t, rationale: r, acceptance: a}\n"
+        "  - {id: SRS-ABC-001, title: t, category: functional, text: t, rationale: r}\n"
     )
     (tmp_path / "b.yaml").write_text(
         "requirements:\n"
-        "  - {id: SRS-ABC-002, title: t, text: t, rationale: r, acceptance: a}\n"
-        "  - {id: SRS-ABC-002, title: t, text: t, rationale: r, acceptance: a}\n"
+        "  - {id: SRS-ABC-002, title: t, category: functional, text: t, rationale: r, acceptance: a}\n"
+        "  - {id: SRS-ABC-002, title: t, category: nonsense, text: t, rationale: r, acceptance: a}\n"
     )
     with pytest.raises(RequirementsError) as info:
         load_requirements(tmp_path)
@@ -63,6 +63,7 @@ def test_malformed_requirement_files_are_rejected(tmp_path: Path) -> None:
     assert "'SRS-X-1' is not SRS-<AREA>-<NNN>" in message
     assert "missing acceptance" in message
     assert "duplicate id SRS-ABC-002" in message
+    assert "category 'nonsense' is not one of" in message
 
 
 @pytest.mark.req("SRS-PRD-003")
