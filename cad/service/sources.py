@@ -56,8 +56,6 @@ class DicomWebPacs:
     """A PACS over DICOMweb: QIDO-RS to find MG studies, WADO-RS to fetch, STOW-RS to store."""
 
     name = "dicomweb"
-    #: QIDO-RS page size
-    PAGE = 500
 
     def __init__(self, url: str, since: str | None = None, timeout: float = 60.0,
                  headers: dict[str, str] | None = None) -> None:
@@ -82,21 +80,18 @@ class DicomWebPacs:
         self.reachable = True
         return result
 
-    def _search(self, what: str, function: Any, key: str, **kwargs: Any) -> list[dict[str, Any]]:
-        """Every result of a QIDO-RS search, page by page. A server that ignores ``offset``
-        (returning a page already seen) ends the paging instead of looping on it."""
-        found: list[dict[str, Any]] = []
-        seen: set[str] = set()
-        while True:
-            page = self._call(what, function, limit=self.PAGE, offset=len(found), **kwargs)
-            fresh = [item for item in page if str(_value(item, key)) not in seen]
-            found += fresh
-            seen.update(str(_value(item, key)) for item in fresh)
-            if len(page) < self.PAGE or not fresh:
-                return found
+    def _search(self, what: str, function: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        """Every result of a QIDO-RS search, in one request.
+
+        Not paged: Orthanc 1.10's DICOMweb plugin answers ``offset`` beyond the first page with
+        nothing (and dicomweb-client's ``get_remaining`` loops for ever on servers that ignore
+        it), so paging silently lost studies. A PACS that caps QIDO answers (Orthanc:
+        LimitFindResults) must allow at least the studies since ``--since`` (docs/service.md).
+        """
+        return list(self._call(what, function, **kwargs))
 
     def mg_instances(self, study_uid: str) -> list[Instance]:
-        found = self._search("instance search", self.client.search_for_instances, SOP_UID,
+        found = self._search("instance search", self.client.search_for_instances,
                              study_instance_uid=study_uid, search_filters={"Modality": "MG"})
         instances = [Instance(str(_value(i, SERIES_UID)), str(_value(i, SOP_UID))) for i in found
                      if _value(i, SERIES_UID) and _value(i, SOP_UID)]
@@ -110,7 +105,7 @@ class DicomWebPacs:
         filters: dict[str, Any] = {"ModalitiesInStudy": "MG"}
         if self.since:
             filters["StudyDate"] = f"{self.since}-"
-        studies = self._search("study search", self.client.search_for_studies, STUDY_UID, search_filters=filters,
+        studies = self._search("study search", self.client.search_for_studies, search_filters=filters,
                                fields=["NumberOfStudyRelatedInstances"])
         added = 0
         for study in studies:

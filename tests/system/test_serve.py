@@ -448,3 +448,19 @@ def test_pacs_that_requires_authentication(mass_phantom_dir: Path, tmp_path: Pat
         (job,) = jobs(tmp_path / "state-b")
         assert job["state"] == "done"
         assert "pacs-secret" not in with_auth.stderr and "cGFjcy1zZWNyZXQ" not in with_auth.stderr
+
+
+@pytest.mark.req("SRS-SVC-001")
+def test_every_study_in_the_pacs_is_found(pacs: Orthanc, tmp_path: Path) -> None:
+    from cad.service import store
+    from cad.service.queue import JobQueue
+    from cad.service.sources import DicomWebPacs
+    from cad.tools.phantom.generate import generate
+
+    generate(tmp_path / "exams", exams=5, seed=91)
+    pacs.upload(sorted((tmp_path / "exams").glob("exam*/*.dcm")))
+    source = DicomWebPacs(pacs.dicomweb)
+    queue = JobQueue(store.connect(tmp_path / "state"))
+    assert source.poll(queue) == 5
+    assert len({j.study_uid for j in queue.jobs()}) == 5
+    assert source.poll(queue) == 0
