@@ -25,6 +25,11 @@ class ViewDetections:
         return len(self.scores)
 
 
+#: views of equal padded shape run together up to this many (an exam's four views at most
+#: share two shapes; larger batches only pay off on a GPU)
+DEFAULT_MAX_BATCH = 4
+
+
 def shape_batches(inputs: list[ViewInput], max_batch: int) -> list[list[int]]:
     """Indices of ``inputs`` grouped into batches of equal padded shape, at most ``max_batch``
     each, in order of first appearance.

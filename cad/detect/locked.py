@@ -156,3 +156,56 @@ def write_locked_model(
     }
     (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return out_dir
+
+
+#: key of a model manifest under which each runtime export of the weights is recorded
+RUNTIMES_KEY = "runtimes"
+
+
+@dataclass(frozen=True)
+class ExportKind:
+    """How one kind of runtime export is recorded in the manifest and named in errors."""
+
+    key: str  # under ``runtimes``: "onnxruntime", "tensorrt"
+    label: str  # the file in messages: "ONNX model", "TensorRT engine"
+    missing: str  # what a manifest without the entry lacks: "ONNX export", "TensorRT engine"
+    source_verb: str  # how it was made from the weights: "exported", "built"
+    remedy: str  # what to do when the manifest names none
+
+
+def verified_export(
+    model: LockedModel, kind: ExportKind, required: frozenset[str] = frozenset()
+) -> tuple[bytes, dict[str, Any], Path]:
+    """A runtime export of ``model`` read once and checked against the manifest: its SHA-256, and
+    that it was made from the locked weights. The bytes that are hashed are the bytes returned
+    (to be loaded); every problem is a ModelIntegrityError naming the file."""
+    entry = model.manifest.get(RUNTIMES_KEY, {}).get(kind.key)
+    if not isinstance(entry, dict) or not {"file", "sha256", "source_weights_sha256", *required} <= set(entry):
+        raise ModelIntegrityError(f"{model.path}: the model manifest names no {kind.missing} "
+                                  f"({RUNTIMES_KEY}.{kind.key}); {kind.remedy}")
+    path = model.path / str(entry["file"])
+    if not path.is_file():
+        raise ModelIntegrityError(f"{path}: {kind.label} not found")
+    raw = path.read_bytes()
+    digest = hashlib.sha256(raw).hexdigest()
+    expected = str(entry["sha256"]).lower()
+    if digest != expected:
+        raise ModelIntegrityError(
+            f"{path}: {kind.label} does not match the manifest (SHA-256 {digest[:16]}…, manifest says "
+            f"{expected[:16]}…); refusing to run a model that is not the locked one"
+        )
+    if str(entry["source_weights_sha256"]).lower() != model.sha256:
+        raise ModelIntegrityError(
+            f"{path}: {kind.label} was {kind.source_verb} from other weights (SHA-256 "
+            f"{str(entry['source_weights_sha256'])[:16]}…, locked weights {model.sha256[:16]}…)"
+        )
+    return raw, entry, path
+
+
+def register_export(model_dir: Path, key: str, entry: dict[str, Any]) -> None:
+    """Record a runtime export as ``runtimes.<key>`` in the model's manifest.json, keeping its
+    formatting (sorted keys, indent 2); the settings hash does not depend on this key."""
+    path = model_dir / MANIFEST_FILE
+    manifest = json.loads(path.read_text())
+    manifest.setdefault(RUNTIMES_KEY, {})[key] = entry
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

@@ -24,7 +24,7 @@ from torch import nn
 from torchvision.models.detection import RetinaNet
 
 from cad.detect.inputs import SIZE_DIVISIBLE
-from cad.detect.locked import MANIFEST_FILE, LockedModel, sha256_file
+from cad.detect.locked import LockedModel, register_export, sha256_file
 
 ONNX_FILE = "detector.onnx"
 ONNX_MANIFEST_FILE = "onnx_manifest.json"
@@ -155,11 +155,5 @@ def export_onnx(
 
 
 def register_onnx(model_dir: Path, entry: dict[str, Any]) -> None:
-    """Record ``entry`` as ``runtimes.onnxruntime`` in the model's manifest.json.
-
-    Formatting is kept (sorted keys, indent 2); the settings hash does not depend on this key.
-    """
-    path = model_dir / MANIFEST_FILE
-    manifest = json.loads(path.read_text())
-    manifest.setdefault("runtimes", {})[RUNTIME_KEY] = entry
-    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    """Record ``entry`` as ``runtimes.onnxruntime`` in the model's manifest.json."""
+    register_export(model_dir, RUNTIME_KEY, entry)

@@ -8,20 +8,16 @@ runs is verified against the SHA-256 in the model manifest before use, like the 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from enum import Enum
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
 
-from cad.detect.detector import ViewDetections, detect_with_heads, run_network
+from cad.detect.detector import DEFAULT_MAX_BATCH, ViewDetections, detect_with_heads, run_network
 from cad.detect.inputs import ViewInput
-from cad.detect.locked import LockedModel, ModelIntegrityError
-
-#: key of the runtime entries in a model manifest
-RUNTIMES_KEY = "runtimes"
+from cad.detect.locked import ExportKind, LockedModel, ModelIntegrityError, verified_export
 
 
 class RuntimeName(str, Enum):
@@ -39,11 +35,6 @@ DEFAULT_RUNTIME = RuntimeName.ONNXRUNTIME
 
 class RuntimeUnavailableError(RuntimeError):
     """The runtime cannot run on this machine (missing package or hardware)."""
-
-
-#: views of equal padded shape run together up to this many (an exam's four views at most
-#: share two shapes; larger batches only pay off on a GPU)
-DEFAULT_MAX_BATCH = 4
 
 
 class Runtime(Protocol):
@@ -68,38 +59,9 @@ class TorchRuntime:
         return run_network(self.model.network, inputs, self.max_batch)
 
 
-def onnx_entry(model: LockedModel) -> dict[str, Any]:
-    """The model manifest's ``runtimes.onnxruntime`` entry, or ModelIntegrityError."""
-    entry = model.manifest.get(RUNTIMES_KEY, {}).get(RuntimeName.ONNXRUNTIME.value)
-    if not isinstance(entry, dict) or not {"file", "sha256", "source_weights_sha256"} <= set(entry):
-        raise ModelIntegrityError(
-            f"{model.path}: the model manifest names no ONNX export (runtimes.onnxruntime); "
-            "run `cad export --format onnx --out <model folder>` or use --runtime torch"
-        )
-    return entry
-
-
-def verified_onnx_bytes(model: LockedModel) -> bytes:
-    """The model's ONNX file, read once and checked against the manifest (file hash and the
-    weights it was exported from); the bytes that are hashed are the bytes that are loaded."""
-    entry = onnx_entry(model)
-    path = model.path / str(entry["file"])
-    if not path.is_file():
-        raise ModelIntegrityError(f"{path}: ONNX model not found")
-    raw = path.read_bytes()
-    digest = hashlib.sha256(raw).hexdigest()
-    expected = str(entry["sha256"]).lower()
-    if digest != expected:
-        raise ModelIntegrityError(
-            f"{path}: ONNX model does not match the manifest (SHA-256 {digest[:16]}…, manifest says "
-            f"{expected[:16]}…); refusing to run a model that is not the locked one"
-        )
-    if str(entry["source_weights_sha256"]).lower() != model.sha256:
-        raise ModelIntegrityError(
-            f"{path}: ONNX model was exported from other weights (SHA-256 "
-            f"{str(entry['source_weights_sha256'])[:16]}…, locked weights {model.sha256[:16]}…)"
-        )
-    return raw
+#: the ONNX export as the manifest records it (cad export --format onnx)
+ONNX_EXPORT = ExportKind(RuntimeName.ONNXRUNTIME.value, "ONNX model", "ONNX export", "exported",
+                         "run `cad export --format onnx --out <model folder>` or use --runtime torch")
 
 
 class OnnxRuntime:
@@ -116,7 +78,7 @@ class OnnxRuntime:
     def __init__(self, model: LockedModel, threads: int | None = None, max_batch: int = DEFAULT_MAX_BATCH) -> None:
         import onnxruntime as ort
 
-        raw = verified_onnx_bytes(model)
+        raw, _, _ = verified_export(model, ONNX_EXPORT)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1

@@ -17,7 +17,6 @@ Nothing here runs without a CUDA GPU and the ``tensorrt`` package; tests that ne
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -26,15 +25,27 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
+from torchvision.ops import box_iou
 
-from cad.detect.detector import ViewDetections, detect_with_heads
+from cad.detect.detector import DEFAULT_MAX_BATCH, ViewDetections, detect_with_heads
 from cad.detect.inputs import SIZE_DIVISIBLE, ViewInput
-from cad.detect.locked import MANIFEST_FILE, LockedModel, ModelIntegrityError, sha256_file
+from cad.detect.locked import (
+    RUNTIMES_KEY,
+    ExportKind,
+    LockedModel,
+    ModelIntegrityError,
+    register_export,
+    sha256_file,
+    verified_export,
+)
 from cad.detect.onnx_export import INPUT_NAME, OUTPUT_NAMES, HeadNetwork, export_proto
 
 ENGINE_FILE = "detector.plan"
 FP16_ONNX_FILE = "detector-fp16.onnx"
 RUNTIME_KEY = "tensorrt"
+#: the engine as the manifest records it (cad export --format tensorrt, on the site's GPU)
+TENSORRT_ENGINE = ExportKind(RUNTIME_KEY, "TensorRT engine", "TensorRT engine", "built",
+                             "build one on this GPU with `cad export --format tensorrt --out <model folder>`")
 #: the optimisation profile: (batch, height, width) minimum, optimum and maximum
 PROFILE = {"min": (1, 2 * SIZE_DIVISIBLE, 2 * SIZE_DIVISIBLE), "opt": (4, 640, 512), "max": (16, 1536, 1536)}
 #: FP16 parity with ONNX Runtime (float32) over detections scoring at least PARITY_FLOOR
@@ -109,20 +120,8 @@ class TensorRTRuntime:
 
     name = RUNTIME_KEY
 
-    def __init__(self, model: LockedModel, max_batch: int = 4) -> None:
-        entry = model.manifest.get("runtimes", {}).get(RUNTIME_KEY)
-        if not isinstance(entry, dict) or not {"file", "sha256", "source_weights_sha256", "gpu"} <= set(entry):
-            raise ModelIntegrityError(
-                f"{model.path}: the model manifest names no TensorRT engine (runtimes.tensorrt); build one on "
-                "this GPU with `cad export --format tensorrt --out <model folder>`")
-        path = model.path / str(entry["file"])
-        if not path.is_file():
-            raise ModelIntegrityError(f"{path}: TensorRT engine not found")
-        raw = path.read_bytes()
-        if hashlib.sha256(raw).hexdigest() != str(entry["sha256"]).lower():
-            raise ModelIntegrityError(f"{path}: TensorRT engine does not match the manifest; refusing to run it")
-        if str(entry["source_weights_sha256"]).lower() != model.sha256:
-            raise ModelIntegrityError(f"{path}: TensorRT engine was built from other weights")
+    def __init__(self, model: LockedModel, max_batch: int = DEFAULT_MAX_BATCH) -> None:
+        raw, entry, path = verified_export(model, TENSORRT_ENGINE, frozenset({"gpu"}))
         here = gpu_identity()
         if here["gpu"] != entry["gpu"] or here["compute_capability"] != entry.get("compute_capability"):
             raise ModelIntegrityError(f"{path}: engine built for {entry['gpu']}, this GPU is {here['gpu']}; "
@@ -157,15 +156,6 @@ class TensorRTRuntime:
         return detect_with_heads(self.model.network, inputs, self.max_batch, self.run_heads)
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
-
-
 def parity(reference: list[ViewDetections], candidate: list[ViewDetections]) -> dict[str, Any]:
     """FP16 against float32 detections, view by view: every detection scoring at least
     :data:`PARITY_FLOOR` in either must have a partner (IoU at least :data:`PARITY_IOU`) whose
@@ -179,7 +169,7 @@ def parity(reference: list[ViewDetections], candidate: list[ViewDetections]) -> 
                 if len(b) == 0:
                     unmatched += 1
                     continue
-                ious = _iou(box[None], b.model_boxes)[0]
+                ious = box_iou(torch.as_tensor(box[None]), torch.as_tensor(b.model_boxes))[0].numpy()
                 k = int(np.argmax(ious))
                 if ious[k] < PARITY_IOU or abs(b.scores[k] - score) > PARITY_SCORE:
                     unmatched += 1
@@ -203,8 +193,8 @@ def export_tensorrt(model: LockedModel, out_dir: Path, parity_views: list[ViewIn
     entry.update({"onnx_fp16": FP16_ONNX_FILE, "onnx_fp16_sha256": onnx_sha, "source_weights_sha256": model.sha256,
                   "model_name": model.name})
     registered = out_dir.resolve() == model.path.resolve()
-    runtimes = {**model.manifest.get("runtimes", {}), RUNTIME_KEY: entry}
-    probe = replace(model, manifest={**model.manifest, "runtimes": runtimes}, path=out_dir)
+    runtimes = {**model.manifest.get(RUNTIMES_KEY, {}), RUNTIME_KEY: entry}
+    probe = replace(model, manifest={**model.manifest, RUNTIMES_KEY: runtimes}, path=out_dir)
     reference = OnnxRuntime(model).detect(parity_views)
     candidate = TensorRTRuntime(probe).detect(parity_views)
     entry["parity_vs_onnxruntime"] = parity(reference, candidate)
@@ -212,10 +202,7 @@ def export_tensorrt(model: LockedModel, out_dir: Path, parity_views: list[ViewIn
         (out_dir / ENGINE_FILE).unlink()
         raise RuntimeError(f"TensorRT engine differs from ONNX Runtime beyond tolerance: {entry['parity_vs_onnxruntime']}")
     if registered:
-        manifest_path = model.path / MANIFEST_FILE
-        manifest = json.loads(manifest_path.read_text())
-        manifest.setdefault("runtimes", {})[RUNTIME_KEY] = entry
-        manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        register_export(model.path, RUNTIME_KEY, entry)
     else:
         (out_dir / "tensorrt_manifest.json").write_text(json.dumps(entry, indent=2, sort_keys=True) + "\n")
     return entry
