@@ -135,6 +135,7 @@ def inspect(
 ) -> None:
     """Ingest mammograms, report each image's status and breast geometry, draw overlays."""
     from cad.io import load
+    from cad.io.uids import uid_tail
     from cad.overlay import Mark, render_overlay
     from cad.preprocess import compute_geometry
 
@@ -156,7 +157,7 @@ def inspect(
         table.add_column(column)
     written: list[Path] = []
     for study in result.studies:
-        short_study = "…" + study.study_instance_uid[-8:]
+        short_study = uid_tail(study.study_instance_uid)
         for image in study.images:
             geometry = compute_geometry(image)
             notes = "; ".join((*image.warnings, *geometry.warnings))
@@ -179,7 +180,7 @@ def inspect(
     for failure in result.failures:
         ref = failure.ref
         table.add_row(
-            "…" + ref.study_instance_uid[-8:] if ref.study_instance_uid else "?",
+            uid_tail(ref.study_instance_uid) if ref.study_instance_uid else "?",
             ref.path.name,
             ref.laterality.value if ref.laterality else "?",
             ref.view.value if ref.view else "?",
@@ -214,6 +215,7 @@ def detect(
     import torch
 
     from cad.io import load
+    from cad.io.uids import uid_tail
     from cad.job import run_studies
     from cad.stages import Stage, StageClock
 
@@ -235,7 +237,7 @@ def detect(
             findings = outcome.findings
             images_analysed += outcome.images_analysed
             marks = [f for f in findings.findings if f.score >= findings.operating_threshold]
-            table.add_row("…" + findings.study_instance_uid[-8:], str(outcome.images_analysed),
+            table.add_row(uid_tail(findings.study_instance_uid), str(outcome.images_analysed),
                           str(len(findings.images) - outcome.images_analysed), str(len(findings.findings)),
                           str(len(marks)), str(sum(f.linked for f in marks)), outcome.dicom_summary())
             for line in outcome.problems:
@@ -607,9 +609,6 @@ def serve(
     from cad.service.store import StateLockedError
 
     logging.getLogger("cad").setLevel(logging.INFO)  # a service reports what it does
-    if not (dicomweb or watch or scp):
-        err.print("error: nothing to serve: give --dicomweb URL, --watch DIR or --scp AET:PORT")
-        raise typer.Exit(EXIT_USAGE)
     _check_runtime_name(runtime)
     if since is not None and not (len(since) == 8 and since.isdigit()):
         err.print(f"error: --since {since}: use YYYYMMDD")
@@ -636,13 +635,17 @@ def serve(
         if auth.split(" ", 1)[0] not in ("Bearer", "Basic") or len(auth.split(" ", 1)) != 2:
             err.print(f"error: {dicomweb_auth_file}: expected one line 'Bearer <token>' or 'Basic <base64>'")
             raise typer.Exit(EXIT_USAGE)
-    config = ServiceConfig(
-        state=state, dicomweb=dicomweb, since=since, watch=watch, scp=_address(scp, "--scp") if scp else None,
-        send=send, api=_address(api, "--api") if api else None, token=token, poll_seconds=poll_seconds,
-        quiet_seconds=quiet_seconds, retry=RetryPolicy(max_attempts=max_attempts, base_seconds=retry_seconds),
-        scp_allow=tuple(a.strip() for a in (scp_allow or "").split(",") if a.strip()), dicomweb_auth=auth,
-        tls=(tls_cert, tls_key) if tls_cert and tls_key else None,
-    )
+    try:
+        config = ServiceConfig(
+            state=state, dicomweb=dicomweb, since=since, watch=watch, scp=_address(scp, "--scp") if scp else None,
+            send=send, api=_address(api, "--api") if api else None, token=token, poll_seconds=poll_seconds,
+            quiet_seconds=quiet_seconds, retry=RetryPolicy(max_attempts=max_attempts, base_seconds=retry_seconds),
+            scp_allow=tuple(a.strip() for a in (scp_allow or "").split(",") if a.strip()), dicomweb_auth=auth,
+            tls=(tls_cert, tls_key) if tls_cert and tls_key else None,
+        )
+    except ValueError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
     locked, engine = _verified_model_and_runtime(model, runtime)
     try:
         service = Service(config, locked, engine)

@@ -14,12 +14,13 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 
-from cad.detect.findings import StudyFindings
+from cad.detect.findings import ANALYZED, StudyFindings
 from cad.detect.locked import LockedModel
 from cad.detect.pipeline import AnalysedView, analyse_studies
 from cad.detect.runtime import Runtime
 from cad.io.image import Study
 from cad.io.outputs import DicomOutputs, write_dicom_outputs
+from cad.io.uids import uid_tail
 from cad.stages import NO_CLOCK, Stage, StageClock
 
 FINDINGS_FILE = "findings.json"
@@ -38,7 +39,7 @@ class StudyOutcome:
 
     @property
     def images_analysed(self) -> int:
-        return sum(image.status == "analyzed" for image in self.findings.images)
+        return sum(image.status == ANALYZED for image in self.findings.images)
 
     def dicom_summary(self) -> str:
         """``SR+GSPS``, ``SR``, ``none`` or ``failed``: which DICOM objects were written."""
@@ -59,7 +60,7 @@ def write_study_outputs(
     from cad.detect.overlays import write_overlays
 
     problems: list[str] = []
-    tag = f"study …{study.study_instance_uid[-8:]}"
+    tag = f"study {uid_tail(study.study_instance_uid)}"
     with clock.stage(Stage.OUTPUTS):
         findings.write(folder / FINDINGS_FILE)
         written = tuple(write_overlays(findings, views, folder / OVERLAY_FOLDER)) if overlays else ()
@@ -72,7 +73,7 @@ def write_study_outputs(
             dicom = None
             problems.append(f"error: {tag}: DICOM outputs not written: {exc}")
     for image in findings.images:
-        if image.status != "analyzed":
+        if image.status != ANALYZED:
             problems.append(f"error: {image.file}: not analysed: {image.reason}")
     return StudyOutcome(findings, folder, dicom, written, tuple(problems))
 

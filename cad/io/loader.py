@@ -9,6 +9,7 @@ from pathlib import Path
 from cad.io.dicom_reader import header_of, image_from_dataset, read_dataset, ref_from_dataset
 from cad.io.errors import IngestError, IngestErrorCode
 from cad.io.image import ImageRef, IngestFailure, IngestResult, MammogramImage, Study
+from cad.io.uids import uid_tail
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def _refuse_mixed_patients(study: Study) -> None:
     differing = [k for n, k in enumerate(PATIENT_KEYS) if len({i[n] for i in identities}) > 1]
     message = (f"the study's images name {len(identities)} different patients ({', '.join(differing)} differ); "
                "no image of the study is analysed")
-    log.warning("not analysed: study …%s: %s", study.study_instance_uid[-8:], message)
+    log.warning("not analysed: study %s: %s", uid_tail(study.study_instance_uid), message)
     study.failures.extend(IngestFailure(image.ref, IngestErrorCode.PATIENT_MISMATCH, message, image.header)
                           for image in study.images)
     study.images = []

@@ -17,7 +17,7 @@ from pydicom.dataset import Dataset
 from cad.detect.findings import StudyFindings
 from cad.io.errors import IngestErrorCode
 from cad.io.image import Study
-from cad.io.uids import derived_uid, output_uids
+from cad.io.uids import derived_uid, output_uids, uid_tail
 
 log = logging.getLogger(__name__)
 SR_NAME = "cad-sr.dcm"
@@ -56,8 +56,8 @@ def write_dicom_outputs(
         # an SR copies one patient's identity; it must not reference another patient's images
         raise ValueError("the study's images name different patients: no SR or presentation state is written")
     if not images and not failed:
-        log.warning("no DICOM instance of study …%s could be identified: no SR written",
-                    findings.study_instance_uid[-8:])
+        log.warning("no DICOM instance of study %s could be identified: no SR written",
+                    uid_tail(findings.study_instance_uid))
         return DicomOutputs(None, None)
     uids = output_uids(
         findings.study_instance_uid,
@@ -86,7 +86,7 @@ def write_dicom_outputs(
         try:
             pr = build_presentation_state(findings, group, group_uids, instance_number=number)
         except ValueError as exc:
-            log.warning("presentation state not written for study …%s: %s", findings.study_instance_uid[-8:], exc)
+            log.warning("presentation state not written for study %s: %s", uid_tail(findings.study_instance_uid), exc)
             return DicomOutputs(sr_path, paths[0] if paths else None, str(exc), tuple(paths))
         path = folder / (PR_NAME if len(sizes) == 1 else f"cad-pr-{number}.dcm")
         pr.save_as(path, enforce_file_format=True)

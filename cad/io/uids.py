@@ -32,6 +32,12 @@ def derived_uid(kind: str, parts: Iterable[str]) -> str:
     return f"{UID_PREFIX}{uuid.uuid5(PRODUCT_NAMESPACE, name).int}"
 
 
+def uid_tail(uid: str) -> str:
+    """How logs and messages name a study: the last 8 characters of its UID, never the whole UID
+    (a full UID can be looked up in a PACS; the tail only helps an operator match lines)."""
+    return f"…{uid[-8:]}"
+
+
 def is_valid_uid(value: str) -> bool:
     """True when ``value`` is a syntactically valid DICOM UID (PS3.5 9.1): digits and dots, no
     leading zeros in a component, at most 64 characters."""

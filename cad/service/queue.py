@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from cad.io.uids import uid_tail
 from cad.service import audit
 
 PENDING, RUNNING, DONE, FAILED, SUPERSEDED = "pending", "running", "done", "failed", "superseded"
@@ -93,6 +94,11 @@ class RetryPolicy:
         return min(self.max_seconds, self.base_seconds * 2 ** max(0, attempts - 1))
 
 
+def _job(db: sqlite3.Connection, job_id: int) -> Job:
+    """The job with ``job_id``, as stored now (inside the caller's transaction)."""
+    return Job.from_row(db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
+
+
 class JobQueue:
     """The queue over one SQLite connection (one per thread)."""
 
@@ -117,7 +123,7 @@ class JobQueue:
         A new instance set of a study supersedes its older jobs that have not started.
         """
         if not instances:
-            raise ValueError(f"study …{study_uid[-8:]}: no instances to analyse")
+            raise ValueError(f"study {uid_tail(study_uid)}: no instances to analyse")
         digest = instances_sha256(instances)
         now = time.time()
         with self.transaction() as db:
@@ -134,7 +140,7 @@ class JobQueue:
             db.execute("UPDATE jobs SET state = ?, superseded_by = ?, finished = ? "
                        "WHERE study_uid = ? AND id <> ? AND state = ?",
                        (SUPERSEDED, job_id, now, study_uid, job_id, PENDING))
-            return Job.from_row(db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()), True
+            return _job(db, job_id), True
 
     def recover(self) -> int:
         """Put jobs a killed process left running back in the queue; returns how many."""
@@ -152,7 +158,7 @@ class JobQueue:
                 return None
             db.execute("UPDATE jobs SET state = ?, attempts = attempts + 1, started = ? WHERE id = ?",
                        (RUNNING, now, row["id"]))
-            return Job.from_row(db.execute("SELECT * FROM jobs WHERE id = ?", (row["id"],)).fetchone())
+            return _job(db, row["id"])
 
     def finish(self, job: Job, state: str, record: dict[str, Any], outputs: dict[str, Any] | None = None,
                reason: str | None = None) -> Job:
@@ -175,7 +181,7 @@ class JobQueue:
                 for old in superseded:
                     db.execute("UPDATE jobs SET state = ?, superseded_by = ? WHERE id = ?", (SUPERSEDED, job.id, old))
             audit.append(db, {**record, "job_id": job.id, "state": state, "supersedes_jobs": superseded})
-            return Job.from_row(db.execute("SELECT * FROM jobs WHERE id = ?", (job.id,)).fetchone())
+            return _job(db, job.id)
 
     def retry_later(self, job: Job, reason: str, record: dict[str, Any]) -> Job:
         """A transient error: back to pending after the backoff, or failed (audited) when the
@@ -185,7 +191,7 @@ class JobQueue:
         with self.transaction() as db:
             db.execute("UPDATE jobs SET state = ?, next_attempt = ?, reason = ? WHERE id = ?",
                        (PENDING, time.time() + self.retry.delay(job.attempts), reason, job.id))
-            return Job.from_row(db.execute("SELECT * FROM jobs WHERE id = ?", (job.id,)).fetchone())
+            return _job(db, job.id)
 
     def requeue(self, job_id: int, who: str) -> Job:
         """Analyse a finished job again (an operator's decision, audited)."""
@@ -199,7 +205,7 @@ class JobQueue:
                        " WHERE id = ?", (PENDING, time.time(), job_id))
             audit.append(db, {"event": "requeued", "job_id": job_id, "study_uid": row["study_uid"],
                               "previous_state": row["state"], "by": who})
-            return Job.from_row(db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
+            return _job(db, job_id)
 
     def get(self, job_id: int) -> Job | None:
         row = self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()

@@ -50,6 +50,15 @@ class ServiceConfig:
     quiet_seconds: float = 10.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
+    def __post_init__(self) -> None:
+        if not (self.dicomweb or self.watch or self.scp):
+            raise ValueError("nothing to serve: give --dicomweb URL, --watch DIR or --scp AET:PORT")
+        if self.api and not self.token:
+            raise ValueError("the HTTP API needs a token (--token-file); it never runs unauthenticated")
+        if self.api and self.api[0] not in LOOPBACK and self.tls is None:
+            raise ValueError(f"--api {self.api[0]}: an API reachable from the network needs HTTPS "
+                             "(--tls-cert and --tls-key); without them it may only listen on 127.0.0.1")
+
     def describe(self) -> dict[str, Any]:
         return {"dicomweb": self.dicomweb, "watch": str(self.watch) if self.watch else None,
                 "scp": f"{self.scp[0]}:{self.scp[1]}" if self.scp else None, "send": self.send,
@@ -60,13 +69,6 @@ class Service:
     """A configured service, ready to :meth:`run`."""
 
     def __init__(self, config: ServiceConfig, model: LockedModel, runtime: Runtime) -> None:
-        if not (config.dicomweb or config.watch or config.scp):
-            raise ValueError("nothing to serve: give --dicomweb, --watch or --scp")
-        if config.api and not config.token:
-            raise ValueError("the HTTP API needs a token (--token-file); it never runs unauthenticated")
-        if config.api and config.api[0] not in LOOPBACK and config.tls is None:
-            raise ValueError(f"--api {config.api[0]}: an API reachable from the network needs HTTPS "
-                             "(--tls-cert and --tls-key); without them it may only listen on 127.0.0.1")
         self.config = config
         self.model = model
         self._lock = store.lock_state(config.state)
@@ -109,8 +111,9 @@ class Service:
 
     def submit(self, study_uid: str) -> dict[str, Any]:
         assert self.pacs is not None
+        # an API thread: its own client and connection (neither is shared across threads)
         pacs = DicomWebPacs(self.pacs.url, None, headers=self.pacs.headers)
-        instances = pacs.instances_of(study_uid)
+        instances = pacs.mg_instances(study_uid)
         if not instances:
             raise LookupError(study_uid)
         with closing(store.connect(self.config.state)) as connection:

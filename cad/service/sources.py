@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from pydicom.dataset import Dataset
 
 from cad.io.codes import MG_FOR_PRESENTATION, MG_FOR_PROCESSING
 from cad.io.loader import iter_input_files
-from cad.io.uids import is_valid_uid
+from cad.io.uids import is_valid_uid, uid_tail
 from cad.service.queue import Instance, Job, JobQueue
 
 log = logging.getLogger(__name__)
@@ -33,10 +34,6 @@ WATCH_RESULTS = "cad-results"
 
 class PacsError(RuntimeError):
     """The PACS or DICOM peer could not be reached or refused a request (transient)."""
-
-
-def _tail(uid: str) -> str:
-    return f"…{uid[-8:]}"
 
 
 def _value(item: dict[str, Any], tag: str) -> Any:
@@ -80,24 +77,15 @@ class DicomWebPacs:
         self.reachable = True
         return result
 
-    def _search(self, what: str, function: Any, **kwargs: Any) -> list[dict[str, Any]]:
-        """Every result of a QIDO-RS search, in one request.
-
-        Not paged: Orthanc 1.10's DICOMweb plugin answers ``offset`` beyond the first page with
-        nothing (and dicomweb-client's ``get_remaining`` loops for ever on servers that ignore
-        it), so paging silently lost studies. A PACS that caps QIDO answers (Orthanc:
-        LimitFindResults) must allow at least the studies since ``--since`` (docs/service.md).
-        """
-        return list(self._call(what, function, **kwargs))
-
     def mg_instances(self, study_uid: str) -> list[Instance]:
-        found = self._search("instance search", self.client.search_for_instances,
-                             study_instance_uid=study_uid, search_filters={"Modality": "MG"})
+        """The study's MG instances as the PACS lists them now (invalid UIDs left out)."""
+        found = self._call("instance search", self.client.search_for_instances,
+                           study_instance_uid=study_uid, search_filters={"Modality": "MG"})
         instances = [Instance(str(_value(i, SERIES_UID)), str(_value(i, SOP_UID))) for i in found
                      if _value(i, SERIES_UID) and _value(i, SOP_UID)]
         valid = [i for i in instances if is_valid_uid(i.series_uid) and is_valid_uid(i.sop_uid)]
         if len(valid) < len(instances):
-            log.warning("study %s: %d instance(s) with invalid UIDs ignored", _tail(study_uid), len(instances) - len(valid))
+            log.warning("study %s: %d instance(s) with invalid UIDs ignored", uid_tail(study_uid), len(instances) - len(valid))
         return valid
 
     def poll(self, queue: JobQueue) -> int:
@@ -105,8 +93,11 @@ class DicomWebPacs:
         filters: dict[str, Any] = {"ModalitiesInStudy": "MG"}
         if self.since:
             filters["StudyDate"] = f"{self.since}-"
-        studies = self._search("study search", self.client.search_for_studies, search_filters=filters,
-                               fields=["NumberOfStudyRelatedInstances"])
+        # one request, not paged: Orthanc 1.10's DICOMweb plugin answers an offset beyond the first
+        # page with nothing, and dicomweb-client's get_remaining loops for ever on servers that
+        # ignore offset; a PACS that caps QIDO answers must allow the studies since --since
+        studies = self._call("study search", self.client.search_for_studies, search_filters=filters,
+                             fields=["NumberOfStudyRelatedInstances"])
         added = 0
         for study in studies:
             uid = _value(study, STUDY_UID)
@@ -122,13 +113,9 @@ class DicomWebPacs:
                 _, new = queue.enqueue(uid, instances, self.name)
                 if new:
                     added += 1
-                    log.info("queued study %s (%d MG images) from DICOMweb", _tail(uid), len(instances))
+                    log.info("queued study %s (%d MG images) from DICOMweb", uid_tail(uid), len(instances))
             queue.mark_seen(self.name, uid, count)
         return added
-
-    def instances_of(self, study_uid: str) -> list[Instance]:
-        """The study's MG instances now (manual submission through the API)."""
-        return self.mg_instances(study_uid)
 
     def fetch(self, job: Job, folder: Path) -> list[Path]:
         """WADO-RS every instance of the job into ``folder``."""
@@ -155,13 +142,6 @@ class DicomWebPacs:
         if failed:
             raise PacsError(f"DICOMweb store refused {len(failed)} of {len(paths)} objects")
 
-    def ready(self) -> bool:
-        try:
-            self._call("status check", self.client.search_for_studies, limit=1)
-        except PacsError:
-            return False
-        return True
-
 
 def _header(path: Path) -> Dataset | None:
     try:
@@ -169,6 +149,12 @@ def _header(path: Path) -> Dataset | None:
                                specific_tags=["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "Modality"])
     except Exception:  # not DICOM: the loader records it as not analysed when the study runs
         return None
+
+
+def mg_instances_of(headers: Iterable[Dataset]) -> list[Instance]:
+    """The MG images among file headers, as queue instances."""
+    return [Instance(str(h.get("SeriesInstanceUID", "")), str(h.SOPInstanceUID)) for h in headers
+            if h.get("Modality") == "MG" and h.get("SOPInstanceUID")]
 
 
 def files_of_job(job: Job, folder: Path) -> list[Path]:
@@ -233,15 +219,14 @@ class WatchFolder:
             if now - max(m for _, _, m in files) < self.quiet:
                 unsettled += 1
                 continue
-            instances = [Instance(str(h.get("SeriesInstanceUID", "")), str(h.SOPInstanceUID))
-                         for _, h, _ in files if h.get("Modality") == "MG" and h.get("SOPInstanceUID")]
+            instances = mg_instances_of(h for _, h, _ in files)
             if not instances:
                 continue
             location = _common_folder([p for p, _, _ in files])
             _, new = queue.enqueue(uid, instances, self.name, str(location))
             if new:
                 added += 1
-                log.info("queued study %s (%d MG images) from the watched folder", _tail(uid), len(instances))
+                log.info("queued study %s (%d MG images) from the watched folder", uid_tail(uid), len(instances))
         self.unsettled = unsettled
         return added
 
@@ -331,16 +316,13 @@ class StoreScp:
                 del self._arrivals[key]
             self.unsettled = len(self._arrivals)
         for study, (folder, _) in settled.items():
-            instances = []
-            for path in sorted(folder.glob("*.dcm")):
-                header = _header(path)
-                if header is not None and header.get("Modality") == "MG":
-                    instances.append(Instance(str(header.get("SeriesInstanceUID", "")), str(header.SOPInstanceUID)))
+            headers = (_header(path) for path in sorted(folder.glob("*.dcm")))
+            instances = mg_instances_of(h for h in headers if h is not None)
             if instances:
                 _, new = queue.enqueue(study, instances, self.name, str(folder))
                 added += int(new)
                 if new:
-                    log.info("queued study %s (%d MG images) received over DICOM", _tail(study), len(instances))
+                    log.info("queued study %s (%d MG images) received over DICOM", uid_tail(study), len(instances))
         return added
 
     def fetch(self, job: Job, folder: Path) -> list[Path]:

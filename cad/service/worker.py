@@ -8,7 +8,6 @@ the job goes back to the queue with backoff.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import time
@@ -20,9 +19,11 @@ import pydicom
 from pydicom.dataset import Dataset
 
 import cad
-from cad.detect.locked import LockedModel
+from cad.detect.findings import ANALYZED
+from cad.detect.locked import LockedModel, sha256_file
 from cad.detect.runtime import Runtime
 from cad.io import load
+from cad.io.uids import uid_tail
 from cad.job import StudyOutcome, run_studies
 from cad.service.queue import DONE, FAILED, Job, JobQueue
 from cad.service.sources import Destination, PacsError
@@ -36,14 +37,6 @@ class Source(Protocol):
     def poll(self, queue: JobQueue) -> int: ...
 
     def fetch(self, job: Job, folder: Path) -> list[Path]: ...
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _tail(uid: str) -> str:
-    return f"…{uid[-8:]}"
 
 
 @dataclass
@@ -88,10 +81,10 @@ class Worker:
                 self.destination.deliver([Path(p) for p in outputs["delivered"]])
                 outputs["delivered_to"] = self.destination.name
         except PacsError as exc:
-            log.warning("study %s: %s; will retry", _tail(job.study_uid), exc)
+            log.warning("study %s: %s; will retry", uid_tail(job.study_uid), exc)
             return self.queue.retry_later(job, str(exc), {**base, "event": "analysis"})
         except Exception as exc:  # a defect must not stop the service; the job records it
-            log.error("study %s: internal error (%s)", _tail(job.study_uid), type(exc).__name__)
+            log.error("study %s: internal error (%s)", uid_tail(job.study_uid), type(exc).__name__)
             log.debug("internal error", exc_info=True)
             return self.queue.finish(job, FAILED, {**base, "event": "analysis"},
                                      reason=f"internal error: {type(exc).__name__}")
@@ -100,7 +93,7 @@ class Worker:
                 shutil.rmtree(work, ignore_errors=True)
         findings = outcome.findings
         analysed = outcome.images_analysed
-        not_analysed = [i for i in findings.images if i.status != "analyzed"]
+        not_analysed = [i for i in findings.images if i.status != ANALYZED]
         state = DONE if analysed else FAILED
         reason = None if analysed else "no image could be analysed: " + "; ".join(
             sorted({i.reason or "unknown" for i in not_analysed}))
@@ -115,9 +108,9 @@ class Worker:
             "queue_latency_s": round(started - job.enqueued, 3),
         }
         if reason:
-            log.warning("study %s: %s", _tail(job.study_uid), reason)
+            log.warning("study %s: %s", uid_tail(job.study_uid), reason)
         else:
-            log.info("study %s: analysed %d images, %d marks", _tail(job.study_uid), analysed, len(marks))
+            log.info("study %s: analysed %d images, %d marks", uid_tail(job.study_uid), analysed, len(marks))
         return self.queue.finish(job, state, record, outputs=outputs, reason=reason)
 
     def _analyse(self, job: Job, paths: list[Path]) -> StudyOutcome:
@@ -132,16 +125,16 @@ class Worker:
     def _outputs(self, outcome: StudyOutcome) -> dict[str, Any]:
         folder = outcome.folder
         findings = folder / "findings.json"
-        result: dict[str, Any] = {"folder": str(folder), "findings_sha256": _sha256(findings), "delivered": []}
+        result: dict[str, Any] = {"folder": str(folder), "findings_sha256": sha256_file(findings), "delivered": []}
         dicom = outcome.dicom
         if dicom is not None and dicom.sr is not None:
             sr = pydicom.dcmread(dicom.sr, stop_before_pixels=True)
             result.update({"sr_path": str(dicom.sr), "sr_sop_instance_uid": str(sr.SOPInstanceUID),
-                           "sr_sha256": _sha256(dicom.sr)})
+                           "sr_sha256": sha256_file(dicom.sr)})
             result["delivered"].append(str(dicom.sr))
         prs = list(dicom.prs) if dicom is not None else []
         result["presentation_states"] = [
-            {"sop_instance_uid": str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID), "sha256": _sha256(p)}
+            {"sop_instance_uid": str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID), "sha256": sha256_file(p)}
             for p in prs]
         result["delivered"] += [str(p) for p in prs]
         if outcome.problems:

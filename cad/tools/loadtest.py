@@ -16,7 +16,6 @@ Writes ``loadtest.json`` in the output folder.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sqlite3
 import subprocess
@@ -28,8 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pydicom
-import requests
 
 from cad.tools.bench import machine
 from cad.tools.orthanc import Orthanc
@@ -60,18 +57,7 @@ def check_pacs(pacs: Orthanc, truth: dict[str, Any]) -> dict[str, Any]:
     for exam in truth["exams"]:
         uid = exam["study_instance_uid"]
         wanted = {image["sop_instance_uid"] for image in exam["images"]}
-        (found,) = requests.post(f"{pacs.url}/tools/lookup", data=uid, timeout=30).json() or [None]
-        if found is None:
-            problems.append(f"{uid}: study missing from the PACS")
-            continue
-        study_srs, study_prs = [], 0
-        for instance in requests.get(f"{pacs.url}/studies/{found['ID']}/instances", timeout=60).json():
-            tags = requests.get(f"{pacs.url}/instances/{instance['ID']}/simplified-tags", timeout=30).json()
-            if tags.get("SOPClassUID") == SR_CLASS:
-                raw = requests.get(f"{pacs.url}/instances/{instance['ID']}/file", timeout=60).content
-                study_srs.append(pydicom.dcmread(io.BytesIO(raw)))
-            elif tags.get("SOPClassUID") == PR_CLASS:
-                study_prs += 1
+        study_srs, study_prs = pacs.instances(uid, SR_CLASS), len(pacs.instances(uid, PR_CLASS))
         srs += len(study_srs)
         prs += study_prs
         if len(study_srs) != 1:

@@ -7,6 +7,7 @@ here runs at a site; a site points `cad serve` at its own PACS.
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import socket
@@ -16,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+import pydicom
 import requests
+from pydicom.dataset import Dataset
 
 ORTHANC_BINARY = "/usr/sbin/Orthanc"
 DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
@@ -107,6 +110,20 @@ class Orthanc:
 
     def studies(self) -> list[str]:
         return list(requests.get(f"{self.url}/studies", timeout=30).json())
+
+    def instances(self, study_uid: str, sop_class: str) -> list[Dataset]:
+        """The instances of one SOP class the PACS holds in a study, read back as DICOM (only
+        those of that class are downloaded)."""
+        out = []
+        for found in requests.post(f"{self.url}/tools/lookup", data=study_uid, timeout=30).json():
+            if found.get("Type") != "Study":
+                continue
+            for instance in requests.get(f"{self.url}/studies/{found['ID']}/instances", timeout=60).json():
+                tags = requests.get(f"{self.url}/instances/{instance['ID']}/simplified-tags", timeout=30).json()
+                if tags.get("SOPClassUID") == sop_class:
+                    raw = requests.get(f"{self.url}/instances/{instance['ID']}/file", timeout=60).content
+                    out.append(pydicom.dcmread(io.BytesIO(raw)))
+        return out
 
     def wipe(self) -> None:
         self.stop()

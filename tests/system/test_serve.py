@@ -7,7 +7,6 @@ queue and the audit log (SRS-SVC-*).
 
 from __future__ import annotations
 
-import io
 import json
 import signal
 import sqlite3
@@ -21,7 +20,6 @@ from typing import Any
 import pydicom
 import pytest
 import requests
-from pydicom.dataset import Dataset
 
 from cad.detect.locked import DEFAULT_MODEL_DIR
 from cad.tools.orthanc import Orthanc, free_port, orthanc_available
@@ -48,18 +46,6 @@ def pacs(tmp_path: Path) -> Iterator[Orthanc]:
 def exam_paths(folder: Path, exam: int = 0) -> list[Path]:
     truth = json.loads((folder / "truth.json").read_text())
     return [folder / image["path"] for image in truth["exams"][exam]["images"]]
-
-
-def instances_of_class(pacs: Orthanc, study_uid: str, sop_class: str) -> list[Dataset]:
-    """The instances of one SOP class that the PACS holds in a study (read back as files)."""
-    out = []
-    for orthanc_id in requests.post(f"{pacs.url}/tools/lookup", data=study_uid, timeout=30).json():
-        for instance in requests.get(f"{pacs.url}/studies/{orthanc_id['ID']}/instances", timeout=30).json():
-            content = requests.get(f"{pacs.url}/instances/{instance['ID']}/file", timeout=30).content
-            ds = pydicom.dcmread(io.BytesIO(content))
-            if ds.SOPClassUID == sop_class:
-                out.append(ds)
-    return out
 
 
 def jobs(state: Path) -> list[dict[str, Any]]:
@@ -89,12 +75,12 @@ def test_once_analyses_each_study_and_stores_sr_and_gsps_in_it(pacs: Orthanc, ph
     assert [j["state"] for j in finished] == ["done", "done"]
     for exam in exams:
         uid = study_uid_of(exam[0])
-        (sr,) = instances_of_class(pacs, uid, SR_CLASS)
+        (sr,) = pacs.instances(uid, SR_CLASS)
         assert sr.StudyInstanceUID == uid
         evidence = {ref.ReferencedSOPInstanceUID for item in sr.CurrentRequestedProcedureEvidenceSequence
                     for series in item.ReferencedSeriesSequence for ref in series.ReferencedSOPSequence}
         assert evidence == {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in exam}
-        assert instances_of_class(pacs, uid, PR_CLASS), "a presentation state is stored too"
+        assert pacs.instances(uid, PR_CLASS), "a presentation state is stored too"
     records = audit_records(state)
     assert [r["event"] for r in records] == ["analysis", "analysis"]
     manifest = json.loads((DEFAULT_MODEL_DIR / "manifest.json").read_text())
@@ -148,7 +134,7 @@ def test_a_killed_service_resumes_without_loss_or_duplicates(pacs: Orthanc, tmp_
     analyses = [r for r in audit_records(state) if r["event"] == "analysis"]
     assert sorted(r["study_uid"] for r in analyses) == sorted(j["study_uid"] for j in finished)
     for job in finished:
-        assert len(instances_of_class(pacs, job["study_uid"], SR_CLASS)) == 1
+        assert len(pacs.instances(job["study_uid"], SR_CLASS)) == 1
 
 
 @pytest.mark.req("SRS-SVC-003")
@@ -189,7 +175,7 @@ def test_a_study_that_cannot_be_analysed_fails_and_still_gets_its_sr(pacs: Ortha
     assert result.returncode == 1
     (job,) = jobs(state)
     assert job["state"] == "failed" and job["reason"].startswith("no image could be analysed")
-    (sr,) = instances_of_class(pacs, study_uid_of(broken[0]), SR_CLASS)
+    (sr,) = pacs.instances(study_uid_of(broken[0]), SR_CLASS)
     from cad.io.sr.reader import findings_from_sr
 
     reported = findings_from_sr(sr)
@@ -204,14 +190,14 @@ def test_new_images_are_analysed_again_and_supersede_the_first_result(pacs: Orth
     pacs.upload(paths[:3])
     state = tmp_path / "state"
     assert serve(state, "--dicomweb", pacs.dicomweb, "--once").returncode == 0
-    first = instances_of_class(pacs, study_uid_of(paths[0]), SR_CLASS)
+    first = pacs.instances(study_uid_of(paths[0]), SR_CLASS)
     assert len(first) == 1
     pacs.upload(paths[3:])
     result = serve(state, "--dicomweb", pacs.dicomweb, "--once")
     assert result.returncode == 0, result.stderr
     old, new = jobs(state)
     assert old["state"] == "superseded" and old["superseded_by"] == new["id"] and new["state"] == "done"
-    srs = instances_of_class(pacs, study_uid_of(paths[0]), SR_CLASS)
+    srs = pacs.instances(study_uid_of(paths[0]), SR_CLASS)
     (latest,) = [sr for sr in srs if sr.SOPInstanceUID != first[0].SOPInstanceUID]
     predecessors = {ref.ReferencedSOPInstanceUID for item in latest.PredecessorDocumentsSequence
                     for series in item.ReferencedSeriesSequence for ref in series.ReferencedSOPSequence}
@@ -307,9 +293,9 @@ def test_pushed_study_is_analysed_and_sent_on(pacs: Orthanc, mass_phantom_dir: P
         association.release()
         assert statuses == [0, 0, 0, 0]
         uid = study_uid_of(paths[0])
-        while time.monotonic() < deadline and not instances_of_class(pacs, uid, SR_CLASS):
+        while time.monotonic() < deadline and not pacs.instances(uid, SR_CLASS):
             time.sleep(0.5)
-        (sr,) = instances_of_class(pacs, uid, SR_CLASS)
+        (sr,) = pacs.instances(uid, SR_CLASS)
         assert sr.StudyInstanceUID == uid
         while time.monotonic() < deadline and jobs(state)[0]["state"] == "running":  # delivered, finishing
             time.sleep(0.2)
