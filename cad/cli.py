@@ -66,13 +66,25 @@ def _check_runtime_name(runtime: str) -> None:
         raise typer.Exit(EXIT_USAGE)
 
 
-def _verified_model_and_runtime(model: Path | None, runtime: str) -> tuple[LockedModel, Runtime]:
-    """The locked model, verified (exit 3 otherwise), and its runtime (exit 2 if it cannot run here)."""
+def _verified_model(model: Path | None) -> LockedModel:
+    """The locked model, verified against its manifest (exit 3 otherwise)."""
     from cad.detect.locked import ModelIntegrityError, load_locked_model
-    from cad.detect.runtime import DEFAULT_RUNTIME, RuntimeUnavailableError, make_runtime
 
     try:
-        locked = load_locked_model(model)
+        return load_locked_model(model)
+    except ModelIntegrityError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(EXIT_MODEL) from None
+
+
+def _verified_model_and_runtime(model: Path | None, runtime: str) -> tuple[LockedModel, Runtime]:
+    """The locked model, verified (exit 3 otherwise), and its runtime (exit 3 if its export fails
+    verification, 2 if it cannot run here)."""
+    from cad.detect.locked import ModelIntegrityError
+    from cad.detect.runtime import DEFAULT_RUNTIME, RuntimeUnavailableError, make_runtime
+
+    locked = _verified_model(model)
+    try:
         return locked, make_runtime(locked, runtime or DEFAULT_RUNTIME)
     except ModelIntegrityError as exc:
         err.print(f"error: {exc}")
@@ -291,7 +303,6 @@ def export(
     When --out is the model folder itself, the export is recorded in its manifest.json
     (runtimes.onnxruntime / runtimes.tensorrt), which is what `cad detect --runtime` verifies and
     runs; otherwise a separate manifest is written beside the export."""
-    from cad.detect.locked import ModelIntegrityError, load_locked_model
     from cad.detect.runtime import tensorrt_available
 
     if export_format not in {"onnx", "tensorrt"}:
@@ -300,11 +311,7 @@ def export(
     if export_format == "tensorrt" and not tensorrt_available():
         err.print("error: --format tensorrt: TensorRT needs a CUDA GPU and the tensorrt package; not available here")
         raise typer.Exit(EXIT_USAGE)
-    try:
-        locked = load_locked_model(model)
-    except ModelIntegrityError as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(EXIT_MODEL) from None
+    locked = _verified_model(model)
     registered = out.resolve() == locked.path.resolve()
     if export_format == "onnx":
         from cad.detect.onnx_export import export_onnx, register_onnx
@@ -366,7 +373,7 @@ def bench(
 ) -> None:
     """Benchmark (not a test): model stage per view, warm end-to-end exam latency p50/p95,
     throughput and stage times for each runtime, batch scaling, cold start, image size, memory."""
-    from cad.detect.locked import ModelIntegrityError, load_locked_model
+    from cad.detect.locked import ModelIntegrityError
     from cad.detect.runtime import RuntimeName, RuntimeUnavailableError
     from cad.tools.bench import run_bench
 
@@ -376,8 +383,8 @@ def bench(
         err.print(f"error: --runtimes {runtimes}: use a comma-separated subset of torch, onnxruntime, tensorrt")
         raise typer.Exit(EXIT_USAGE)
     _require_existing(inputs + list(size_input or []))
+    locked = _verified_model(model)
     try:
-        locked = load_locked_model(model)
         result = run_bench(inputs, locked, names, repeats, max_exams, list(size_input or []), cold)
     except ModelIntegrityError as exc:
         err.print(f"error: {exc}")
