@@ -46,7 +46,10 @@ def _node_id(classname: str, name: str) -> str:
 
 def read_junit(path: Path) -> TestRun:
     """Every test case of a pytest JUnit XML file with its outcome and requirement tags."""
-    root = ElementTree.parse(path).getroot()
+    try:
+        root = ElementTree.parse(path).getroot()
+    except ElementTree.ParseError as exc:  # a SyntaxError, not a ValueError: name the file instead
+        raise ValueError(f"{path}: not well-formed XML ({exc})") from None
     suite = root if root.tag == "testsuite" else root.find("testsuite")
     if suite is None:
         raise ValueError(f"{path}: no testsuite element")

@@ -157,3 +157,8 @@ def test_cad_trace_exits_1_listing_gaps_for_this_repository_without_results(tmp_
     missing = subprocess.run([sys.executable, "-m", "cad.cli", "trace", "--junit", str(tmp_path / "nope.xml"),
                               "--out", str(tmp_path / "o2")], capture_output=True, text=True, timeout=300)
     assert missing.returncode == 2 and "no such file" in missing.stderr
+    (tmp_path / "broken.xml").write_text("<testsuites><testsuite>")
+    broken = subprocess.run([sys.executable, "-m", "cad.cli", "trace", "--junit", str(tmp_path / "broken.xml"),
+                             "--out", str(tmp_path / "o3")], capture_output=True, text=True, timeout=300)
+    assert broken.returncode == 2 and "not a readable JUnit XML file" in broken.stderr
+    assert "Traceback" not in broken.stderr
