@@ -22,6 +22,7 @@ from traceability.report import git_revision, requirement_rows, risk_rows, tool_
 from traceability.requirements import CATEGORIES, CATEGORY_TITLES, REPO_ROOT
 from traceability.results import PASSED
 from traceability.risk import REGIONS
+from verification.html import fmt
 
 
 @dataclass(frozen=True)
@@ -293,10 +294,6 @@ def traceability_page(trace: Trace) -> str:
     return "".join(out)
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
-    return "—" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-
-
 def performance_page(inputs: DocInputs, static: Path) -> str:
     out = [heading("Standalone performance report")]
     manifest = json.loads((inputs.model_dir / "manifest.json").read_text())
@@ -319,26 +316,28 @@ def performance_page(inputs: DocInputs, static: Path) -> str:
     dual, single = metrics["dual_view"]["sensitivity_at_fpi"], metrics["single_view"]["sensitivity_at_fpi"]
     out.append(heading("Lesion sensitivity (FROC)", "-"))
     out.append(list_table(["false marks per image", *dual.keys()],
-                          [["dual-view scoring", *[_fmt(v) for v in dual.values()]],
-                           ["single-view scoring", *[_fmt(v) for v in single.values()]],
-                           ["fusion gain", *[_fmt(metrics["fusion_gain"].get(k)) for k in dual]]]))
+                          [["dual-view scoring", *[fmt(v, 3) for v in dual.values()]],
+                           ["single-view scoring", *[fmt(v, 3) for v in single.values()]],
+                           ["fusion gain", *[fmt(metrics["fusion_gain"].get(k), 3) for k in dual]]]))
     for name, caption in (("froc.png", "FROC"), ("afroc.png", "AFROC"), ("roc.png", "Case-level ROC")):
         if (folder / name).is_file():
             shutil.copyfile(folder / name, static / f"performance-{name}")
             out.append(f".. figure:: performance-{name}\n   :width: 80%\n\n   {caption} (from ``cad evaluate``).\n\n")
     linking = metrics["linking"]
     out.append(heading("CC/MLO linking at the operating point", "-"))
-    out.append(list_table(["measure", "value"], [[k, _fmt(v)] for k, v in sorted(linking.items())], [60, 40]))
+    out.append(list_table(["measure", "value"], [[k, fmt(v, 3)] for k, v in sorted(linking.items())], [60, 40]))
     out.append(heading("Against the acceptance criteria", "-"))
     rows = []
     for r in inputs.trace.requirements:
         for c in r.analysis:
-            rows.append([r.requirement.id, c.label, f"{c.op} {c.target:g}", _fmt(c.measured),
+            rows.append([r.requirement.id, c.label, f"{c.op} {c.target:g}", fmt(c.measured, 3),
                          "met" if c.holds else "not met"])
     out.append(list_table(["requirement", "criterion", "target", "recorded", "result"], rows, [15, 35, 15, 15, 20]))
-    for key in ("afroc", "wafroc"):
-        if key in metrics and isinstance(metrics[key], dict):
-            out.append(f"{key.upper()} figure of merit: {_fmt(metrics[key].get('fom'))}.\n\n")
+    for key, name in (("afroc", "AFROC"), ("wafroc", "wAFROC")):
+        if isinstance(metrics.get(key), dict):
+            ci = metrics[key].get("ci95") or [None, None]
+            out.append(f"{name} figure of merit: {fmt(metrics[key].get('estimate'), 3)} "
+                       f"(95 % CI {fmt(ci[0], 3)} to {fmt(ci[1], 3)}).\n\n")
     return "".join(out)
 
 
@@ -353,7 +352,7 @@ def reader_study_page(inputs: DocInputs) -> str:
         "114 cases), with the Wilcoxon figure of merit, compared with the values RJafroc computes on the same "
         "data. It shows the analysis the product provides for an MRMC validation study.\n\n")
     out.append(list_table(["treatment", "mean figure of merit (Wilcoxon AUC)"],
-                          [[m, _fmt(v, 4)] for m, v in result["foms"].items()], [50, 50]))
+                          [[m, fmt(v, 4)] for m, v in result["foms"].items()], [50, 50]))
     out.append(list_table(["analysis", "difference", "95 % CI", "df", "p", "RJafroc p"], result["rows"],
                           [20, 14, 24, 14, 12, 14]))
     return "".join(out)
@@ -447,9 +446,9 @@ def reader_study_summary(data: dict[str, Any], reference: dict[str, Any] | None)
             for diff in block.get("differences", []):
                 ref_p = _reference_p(reference, f"{method}_{analysis}")
                 dof = diff.get("df", block.get("df_den", block.get("df")))
-                rows.append([f"{method} {analysis}", _fmt(diff.get("estimate"), 4),
-                             f"{_fmt(diff.get('ci_lower'), 4)} to {_fmt(diff.get('ci_upper'), 4)}",
-                             _fmt(dof, 2), _fmt(diff.get("p"), 4), _fmt(ref_p, 4)])
+                rows.append([f"{method} {analysis}", fmt(diff.get("estimate"), 4),
+                             f"{fmt(diff.get('ci_lower'), 4)} to {fmt(diff.get('ci_upper'), 4)}",
+                             fmt(dof, 2), fmt(diff.get("p"), 4), fmt(ref_p, 4)])
     return {"foms": foms, "rows": rows}
 
 
