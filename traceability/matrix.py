@@ -21,7 +21,7 @@ from typing import Any
 
 from traceability.architecture import Architecture, load_architecture
 from traceability.requirements import REPO_ROOT, Analysis, Requirement, load_requirements
-from traceability.results import FAILED, PASSED, SKIPPED, XPASSED, TestRun
+from traceability.results import FAILED, PASSED, SKIPPED, TestRun
 from traceability.risk import RiskFile, consistency_problems, load_risk
 from traceability.soup import SoupItem, load_soup
 
@@ -68,8 +68,15 @@ class Trace:
     gaps: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
+    def find(self, rid: str) -> RequirementTrace | None:
+        """The trace of requirement ``rid``, or None for an ID no requirement has."""
+        return next((r for r in self.requirements if r.requirement.id == rid), None)
+
     def requirement(self, rid: str) -> RequirementTrace:
-        return next(r for r in self.requirements if r.requirement.id == rid)
+        found = self.find(rid)
+        if found is None:
+            raise KeyError(rid)
+        return found
 
     def control_verdict(self, control_id: str) -> str:
         control = self.risk.control(control_id)
@@ -77,14 +84,11 @@ class Trace:
             return PLANNED
         if control is None or not control.requirements:
             return UNVERIFIED
-        verdicts = [self.requirement(r).verdict for r in control.requirements if self._known(r)]
+        verdicts = [found.verdict for found in map(self.find, control.requirements) if found is not None]
         if not verdicts or any(v in (FAILING, NOT_MET, UNVERIFIED) for v in verdicts):
             return UNVERIFIED
         pending = [v for v in verdicts if v != VERIFIED]
         return pending[0] if pending else VERIFIED
-
-    def _known(self, rid: str) -> bool:
-        return any(r.requirement.id == rid for r in self.requirements)
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -117,7 +121,7 @@ def evaluate_analysis(analysis: Analysis, root: Path = REPO_ROOT) -> list[Criter
 def _verdict(requirement: Requirement, tests: list[tuple[str, str]], analysis: list[CriterionResult],
              anomalies: list[str], environments: set[str]) -> str:
     outcomes = [o for _, o in tests]
-    if FAILED in outcomes or XPASSED in outcomes:
+    if FAILED in outcomes:
         return FAILING
     analysis_ok = all(c.holds for c in analysis)
     if analysis and not analysis_ok:
@@ -157,7 +161,7 @@ def build_trace(run: TestRun | None, environments: set[str] | None = None, stric
                                        tuple(tests), tuple(analysis), tuple(anomalies_of.get(rid, [])), verdict))
         label = f"{rid} ({requirement.title})"
         if verdict == FAILING:
-            failed = [n for n, o in tests if o in (FAILED, XPASSED)]
+            failed = [n for n, o in tests if o == FAILED]
             gaps.append(f"{label}: test failed: {', '.join(failed)}")
         elif verdict == NOT_MET:
             missed = [f"{c.label} {c.measured} (needs {c.op} {c.target})" for c in analysis if not c.holds]

@@ -75,9 +75,9 @@ def risk_rows(trace: Trace) -> list[dict[str, Any]]:
         for cid in h.controls or ("",):
             control = trace.risk.control(cid)
             for rid in (control.requirements if control else ()) or ("",):
-                verdict = trace.requirement(rid).verdict if rid and any(
-                    r.requirement.id == rid for r in trace.requirements) else ""
-                tests = trace.requirement(rid).tests if verdict else ()
+                found = trace.find(rid) if rid else None
+                verdict = found.verdict if found else ""
+                tests = found.tests if found else ()
                 rows.append({
                     "hazard": h.id, "title": h.title, "severity": h.severity,
                     "probability_before": h.probability_before,

@@ -65,8 +65,9 @@ def _requires(name: str, extras: tuple[str, ...] = ()) -> list[str]:
     return out
 
 
-def runtime_closure(root: str = DISTRIBUTION) -> tuple[set[str], dict[str, set[str]]]:
-    """The distributions the device needs at run time (no extras), and who requires each."""
+def runtime_closure(root: str = DISTRIBUTION) -> tuple[set[str], set[str], dict[str, set[str]]]:
+    """The distributions the device needs at run time (no extras), those it names directly, and
+    who requires each."""
     direct = set(_requires(root))
     required_by: dict[str, set[str]] = {name: {root} for name in direct}
     todo, seen = list(direct), set(direct)
@@ -81,7 +82,7 @@ def runtime_closure(root: str = DISTRIBUTION) -> tuple[set[str], dict[str, set[s
             if child not in seen:
                 seen.add(child)
                 todo.append(child)
-    return seen, required_by
+    return seen, direct, required_by
 
 
 def licence_of(meta: Any) -> str:
@@ -117,8 +118,7 @@ def load_soup(lock: Path = LOCK_FILE, curated_path: Path = CURATED_FILE) -> tupl
     """The SOUP list, and the problems found (unlocked, uninstalled or uncurated packages)."""
     pins = read_lock(lock)
     curated = {canonicalize_name(c["name"]): c for c in (yaml.safe_load(curated_path.read_text()) or {}).get("soup", [])}
-    runtime, required_by = runtime_closure()
-    direct = set(_requires(DISTRIBUTION))
+    runtime, direct, required_by = runtime_closure()
     problems: list[str] = []
     items = []
     for name in sorted(pins):
