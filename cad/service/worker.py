@@ -24,7 +24,7 @@ from cad.detect.locked import LockedModel, sha256_file
 from cad.detect.runtime import Runtime
 from cad.io import load
 from cad.io.uids import uid_tail
-from cad.job import StudyOutcome, run_studies
+from cad.job import FINDINGS_FILE, StudyOutcome, run_studies
 from cad.service.queue import DONE, FAILED, Job, JobQueue
 from cad.service.sources import Destination, PacsError
 
@@ -94,14 +94,14 @@ class Worker:
         findings = outcome.findings
         analysed = outcome.images_analysed
         not_analysed = [i for i in findings.images if i.status != ANALYZED]
+        reasons = sorted({i.reason or "unknown" for i in not_analysed})
         state = DONE if analysed else FAILED
-        reason = None if analysed else "no image could be analysed: " + "; ".join(
-            sorted({i.reason or "unknown" for i in not_analysed}))
+        reason = None if analysed else "no image could be analysed: " + "; ".join(reasons)
         marks = [f for f in findings.findings if f.score >= findings.operating_threshold]
         record = {
             **base, "event": "analysis", "status": state,
             "images_analysed": analysed, "images_not_analysed": len(not_analysed),
-            "not_analysed_reasons": sorted({i.reason or "unknown" for i in not_analysed}),
+            "not_analysed_reasons": reasons,
             "findings": len(findings.findings), "marks_at_operating_point": len(marks),
             "outputs": {k: v for k, v in outputs.items() if k != "delivered"},
             "seconds": round(time.time() - started, 3),
@@ -124,7 +124,7 @@ class Worker:
 
     def _outputs(self, outcome: StudyOutcome) -> dict[str, Any]:
         folder = outcome.folder
-        findings = folder / "findings.json"
+        findings = folder / FINDINGS_FILE
         result: dict[str, Any] = {"folder": str(folder), "findings_sha256": sha256_file(findings), "delivered": []}
         dicom = outcome.dicom
         if dicom is not None and dicom.sr is not None:
