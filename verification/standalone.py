@@ -51,6 +51,18 @@ def size_band(diameter_mm: float) -> str:
     return SIZE_BANDS[0] if diameter_mm < 10 else SIZE_BANDS[1] if diameter_mm <= 20 else SIZE_BANDS[2]
 
 
+#: detectability strata of a lesion view, from truth.json's optional ``detectability.visible``
+VISIBILITY = ("visible", "not visible", "not recorded")
+
+
+def visibility(view: dict[str, Any]) -> str:
+    """'visible', 'not visible' or 'not recorded' (truth without a detectability record)."""
+    record = view.get("detectability")
+    if record is None:
+        return VISIBILITY[2]
+    return VISIBILITY[0] if record["visible"] else VISIBILITY[1]
+
+
 @dataclass(frozen=True)
 class Criteria:
     """Which lesions count, and how a mark localises one."""
@@ -179,7 +191,7 @@ def _linking(truth: dict[str, Any], findings: dict[str, dict[str, Any]], thresho
             else:
                 correct += 1
     return {
-        "operating_threshold": round(threshold, 6),
+        "operating_threshold": _finite(threshold, 6),  # None where no threshold qualifies
         "lesions_detected_in_both_views": both_detected,
         "of_which_linked_as_one_finding": linked_as_one,
         "link_recall": round(linked_as_one / both_detected, 4) if both_detected else None,
@@ -299,6 +311,70 @@ class _Froc:
         return sens, padded[index]  # index -1 picks the appended inf
 
 
+def _subset(result: FrocResult, keep: np.ndarray) -> FrocResult:
+    """The same scoring restricted to some lesion views; false marks and images unchanged."""
+    return FrocResult(tuple(i for i, k in zip(result.lesion_ids, keep) if k), result.lesion_scores[keep],
+                      result.fp_scores, result.n_images, result.fp_marks, result.rating_mark[keep])
+
+
+def _sensitivity_table(froc: _Froc, boot: np.ndarray) -> dict[str, Any]:
+    """Sensitivity with its CI at each named FPI point (``boot``: resamples x FPI_POINTS)."""
+    return {f"{f:g}": _est(froc.result.sensitivity_at(f), boot[:, j]) for j, f in enumerate(FPI_POINTS)}
+
+
+def _detectability(included: list[tuple[int, dict[str, Any], dict[str, Any]]], dual: _Froc,
+                   lesion_exam: np.ndarray, mark_fp_exam: np.ndarray, images: np.ndarray,
+                   weights: np.ndarray) -> dict[str, Any] | None:
+    """Sensitivity on visible and on not-visible lesion views, and the observer's ceiling
+    (share visible, per view and per lesion in either view); None when truth records none."""
+    labels = np.array([visibility(view) for _, _, view in included], dtype=object)
+    recorded = labels != VISIBILITY[2]
+    if not recorded.any():
+        return None
+    visible = labels == VISIBILITY[0]
+    per_view = bs.weighted_proportion(weights, lesion_exam, visible, recorded[:, None])[:, 0]
+    ones = np.ones((1, weights.shape[1]))
+    keys = list(dict.fromkeys((e, lesion["lesion_id"]) for e, lesion, _ in included))
+    index = {key: i for i, key in enumerate(keys)}
+    either = np.zeros(len(keys), dtype=bool)
+    lesion_recorded = np.zeros(len(keys), dtype=bool)
+    for (e, lesion, _), v, r in zip(included, visible, recorded):
+        either[index[(e, lesion["lesion_id"])]] |= bool(v)
+        lesion_recorded[index[(e, lesion["lesion_id"])]] |= bool(r)
+    lesion_exams = np.array([e for e, _ in keys], dtype=np.int64)
+    per_lesion = bs.weighted_proportion(weights, lesion_exams, either, lesion_recorded[:, None])[:, 0]
+    out: dict[str, Any] = {
+        "definition": "docs/phantom.md (visible: at most one local maximum outranks the lesion "
+                      "for at least one of three signal-known-exactly matched filters)",
+        "lesion_views_recorded": int(recorded.sum()),
+        "lesion_views_visible": int(visible.sum()),
+        "observer_ceiling_views": _est(
+            bs.weighted_proportion(ones, lesion_exam, visible, recorded[:, None])[0, 0], per_view),
+        "lesions_recorded": int(lesion_recorded.sum()),
+        "lesions_visible_in_either_view": int(either[lesion_recorded].sum()),
+        "observer_ceiling_lesions": _est(
+            bs.weighted_proportion(ones, lesion_exams, either, lesion_recorded[:, None])[0, 0], per_lesion),
+    }
+    for name, mask in (("visible", visible), ("not_visible", recorded & ~visible)):
+        sub = _Froc(_subset(dual.result, mask), lesion_exam[mask], mark_fp_exam, images)
+        sens, _ = sub.points(weights, np.asarray(FPI_POINTS))
+        out[name] = {"lesion_views": int(mask.sum()), "sensitivity_at_fpi": _sensitivity_table(sub, sens)}
+    return out
+
+
+def _per_lesion(dual: FrocResult, physical_exam: np.ndarray, lesion_rating: np.ndarray,
+                mark_fp_exam: np.ndarray, images: np.ndarray, weights: np.ndarray) -> dict[str, Any]:
+    """Sensitivity per lesion, found when a mark localises it in either view, against false
+    marks per image (dual-view scores)."""
+    ratings = np.where(np.isfinite(lesion_rating), lesion_rating, np.nan)
+    result = FrocResult(tuple((str(e), str(k)) for k, e in enumerate(physical_exam)), ratings,
+                        dual.fp_scores, dual.n_images, dual.fp_marks, np.zeros(len(ratings), dtype=np.int64))
+    froc = _Froc(result, physical_exam, mark_fp_exam, images)
+    sens, _ = froc.points(weights, np.asarray(FPI_POINTS))
+    return {"unit": "lesion, localised in either view; false marks per image over all images",
+            "lesions": int(len(ratings)), "sensitivity_at_fpi": _sensitivity_table(froc, sens)}
+
+
 def _strata(truth: dict[str, Any], lesions: list[tuple[int, dict[str, Any], dict[str, Any]]],
             linked_rating: np.ndarray, rated: np.ndarray) -> dict[str, list[tuple[str, np.ndarray]]]:
     """Subgroup memberships of the included lesion views: grouping -> [(stratum, mask)].
@@ -313,12 +389,14 @@ def _strata(truth: dict[str, Any], lesions: list[tuple[int, dict[str, Any], dict
         "breast density": [str(exams[e].get("density") or "not recorded") for e, _, _ in lesions],
         "view": [view["view"] for _, _, view in lesions],
         "lesion visible in": ["both views" if len(lesion["views"]) == 2 else "one view" for _, lesion, _ in lesions],
+        "detectability (ideal observer)": [visibility(view) for _, _, view in lesions],
         "localising finding": [
             "linked (dual-view) finding" if r and ln else "single-view finding" if r else "no finding at any score"
             for r, ln in zip(rated, linked_rating)
         ],
     }
     order = {"size band": list(SIZE_BANDS), "breast density": ["A", "B", "C", "D", "not recorded"],
+             "detectability (ideal observer)": list(VISIBILITY),
              "localising finding": ["linked (dual-view) finding", "single-view finding", "no finding at any score"]}
     out: dict[str, list[tuple[str, np.ndarray]]] = {}
     for name, labels in keys.items():
@@ -376,6 +454,9 @@ def analyse(truth: dict[str, Any], findings: dict[str, dict[str, Any]], criteria
     image_ids = [im["sop_instance_uid"] for exam in exams for im in exam["images"]]
     images = np.array([len(exam["images"]) for exam in exams])
     marks, missing_studies, not_analysed = _collect_marks(truth, findings)
+    if missing_studies == n_exams:
+        raise EvaluationInputError(f"the findings cover none of the {n_exams} exams in the truth "
+                                   "(other studies, or the wrong folder)")
     mark_exam = np.asarray(marks.exam, dtype=np.int64)
     dual_result = score_marks(marks.dual, lesions, image_ids, criteria.iou_threshold)
     single_result = score_marks(marks.single, lesions, image_ids, criteria.iou_threshold)
@@ -436,6 +517,9 @@ def analyse(truth: dict[str, Any], findings: dict[str, dict[str, Any]], criteria
             bs.weighted_proportion(ones, lesion_exam, dual.ratings >= threshold_1fpi, mask)[0],
             bs.weighted_proportion(weights, lesion_exam, hits_1fpi_b, mask),
         )
+    fp_exam = mark_exam[dual_result.fp_marks]
+    detectability = _detectability(included, dual, lesion_exam, fp_exam, images, weights)
+    per_lesion = _per_lesion(dual_result, physical_exam, lesion_rating, fp_exam, images, weights)
     seconds = time.perf_counter() - started
     band_low, band_high = bs.percentile_ci(dual_sens[:, len(FPI_POINTS):])
 
@@ -491,6 +575,8 @@ def analyse(truth: dict[str, Any], findings: dict[str, dict[str, Any]], criteria
                 k: _est(dual_result.sensitivity_at(f) - single_result.sensitivity_at(f),
                         dual_sens[:, j] - single_sens[:, j]) for j, (k, f) in named},
         },
+        "per_lesion": per_lesion,
+        "detectability": detectability,
         "operating_point": {
             "locked_threshold": locked_threshold,
             "sensitivity": round(dual_result.sensitivity_at_threshold(locked_threshold), 4),

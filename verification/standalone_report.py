@@ -130,6 +130,38 @@ def _rows(pairs: list[tuple[str, Any]]) -> str:
     return table(["item", "value"], pairs, left_columns=2)
 
 
+def _findability_section(m: dict[str, Any]) -> str:
+    """Per-lesion sensitivity, and sensitivity against what is physically findable."""
+    per_lesion = m["per_lesion"]["sensitivity_at_fpi"]
+    html = ("<h3>Per lesion: localised in either view</h3>"
+            + table(["FPI", f"sensitivity, {m['per_lesion']['lesions']} lesions (95 % CI)"],
+                    [(f"{f:g}", _ci(per_lesion[f"{f:g}"])) for f in FPI_POINTS]))
+    det = m.get("detectability")
+    if not det:
+        return html + ("<p class=\"note\">The truth records no detectability, so sensitivity is not split by "
+                       "what an ideal observer can find.</p>")
+    vis, hidden = det["visible"], det["not_visible"]
+    html += (
+        "<h3>Against what is physically findable (ideal observer)</h3>"
+        "<p>The phantom knows every lesion's exact signal. A lesion view is <i>visible</i> when, for at least one "
+        "of three filters matched to that signal (raw, zero-mean, prewhitened by the view's own noise power "
+        "spectrum) on the detector's input, at most one local maximum elsewhere in the breast outranks the "
+        "lesion (docs/phantom.md). The share visible is the observer's own ceiling.</p>"
+        + _rows([
+            ("lesion views visible / recorded (observer ceiling, per view)",
+             f"{det['lesion_views_visible']} / {det['lesion_views_recorded']}: {_ci(det['observer_ceiling_views'])}"),
+            ("lesions visible in either view / recorded (ceiling, per lesion)",
+             f"{det['lesions_visible_in_either_view']} / {det['lesions_recorded']}: "
+             f"{_ci(det['observer_ceiling_lesions'])}"),
+        ])
+        + table(["FPI", f"visible lesion views ({vis['lesion_views']})",
+                 f"not-visible lesion views ({hidden['lesion_views']})"],
+                [(f"{f:g}", _ci(vis["sensitivity_at_fpi"][f"{f:g}"]), _ci(hidden["sensitivity_at_fpi"][f"{f:g}"]))
+                 for f in FPI_POINTS])
+    )
+    return html
+
+
 def _sections(analysis: StandaloneAnalysis, pngs: dict[str, bytes]) -> list[str]:
     m = analysis.metrics
     d, ex, dev, op = m["data"], m["exclusions"], m["device"], m["operating_point"]
@@ -221,6 +253,7 @@ def _sections(analysis: StandaloneAnalysis, pngs: dict[str, bytes]) -> list[str]
                  "threshold to (1, 1) as in the FOM definition.", 55)
         + figure(pngs["roc"], "Case- and breast-level ROC curves (unit score = highest finding score).", 55)
     )
+    sections[-1] += _findability_section(m)
     thresholds = m["subgroup_thresholds"]
     sub = [f"<h2>6. Subgroup analyses</h2><p>Sensitivity per lesion view at the locked threshold "
            f"({thresholds['locked']:.3f}) and at the threshold giving 1 FPI on these data ({fmt(thresholds['1fpi'], 3)}; "

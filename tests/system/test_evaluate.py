@@ -77,3 +77,27 @@ def test_csv_plots_and_self_contained_html(report: Path) -> None:
     external = [m for m in re.findall(r'(?:src|href)\s*=\s*"([^"]*)"', html) if not m.startswith("data:")]
     assert external == []
     assert html.count('src="data:image/png;base64,') == 3
+
+
+@pytest.mark.req("SRS-PERF-006")
+def test_report_splits_by_what_is_findable_and_counts_lesions_in_either_view(report: Path) -> None:
+    metrics = json.loads((report / "metrics.json").read_text())
+    det = metrics["detectability"]
+    assert det["lesion_views_recorded"] == metrics["data"]["included_lesion_views"]
+    assert det["visible"]["lesion_views"] + det["not_visible"]["lesion_views"] == det["lesion_views_recorded"]
+    assert metrics["per_lesion"]["lesions"] == metrics["data"]["included_lesions"]
+    html = (report / "report.html").read_text()
+    assert "Against what is physically findable" in html and "Per lesion: localised in either view" in html
+
+
+@pytest.mark.req("SRS-PERF-001")
+def test_findings_of_other_studies_are_one_clear_error(report: Path, tmp_path: Path) -> None:
+    truth = json.loads((report.parent / "truth.json").read_text())
+    for exam in truth["exams"]:
+        exam["study_instance_uid"] = exam["study_instance_uid"] + ".9"
+    (tmp_path / "truth.json").write_text(json.dumps(truth))
+    result = run("evaluate", "--truth", str(tmp_path / "truth.json"), "--findings", str(report.parent / "findings"),
+                 "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "cover none of the 3 exams" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

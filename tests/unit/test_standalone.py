@@ -6,6 +6,7 @@ not from the code under test.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -246,3 +247,50 @@ def test_same_seed_same_intervals_and_intervals_hold_the_estimate() -> None:
     op = first["operating_point"]
     assert op["sensitivity_ci95"][0] <= op["sensitivity"] <= op["sensitivity_ci95"][1]
     assert op["fpi_ci95"][0] <= op["fpi"] <= op["fpi_ci95"][1]
+
+
+def _with_detectability(truth: dict[str, Any], visible: dict[tuple[str, str], bool]) -> dict[str, Any]:
+    """A copy of ``truth`` whose lesion views named in ``visible`` (lesion ID, view) carry a record."""
+    out = copy.deepcopy(truth)
+    for exam in out["exams"]:
+        for lesion in exam["lesions"]:
+            for view in lesion["views"]:
+                key = (lesion["lesion_id"], view["view"])
+                if key in visible:
+                    view["detectability"] = {"definition": "1.0", "snr": 1.0, "visible": visible[key],
+                                             "rank": {"raw": 1, "zero_mean": 1, "prewhitened": 1}}
+    return out
+
+
+@pytest.mark.req("SRS-PERF-006")
+def test_sensitivity_split_by_what_the_ideal_observer_finds() -> None:
+    truth, findings = _dataset()
+    marked = _with_detectability(truth, {("L1", "CC"): True, ("L1", "MLO"): False, ("L2", "CC"): False,
+                                         ("L3", "MLO"): True, ("C1", "CC"): True})
+    m = analyse(marked, findings, Criteria(), n_resamples=1000, seed=1).metrics
+    det = m["detectability"]
+    # included mass views: L1-CC, L1-MLO, L2-CC, L3-MLO (the cluster is excluded); 2 of 4 visible
+    assert (det["lesion_views_recorded"], det["lesion_views_visible"]) == (4, 2)
+    assert det["observer_ceiling_views"]["estimate"] == 0.5
+    # lesions visible in either view: L1 (CC) and L3, not L2
+    assert (det["lesions_recorded"], det["lesions_visible_in_either_view"]) == (3, 2)
+    assert det["observer_ceiling_lesions"]["estimate"] == pytest.approx(2 / 3, abs=1e-4)
+    # at 0.125 FPI (at most 2 of the false marks 0.7, 0.4, 0.2, 0.1 over 20 images) the threshold is 0.4:
+    # visible L1-CC 0.9 and L3-MLO 0.6 found; not visible L1-MLO 0.9 found, L2-CC unmarked
+    assert det["visible"]["sensitivity_at_fpi"]["0.125"]["estimate"] == 1.0
+    assert det["not_visible"]["sensitivity_at_fpi"]["0.125"]["estimate"] == 0.5
+    assert (det["visible"]["lesion_views"], det["not_visible"]["lesion_views"]) == (2, 2)
+    by = {s["stratum"]: s for s in m["subgroups"]["detectability (ideal observer)"]}
+    assert by["visible"]["lesion_views"] == 2 and by["not visible"]["lesion_views"] == 2
+
+
+@pytest.mark.req("SRS-PERF-006")
+def test_per_lesion_sensitivity_counts_either_view(metrics: dict[str, Any]) -> None:
+    # lesions in the breast: L1 (0.9 in both views), L2 (unmarked), L3 (0.6); at 0.125 FPI threshold 0.4
+    per_lesion = metrics["per_lesion"]
+    assert per_lesion["lesions"] == 3
+    assert per_lesion["sensitivity_at_fpi"]["0.125"]["estimate"] == pytest.approx(2 / 3, abs=1e-4)
+    # at 4 FPI every false mark is allowed, L2 is still never marked
+    assert per_lesion["sensitivity_at_fpi"]["4"]["estimate"] == pytest.approx(2 / 3, abs=1e-4)
+    # truth without detectability records (schema 1.0, converted datasets): no split, no error
+    assert metrics["detectability"] is None

@@ -30,9 +30,12 @@ from cad.tools.phantom.dicom_writer import (
     phantom_uid,
     write_dataset,
 )
+from cad.io.dicom_reader import image_from_dataset
+from cad.tools.phantom.detectability import measure_view
 from cad.tools.phantom.render import gland_volume, render_view
 
-TRUTH_SCHEMA_VERSION = "1.0"
+#: 1.1 adds the optional per-view "detectability" record (docs/phantom.md)
+TRUTH_SCHEMA_VERSION = "1.1"
 VIEWS = ("CC", "MLO")
 LATERALITIES = ("R", "L")
 
@@ -124,10 +127,12 @@ def generate_exam(
             )
             sop_uid = phantom_uid(seed, exam_index, breast.laterality, view)
             relative = Path(f"exam{exam_index:05d}") / f"{breast.laterality}_{view}.dcm"
-            write_dataset(
-                build_dataset(rendered, exam, series_uid, sop_uid, instance),
-                out_dir / relative,
-            )
+            dataset = build_dataset(rendered, exam, series_uid, sop_uid, instance)
+            write_dataset(dataset, out_dir / relative)
+            findable = measure_view(
+                image_from_dataset(dataset, relative), dataset, rendered.stored, rendered.breast_mask,
+                rendered.lesion_signals, rendered.boxes,
+            ) if rendered.boxes else {}
             images.append(
                 {
                     "path": relative.as_posix(),
@@ -148,9 +153,10 @@ def generate_exam(
                 }
             )
             for lesion_id, box in rendered.boxes.items():
-                lesion_views.setdefault(lesion_id, []).append(
-                    {"sop_instance_uid": sop_uid, "view": view, "box": box}
-                )
+                entry: dict[str, Any] = {"sop_instance_uid": sop_uid, "view": view, "box": box}
+                if lesion_id in findable:
+                    entry["detectability"] = findable[lesion_id].to_dict()
+                lesion_views.setdefault(lesion_id, []).append(entry)
     lesions = []
     for breast in breasts:
         for lesion in breast.lesions:

@@ -9,7 +9,7 @@ lesion's projected size and position follow from its 3D placement in each view.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -49,6 +49,34 @@ class RenderedView:
     pectoral_line: tuple[tuple[float, float], tuple[float, float]] | None
     has_label: bool
     breast_mask: np.ndarray  # bool, final orientation: where the breast is
+    #: each lesion's exact expected signal in stored values, final orientation, rendered
+    #: apart from the anatomy and noise (what the view would lose without the lesion)
+    lesion_signals: dict[str, LesionSignal] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LesionSignal:
+    """A lesion's expected contribution to the stored values: ``patch`` placed at (row0, col0).
+
+    The rendering is linear in attenuation up to the Poisson noise and the final rounding, so
+    the lesion-free image is ``stored - signal`` (before clipping and rounding); the signal
+    is exact in expectation and needs no re-render of a lesion-free twin.
+    """
+
+    patch: np.ndarray  # float32, stored-value units
+    row0: int
+    col0: int
+
+    def full(self, shape: tuple[int, int]) -> np.ndarray:
+        """The signal as a full-size float32 image of ``shape`` (zero away from the lesion)."""
+        out = np.zeros(shape, dtype=np.float32)
+        rows, cols = shape
+        r0, c0 = max(self.row0, 0), max(self.col0, 0)
+        r1 = min(self.row0 + self.patch.shape[0], rows)
+        c1 = min(self.col0 + self.patch.shape[1], cols)
+        if r1 > r0 and c1 > c0:
+            out[r0:r1, c0:c1] = self.patch[r0 - self.row0:r1 - self.row0, c0 - self.col0:c1 - self.col0]
+        return out
 
 
 def _blur(image: np.ndarray, sigma_px: float) -> np.ndarray:
@@ -296,6 +324,8 @@ def render_view(
         pectoral = ((a / spacing, 0.0), (0.0, b / spacing))
 
     boxes: dict[str, list[int]] = {}
+    #: each lesion's attenuation increment (row0, col0, patch) before blur and gain
+    increments: dict[str, tuple[int, int, np.ndarray]] = {}
     for lesion in breast.lesions:
         if view not in lesion.visible_in:
             continue
@@ -314,6 +344,7 @@ def render_view(
             background_mu = MU_FAT + (MU_GLAND - MU_FAT) * glands[rs, cs]
             delta = (MU_MASS - background_mu + 0.012) * local * lesion.contrast
         attenuation[rs, cs] += delta * inside
+        increments[lesion.lesion_id] = (rs.start, cs.start, (delta * inside).astype(np.float32))
         fp = footprint[sub] & inside
         if fp.any():
             ys, xs = np.nonzero(fp)
@@ -325,7 +356,7 @@ def render_view(
     photons = PHOTONS_PER_MM2 * spacing**2
     counts = rng.poisson(photons * np.exp(-attenuation)).astype(np.float32)
     detected = -np.log(np.maximum(counts, 0.5) / photons)
-    detected = ndimage.gaussian_filter(detected, 0.6)
+    detected = ndimage.gaussian_filter(detected, DETECTOR_BLUR_PX)
     smooth_thickness = _blur(thickness, 3.0 / spacing)
     presentation = detected - 0.8 * MU_FAT * smooth_thickness
 
@@ -342,6 +373,10 @@ def render_view(
     width = (window_high - window_low) * 1.25
     centre = 0.5 * (window_high + window_low)
 
+    signals = {
+        lesion_id: _lesion_signal(r0, c0, patch, gain, rows, cols, breast.laterality == "R")
+        for lesion_id, (r0, c0, patch) in increments.items() if lesion_id in boxes
+    }
     nipple = (nipple_mm[0] / spacing, nipple_mm[1] / spacing)
     if breast.laterality == "R":
         stored = stored[:, ::-1]
@@ -378,4 +413,25 @@ def render_view(
         pectoral_line=pectoral,
         has_label=label,
         breast_mask=np.ascontiguousarray(mask),
+        lesion_signals=signals,
     )
+
+
+#: the detector blur applied to the log image (pixels), and how far the signal patch is padded
+DETECTOR_BLUR_PX = 0.6
+_SIGNAL_PAD_PX = 4
+
+
+def _lesion_signal(
+    row0: int, col0: int, increment: np.ndarray, gain: float, rows: int, cols: int, mirror: bool
+) -> LesionSignal:
+    """A lesion's attenuation increment through the linear part of the rendering chain
+    (detector blur, display gain) and the final mirroring: its expected stored-value signal."""
+    pad = _SIGNAL_PAD_PX
+    padded = np.pad(increment.astype(np.float64), pad)
+    signal = (ndimage.gaussian_filter(padded, DETECTOR_BLUR_PX) * gain).astype(np.float32)
+    r0, c0 = row0 - pad, col0 - pad
+    if mirror:
+        signal = np.ascontiguousarray(signal[:, ::-1])
+        c0 = cols - (c0 + signal.shape[1])
+    return LesionSignal(signal, r0, c0)
