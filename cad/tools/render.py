@@ -115,8 +115,10 @@ def _draw(draw: ImageDraw.ImageDraw, pr: Dataset, uid: str, scale: float) -> Non
                 raise ValueError(f"GraphicType: {obj.GraphicType} in {obj.GraphicAnnotationUnits} "
                                  "units is not rendered.")
             data = [float(v) for v in obj.GraphicData]
-            draw.line([point(x, y) for x, y in zip(data[::2], data[1::2])], fill=color, width=width,
-                      joint="curve")
+            # vertices snapped to the nearest pixel centre: PIL's wide polylines truncate
+            # fractional vertices, which put an outline up to 2 px beside the box edge
+            vertices = [tuple(round(c) for c in point(x, y)) for x, y in zip(data[::2], data[1::2])]
+            draw.line(vertices, fill=color, width=width, joint="curve")
         for text in annotation.get("TextObjectSequence", []):
             if text.get("BoundingBoxAnnotationUnits") != "PIXEL":
                 raise ValueError("BoundingBoxAnnotationUnits: only PIXEL text boxes are rendered.")
