@@ -314,12 +314,20 @@ def export(
     locked = _verified_model(model)
     registered = out.resolve() == locked.path.resolve()
     if export_format == "onnx":
-        from cad.detect.onnx_export import export_onnx, register_onnx
+        from cad.detect.locked import register_export
+        from cad.detect.onnx_export import RESCORER_RUNTIME_KEY, export_onnx, export_rescorer, register_onnx
 
         entry = export_onnx(locked, out, write_manifest=not registered)
         if registered:
             register_onnx(locked.path, entry)
         detail = f"opset {entry['opset']}"
+        if locked.rescorer is not None:
+            second = export_rescorer(locked, out)
+            if registered:
+                register_export(locked.path, RESCORER_RUNTIME_KEY, second)
+            else:
+                (out / "onnx_rescorer_manifest.json").write_text(json.dumps(second, indent=2, sort_keys=True) + "\n")
+            detail += f"; second stage {second['file']} ({second['bytes'] / 1e3:.0f} kB, SHA-256 {second['sha256'][:12]})"
     else:
         entry = _export_tensorrt(locked, out, parity_input)
         parity = entry["parity_vs_onnxruntime"]
@@ -370,6 +378,9 @@ def bench(
     model: Annotated[
         Path | None, typer.Option("--model", help="Locked model folder (default: the released model).")
     ] = None,
+    baseline_model: Annotated[Path | None, typer.Option(
+        "--baseline-model", help="Another locked model (e.g. the previous release) timed in the same turns; "
+                                 "the exam-time ratio is reported.")] = None,
 ) -> None:
     """Benchmark (not a test): model stage per view, warm end-to-end exam latency p50/p95,
     throughput and stage times for each runtime, batch scaling, cold start, image size, memory."""
@@ -384,8 +395,9 @@ def bench(
         raise typer.Exit(EXIT_USAGE)
     _require_existing(inputs + list(size_input or []))
     locked = _verified_model(model)
+    baseline = _verified_model(baseline_model) if baseline_model is not None else None
     try:
-        result = run_bench(inputs, locked, names, repeats, max_exams, list(size_input or []), cold)
+        result = run_bench(inputs, locked, names, repeats, max_exams, list(size_input or []), cold, baseline)
     except ModelIntegrityError as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(EXIT_MODEL) from None
@@ -405,6 +417,9 @@ def bench(
                       f"{row['exam_latency_p95_s']:.3f}", f"{row['exams_per_min']:.1f}",
                       f"{row['non_model_fraction']:.0%}")
     console.print(table)
+    if baseline is not None:
+        ratios = ", ".join(f"{name} {ratio:.2f}x" for name, ratio in result["baseline"]["exam_time_ratio"].items())
+        console.print(f"exam time against {baseline.name} ({baseline.sha256[:12]}): {ratios}")
     console.print(f"measurements: {json_out}")
 
 
@@ -483,21 +498,31 @@ def train(
     ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's checkpoint.")] = False,
 ) -> None:
-    """Train the detector on phantom or public-dataset images (development tool)."""
+    """Train the detector on phantom or public-dataset images, or (a recipe with `stage: second`)
+    the second stage on a locked first stage's candidates (development tool)."""
     import yaml
 
+    from cad.detect.locked import ModelIntegrityError
     from cad.tools.training.datasets import DatasetError
     from cad.tools.training.train import train as run_training
 
     if not config.is_file():
         err.print(f"error: {config}: no such training config")
         raise typer.Exit(EXIT_USAGE)
+    from cad.tools.training.rescore_train import is_second_stage_recipe, train_second_stage
+
     try:
         name = yaml.safe_load(config.read_text())["name"]
-        model_dir = run_training(config, out or Path("runs") / name, resume=resume)
+        if is_second_stage_recipe(config):
+            model_dir = train_second_stage(config, out or Path("runs") / f"{name}-second-stage")
+        else:
+            model_dir = run_training(config, out or Path("runs") / name, resume=resume)
     except (DatasetError, KeyError, TypeError, ValueError, yaml.YAMLError) as exc:
         err.print(f"error: {config}: {type(exc).__name__}: {exc}")
         raise typer.Exit(EXIT_USAGE) from None
+    except ModelIntegrityError as exc:  # the second stage's first-stage model
+        err.print(f"error: {exc}")
+        raise typer.Exit(EXIT_MODEL) from None
     console.print(f"locked model written to {model_dir}")
 
 

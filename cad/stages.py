@@ -1,5 +1,5 @@
-"""Wall-clock time per processing stage of an analysis (decode, preprocess, model, linking,
-outputs), for `cad bench` and the run summary of `cad detect`.
+"""Wall-clock time per processing stage of an analysis (decode, preprocess, model, rescore,
+linking, outputs), for `cad bench` and the run summary of `cad detect`.
 
 Timing never changes what is computed: the pipeline takes a :class:`StageClock` and calls
 :meth:`StageClock.stage` around each stage; without one, :data:`NO_CLOCK` does nothing.
@@ -19,6 +19,8 @@ class Stage(str, Enum):
     DECODE = "decode"
     PREPROCESS = "preprocess"
     MODEL = "model"
+    #: second stage: blob candidates, patches, dual-view rescoring, per-view suppression
+    RESCORE = "rescore"
     LINKING = "linking"
     OUTPUTS = "outputs"
 

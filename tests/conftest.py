@@ -8,14 +8,36 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pydicom
 import pytest
+from PIL import Image
 from pydicom.dataset import Dataset
 
+from cad.io.image import Laterality, MammogramImage, PixelSpacing, View
 from cad.tools.phantom.generate import generate
 
 DATA = Path(__file__).parent / "data"
 PHANTOM_SEED = 20261123
+#: the four real 16-bit CC mammograms (PNG, no annotations; provenance in tests/data)
+REAL_MAMMOGRAMS = sorted((DATA / "real-mammograms").glob("*.png"))
+REAL_SPACING_MM = 0.085  # not recorded in the PNGs; typical for 2560 x 3328 detectors
+
+
+def load_real_mammogram(path: Path) -> MammogramImage:
+    """One real mammogram PNG as the image ingest would give (CC view, laterality from the name)."""
+    stored = np.asarray(Image.open(path))
+    return MammogramImage(
+        path, path.stem, "real", "real", "png", Laterality(path.stem.split("_")[1]), View.CC,
+        stored.astype(np.float32) / 65535.0, PixelSpacing(REAL_SPACING_MM, REAL_SPACING_MM, "assumed"),
+        "MONOCHROME2", 16, "png",
+    )
+
+
+@pytest.fixture(scope="session")
+def real_mammograms() -> dict[str, MammogramImage]:
+    """The four real mammograms by file stem, loaded once."""
+    return {path.stem: load_real_mammogram(path) for path in REAL_MAMMOGRAMS}
 
 
 @pytest.fixture(scope="session")
@@ -79,3 +101,30 @@ def write_variant(tmp_path: Path, exam_files: list[Path]) -> Callable[..., Path]
         return path
 
     return _write
+
+
+@pytest.fixture(scope="session")
+def two_stage_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A two-stage locked model: the released first stage and a seeded, untrained second stage,
+    with both ONNX exports registered. The released model has no second stage (docs/detection.md);
+    this keeps the second stage's code paths verified."""
+    import torch
+
+    from cad.detect.locked import MANIFEST_FILE, load_locked_model, register_export, write_locked_model
+    from cad.detect.onnx_export import RESCORER_RUNTIME_KEY, export_onnx, export_rescorer, register_onnx
+    from cad.detect.rescore import RescoreSettings
+    from cad.detect.rescore_model import DualViewRescorer
+
+    first = load_locked_model()
+    torch.manual_seed(20261202)
+    network = DualViewRescorer().eval()
+    folder = tmp_path_factory.mktemp("two-stage") / "model"
+    write_locked_model(folder, first.network, first.config, "two-stage-test", {"threshold": 0.5, "fpi": 1.0},
+                       {"note": "test fixture"}, {}, rescorer=(network, RescoreSettings(network.config)))
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    manifest["linking"] = first.manifest["linking"]
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    model = load_locked_model(folder)
+    register_onnx(folder, export_onnx(model, folder, write_manifest=False))
+    register_export(folder, RESCORER_RUNTIME_KEY, export_rescorer(model, folder))
+    return folder

@@ -319,6 +319,19 @@ def performance_page(inputs: DocInputs, static: Path) -> str:
                           [["dual-view scoring", *[fmt(v, 3) for v in dual.values()]],
                            ["single-view scoring", *[fmt(v, 3) for v in single.values()]],
                            ["fusion gain", *[fmt(metrics["fusion_gain"].get(k), 3) for k in dual]]]))
+    findable = metrics.get("detectability")
+    if findable:
+        def estimates(table: dict[str, Any]) -> list[str]:
+            return [fmt(table.get(k, {}).get("estimate"), 3) for k in dual]
+
+        out.append(heading("Against what is physically findable", "-"))
+        out.append(f"{findable['lesion_views_visible']} of {findable['lesion_views_recorded']} lesion views are "
+                   "visible to the ideal observer (definition: phantom documentation); a miss on a not-visible "
+                   "view is one the observer makes too.\n\n")
+        out.append(list_table(["false marks per image", *dual.keys()], [
+            ["visible lesion views", *estimates(findable["visible"]["sensitivity_at_fpi"])],
+            ["not-visible lesion views", *estimates(findable["not_visible"]["sensitivity_at_fpi"])],
+            ["per lesion (either view)", *estimates(metrics["per_lesion"]["sensitivity_at_fpi"])]]))
     for name, caption in (("froc.png", "FROC"), ("afroc.png", "AFROC"), ("roc.png", "Case-level ROC")):
         if (folder / name).is_file():
             shutil.copyfile(folder / name, static / f"performance-{name}")

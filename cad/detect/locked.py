@@ -25,8 +25,13 @@ from torchvision.models.detection import RetinaNet
 import cad
 from cad.detect.config import DetectorConfig
 from cad.detect.model import build_detector
+from cad.detect.rescore import RescoreSettings
+from cad.detect.rescore_model import DualViewRescorer
 
 WEIGHTS_FILE = "weights.safetensors"
+#: manifest key of the second stage's settings, and the prefix of its tensors in the weights file
+RESCORER_KEY = "rescorer"
+RESCORER_PREFIX = "rescorer."
 MANIFEST_FILE = "manifest.json"
 MANIFEST_VERSION = "1.0"
 #: the model shipped with this release (an editable install or a source checkout)
@@ -48,8 +53,11 @@ class LockedModel:
     manifest: dict[str, Any]
     path: Path
     #: SHA-256 of the canonical JSON of every setting that changes the output besides the
-    #: weights (detector limits, linking, operating point): reported with every result
+    #: weights (detector limits, second stage, linking, operating point): reported with every result
     settings_sha256: str = ""
+    #: the second stage (dual-view rescoring of the candidates), None for a one-stage model
+    rescorer: DualViewRescorer | None = None
+    rescore_settings: RescoreSettings | None = None
 
     @property
     def name(self) -> str:
@@ -72,7 +80,9 @@ def default_model_dir() -> Path:
     return Path(os.environ.get(MODEL_ENV) or DEFAULT_MODEL_DIR)
 
 
-def read_manifest(model_dir: Path) -> dict[str, Any]:
+def read_manifest(model_dir: Path, calibrated: bool = True) -> dict[str, Any]:
+    """The manifest, checked; ``calibrated=False`` also accepts a training run's model whose
+    operating point is not set yet (development tooling only: nothing at a site loads one)."""
     path = model_dir / MANIFEST_FILE
     if not path.is_file():
         raise ModelIntegrityError(f"{path}: model manifest not found")
@@ -80,7 +90,10 @@ def read_manifest(model_dir: Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text())
         str(manifest["weights"]["sha256"])
         dict(manifest["detector"])
-        threshold = float(manifest["operating_point"]["threshold"])
+        raw = manifest["operating_point"]["threshold"]
+        if raw is None and not calibrated:
+            return manifest
+        threshold = float(raw)
     except (ValueError, KeyError, TypeError) as exc:
         raise ModelIntegrityError(f"{path}: malformed model manifest ({type(exc).__name__}: {exc})") from None
     if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
@@ -89,19 +102,23 @@ def read_manifest(model_dir: Path) -> dict[str, Any]:
 
 
 def settings_hash(manifest: dict[str, Any]) -> str:
-    """SHA-256 of the output-changing settings besides the weights, as canonical JSON."""
+    """SHA-256 of the output-changing settings besides the weights, as canonical JSON (a model
+    without a second stage hashes as it did before there was one)."""
     settings = {k: manifest.get(k) for k in ("detector", "linking", "operating_point")}
+    if RESCORER_KEY in manifest:
+        settings[RESCORER_KEY] = manifest[RESCORER_KEY]
     settings["operating_point"] = {"threshold": manifest["operating_point"]["threshold"]}
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 
-def load_locked_model(model_dir: Path | None = None) -> LockedModel:
-    """Verify and load a locked model (default: the released phantom model).
+def load_locked_model(model_dir: Path | None = None, calibrated: bool = True) -> LockedModel:
+    """Verify and load a locked model (default: the released phantom model); ``calibrated=False``
+    for a training run's uncalibrated model (see :func:`read_manifest`).
 
     The weights are read once; the bytes that are hashed are the bytes that are loaded.
     """
     model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
-    manifest = read_manifest(model_dir)
+    manifest = read_manifest(model_dir, calibrated)
     weights = model_dir / str(manifest["weights"].get("file", WEIGHTS_FILE))
     if not weights.is_file():
         raise ModelIntegrityError(f"{weights}: model weights not found")
@@ -113,17 +130,26 @@ def load_locked_model(model_dir: Path | None = None) -> LockedModel:
             f"{weights}: weights do not match the manifest (SHA-256 {digest[:16]}…, manifest "
             f"says {expected[:16]}…); refusing to run a model that is not the locked one"
         )
+    rescorer = settings = None
     try:
         config = DetectorConfig.from_dict(manifest["detector"])
         network = build_detector(config)
         state = {k: v.float() if v.is_floating_point() else v for k, v in load_safetensors(raw).items()}
-        network.load_state_dict(state, strict=True)
-    except (ValueError, TypeError, RuntimeError, SafetensorError) as exc:
+        second = {k[len(RESCORER_PREFIX):]: v for k, v in state.items() if k.startswith(RESCORER_PREFIX)}
+        network.load_state_dict({k: v for k, v in state.items() if not k.startswith(RESCORER_PREFIX)}, strict=True)
+        if RESCORER_KEY in manifest:
+            settings = RescoreSettings.from_dict(manifest[RESCORER_KEY])
+            rescorer = DualViewRescorer(settings.network)
+            rescorer.load_state_dict(second, strict=True)
+            rescorer.eval()
+        elif second:
+            raise ValueError(f"the weights hold a second stage that the manifest does not describe ({RESCORER_KEY})")
+    except (ValueError, TypeError, KeyError, RuntimeError, SafetensorError) as exc:
         raise ModelIntegrityError(
             f"{model_dir}: model does not load ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})"
         ) from None
     network.eval()
-    return LockedModel(network, config, digest, manifest, model_dir, settings_hash(manifest))
+    return LockedModel(network, config, digest, manifest, model_dir, settings_hash(manifest), rescorer, settings)
 
 
 def write_locked_model(
@@ -134,12 +160,17 @@ def write_locked_model(
     operating_point: dict[str, Any],
     training: dict[str, Any],
     metrics: dict[str, Any],
+    rescorer: tuple[DualViewRescorer, RescoreSettings] | None = None,
 ) -> Path:
-    """Write weights (float16 safetensors) and a manifest naming their SHA-256."""
+    """Write weights (float16 safetensors; a second stage's under ``rescorer.``, in the same
+    file and so under the same hash) and a manifest naming their SHA-256."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    tensors = dict(network.state_dict())
+    if rescorer is not None:
+        tensors.update({RESCORER_PREFIX + k: v for k, v in rescorer[0].state_dict().items()})
     state = {
         k: (v.detach().to(torch.float16) if v.is_floating_point() else v.detach()).contiguous()
-        for k, v in network.state_dict().items()
+        for k, v in tensors.items()
     }
     weights = out_dir / WEIGHTS_FILE
     save_file(state, str(weights), metadata={"name": name, "dtype": "float16"})
@@ -154,6 +185,8 @@ def write_locked_model(
         "training": training,
         "metrics": metrics,
     }
+    if rescorer is not None:
+        manifest[RESCORER_KEY] = rescorer[1].to_dict()
     (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return out_dir
 

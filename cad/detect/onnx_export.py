@@ -25,6 +25,7 @@ from torchvision.models.detection import RetinaNet
 
 from cad.detect.inputs import SIZE_DIVISIBLE
 from cad.detect.locked import LockedModel, register_export, sha256_file
+from cad.detect.rescore import OWN_FEATURES, PAIR_FEATURES, PATCH
 
 ONNX_FILE = "detector.onnx"
 ONNX_MANIFEST_FILE = "onnx_manifest.json"
@@ -107,10 +108,17 @@ def export_proto(module: nn.Module, opset: int = OPSET) -> onnx.ModelProto:
     blocks_h = torch.export.Dim("blocks_h", min=2, max=1024)
     blocks_w = torch.export.Dim("blocks_w", min=2, max=1024)
     dynamic = {"image": {0: batch, 2: SIZE_DIVISIBLE * blocks_h, 3: SIZE_DIVISIBLE * blocks_w}}
+    return _export_proto(module, (example,), [INPUT_NAME], list(OUTPUT_NAMES), dynamic, opset)
+
+
+def _export_proto(module: nn.Module, example: tuple[torch.Tensor, ...], input_names: list[str],
+                  output_names: list[str], dynamic: dict[str, Any], opset: int) -> onnx.ModelProto:
+    """The dynamo exporter's graph of ``module`` without exporter metadata (so that the file
+    is the same from run to run), unoptimised (optimisation is left to the runtime)."""
     with tempfile.TemporaryDirectory() as tmp, torch.inference_mode(False), torch.no_grad():
         program = torch.onnx.export(
-            module, (example,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
-            output_names=list(OUTPUT_NAMES), dynamic_shapes=dynamic, external_data=False,
+            module, example, dynamo=True, opset_version=opset, input_names=input_names,
+            output_names=output_names, dynamic_shapes=dynamic, external_data=False,
             optimize=False, verbose=False, artifacts_dir=tmp,
         )
         assert program is not None
@@ -157,3 +165,52 @@ def export_onnx(
 def register_onnx(model_dir: Path, entry: dict[str, Any]) -> None:
     """Record ``entry`` as ``runtimes.onnxruntime`` in the model's manifest.json."""
     register_export(model_dir, RUNTIME_KEY, entry)
+
+
+RESCORER_ONNX_FILE = "rescorer.onnx"
+#: key of the second stage's ONNX entry in a model's manifest.json: ``runtimes`` -> this
+RESCORER_RUNTIME_KEY = "onnxruntime_rescorer"
+RESCORER_INPUTS = ("patches", "own", "index", "pair", "mask")
+RESCORER_OUTPUTS = ("single_logit", "dual_logit")
+#: the most candidates of one breast the export accepts (2 views x (20 detections + blobs))
+MAX_CANDIDATES = 4096
+
+
+def export_rescorer_proto(network: nn.Module, opset: int = OPSET) -> onnx.ModelProto:
+    """The second stage (one breast's candidates -> two logits each) as an ONNX graph with a
+    dynamic number of candidates."""
+    k = network.config.counterparts
+    example = (torch.zeros(3, 2, PATCH, PATCH), torch.zeros(3, len(OWN_FEATURES)),
+               torch.tensor([[1, 2, 0, 0][:k], [0, 2, 1, 0][:k], [0, 1, 0, 0][:k]], dtype=torch.int64),
+               torch.zeros(3, k, len(PAIR_FEATURES)), torch.ones(3, k))
+    rows = torch.export.Dim("candidates", min=1, max=MAX_CANDIDATES)
+    dynamic = {name: {0: rows} for name in RESCORER_INPUTS}
+    return _export_proto(network.eval(), example, list(RESCORER_INPUTS), list(RESCORER_OUTPUTS), dynamic, opset)
+
+
+def export_rescorer(model: LockedModel, out_dir: Path, opset: int = OPSET) -> dict[str, Any]:
+    """Export ``model``'s second stage to ``out_dir/rescorer.onnx``; returns its manifest entry."""
+    if model.rescorer is None:
+        raise ValueError(f"{model.path}: the model has no second stage to export")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    proto = export_rescorer_proto(model.rescorer, opset)
+    converted = _fp16_initializers(proto)
+    onnx.checker.check_model(proto)
+    path = out_dir / RESCORER_ONNX_FILE
+    onnx.save_model(proto, str(path))
+    return {
+        "file": RESCORER_ONNX_FILE,
+        "sha256": sha256_file(path),
+        "bytes": path.stat().st_size,
+        "source_weights_sha256": model.sha256,
+        "model_name": model.name,
+        "opset": opset,
+        "exporter": "torch.onnx.export (dynamo=True, optimize=False, weights float16-exact)",
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "initializers": f"float16 with Cast to float32 ({converted} exactly representable tensors)",
+        "inputs": {"patches": [f"M (1-{MAX_CANDIDATES})", "2", str(PATCH), str(PATCH)],
+                   "own": ["M", str(len(OWN_FEATURES))], "index": ["M", "K"],
+                   "pair": ["M", "K", str(len(PAIR_FEATURES))], "mask": ["M", "K"]},
+        "outputs": {"single_logit": ["M"], "dual_logit": ["M"]},
+    }

@@ -7,11 +7,12 @@ an image that fails here (for example no breast found) never stops the rest of t
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 import cad
+from cad.detect import rescore
 from cad.detect.detector import ViewDetections, run_network
 from cad.detect.findings import (
     ANALYZED,
@@ -27,6 +28,7 @@ from cad.detect.findings import (
 from cad.detect.inputs import ViewInput, prepare_view
 from cad.detect.linking import Candidate, LinkingConfig, candidates, fuse, link
 from cad.detect.locked import LockedModel
+from cad.detect.rescore_model import run_rescorer
 from cad.detect.runtime import Runtime
 from cad.io.image import IngestFailure, Laterality, MammogramImage, Study, View
 from cad.stages import NO_CLOCK, Stage, StageClock
@@ -87,6 +89,79 @@ def detect_views(
     return analysed, refused
 
 
+@dataclass(frozen=True)
+class RescoredBreast:
+    """One breast's candidates after the second stage: its inputs, the single- and dual-view
+    probabilities of every row, and the rows kept by per-view non-maximum suppression."""
+
+    inputs: rescore.BreastInputs
+    single: np.ndarray
+    dual: np.ndarray
+    rows: list[int]
+
+
+def rescore_breast(views: list[AnalysedView], model: LockedModel, runtime: Runtime | None) -> RescoredBreast:
+    """Candidates of both sources rescored with both views; per view, those scoring at least
+    the floor survive non-maximum suppression on the dual-view score, at most the detector's
+    per-view limit."""
+    settings = model.rescore_settings
+    assert model.rescorer is not None and settings is not None
+    inputs = rescore.breast_inputs([(v.view_input, v.image.view, v.detections) for v in views], settings.blobs)
+    if len(inputs) == 0:
+        return RescoredBreast(inputs, np.zeros(0), np.zeros(0), [])
+    if runtime is not None and hasattr(runtime, "rescore"):
+        single_logit, dual_logit = runtime.rescore(inputs)
+    else:
+        single_logit, dual_logit = run_rescorer(model.rescorer, inputs)
+    single, dual = rescore.sigmoid(single_logit), rescore.sigmoid(dual_logit)
+    rows: list[int] = []
+    for position in range(len(inputs.views)):
+        members = np.flatnonzero(inputs.view_of == position)
+        mine = members[dual[members] >= model.config.score_floor]
+        if not len(mine):
+            continue
+        boxes = inputs.found[position].model_boxes[mine - members[0]]
+        rows += [int(mine[k]) for k in rescore.suppress(boxes, dual[mine], settings.nms_iou,
+                                                          model.config.max_detections_per_view)]
+    return RescoredBreast(inputs, single, dual, sorted(rows))
+
+
+def _rescored_findings(
+    laterality: Laterality, views: list[AnalysedView], rescored: RescoredBreast, model: LockedModel
+) -> list[tuple[float, Finding]]:
+    """Findings of one rescored breast: linking on the dual-view scores, each finding scored by
+    its dual-view score(s); each view's own ``score`` is its single-view score."""
+    settings = model.rescore_settings
+    assert settings is not None
+    inputs, single, dual, rows = rescored.inputs, rescored.single, rescored.dual, rescored.rows
+    cc_rows = [r for r in rows if inputs.kinds[inputs.view_of[r]] is View.CC]
+    mlo_rows = [r for r in rows if inputs.kinds[inputs.view_of[r]] is View.MLO]
+
+    def linking(selected: list[int]) -> list[Candidate]:
+        return [replace(inputs.linking[r], index=k, score=float(dual[r])) for k, r in enumerate(selected)]
+
+    links = link(linking(cc_rows), linking(mlo_rows), linking_config(model))
+
+    def fview(row: int) -> FindingView:
+        position = int(inputs.view_of[row])
+        view = views[inputs.views[position]]
+        first = int(np.searchsorted(inputs.view_of, position))  # rows are grouped by view
+        box = tuple(float(c) for c in inputs.found[position].boxes[row - first])
+        return FindingView(view.image.sop_instance_uid, view.image.view.value, box,  # type: ignore[arg-type]
+                           round(float(single[row]), SCORE_DIGITS))
+
+    out: list[tuple[float, Finding]] = []
+    for l in links:
+        a, b = cc_rows[l.cc], mlo_rows[l.mlo]
+        score = settings.combine(float(dual[a]), float(dual[b]))
+        out.append((score, Finding("", laterality.value, FINDING_TYPE, score, (fview(a), fview(b)), l.cost)))
+    linked = {cc_rows[l.cc] for l in links} | {mlo_rows[l.mlo] for l in links}
+    for row in rows:
+        if row not in linked:
+            out.append((float(dual[row]), Finding("", laterality.value, FINDING_TYPE, float(dual[row]), (fview(row),))))
+    return out
+
+
 def _breast_findings(
     laterality: Laterality, views: list[AnalysedView], config: LinkingConfig
 ) -> list[tuple[float, Finding]]:
@@ -141,6 +216,14 @@ def analyse_studies(
     equal shape from different exams share batches; linking stays per study and breast."""
     analysed, refused = detect_views(model, [image for study in studies for image in study.images],
                                      runtime, clock)
+    rescored: dict[tuple[str, Laterality], RescoredBreast] = {}
+    if model.rescorer is not None:
+        with clock.stage(Stage.RESCORE):
+            for study in studies:
+                for laterality in (Laterality.RIGHT, Laterality.LEFT):
+                    views = [v for v in analysed if v.image.study_instance_uid == study.study_instance_uid
+                             and v.image.laterality is laterality]
+                    rescored[(study.study_instance_uid, laterality)] = rescore_breast(views, model, runtime)
     results = []
     with clock.stage(Stage.LINKING):
         for study in studies:
@@ -148,12 +231,13 @@ def analyse_studies(
             members = {image.sop_instance_uid for image in study.images}
             views = [v for v in analysed if v.image.study_instance_uid == uid]
             failed = [r for r in refused if r.sop_instance_uid in members]
-            results.append((_study_findings(study, model, views, failed), views))
+            results.append((_study_findings(study, model, views, failed, rescored), views))
     return results
 
 
 def _study_findings(
-    study: Study, model: LockedModel, analysed: list[AnalysedView], refused: list[ImageStatus]
+    study: Study, model: LockedModel, analysed: list[AnalysedView], refused: list[ImageStatus],
+    rescored: dict[tuple[str, Laterality], RescoredBreast] | None = None,
 ) -> StudyFindings:
     """Per-breast linking and fusion of one study's detections, and every image's status."""
     config = linking_config(model)
@@ -165,7 +249,11 @@ def _study_findings(
     scored: list[tuple[float, Finding]] = []
     for laterality in (Laterality.RIGHT, Laterality.LEFT):
         views = [v for v in analysed if v.image.laterality is laterality]
-        scored += _breast_findings(laterality, views, config)
+        if model.rescorer is not None:
+            breast = (rescored or {})[(study.study_instance_uid, laterality)]
+            scored += _rescored_findings(laterality, views, breast, model)
+        else:
+            scored += _breast_findings(laterality, views, config)
     scored.sort(key=lambda t: (-round(t[0], 6), t[1].laterality, t[1].views[0].view, t[1].views[0].box))
     result.findings = [
         Finding(f"F{n:03d}", f.laterality, f.type, round(float(np.clip(s, 0.0, 1.0)), SCORE_DIGITS),

@@ -1,6 +1,7 @@
 """Inference runtimes for the locked detector's network: PyTorch, ONNX Runtime, TensorRT.
 
-Every runtime turns prepared views into :class:`~cad.detect.detector.ViewDetections`. They
+Every runtime turns prepared views into :class:`~cad.detect.detector.ViewDetections`, and one
+breast's candidates into second-stage logits (:mod:`cad.detect.rescore`). They
 differ only in what computes the backbone, FPN and heads; anchors, box decoding, NMS,
 clipping and sorting are the same torchvision/Python code for all of them. The ONNX file that
 runs is verified against the SHA-256 in the model manifest before use, like the weights.
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 from enum import Enum
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -18,6 +19,8 @@ import torch
 from cad.detect.detector import DEFAULT_MAX_BATCH, ViewDetections, detect_with_heads, run_network
 from cad.detect.inputs import ViewInput
 from cad.detect.locked import ExportKind, LockedModel, ModelIntegrityError, verified_export
+from cad.detect.rescore import BreastInputs
+from cad.detect.rescore_model import run_rescorer
 
 
 class RuntimeName(str, Enum):
@@ -38,16 +41,19 @@ class RuntimeUnavailableError(RuntimeError):
 
 
 class Runtime(Protocol):
-    """Runs the locked network on prepared views, batching views of equal shape."""
+    """Runs the locked network on prepared views, batching views of equal shape, and the second
+    stage (when the model has one) on one breast's candidates."""
 
     name: str
     max_batch: int
 
     def detect(self, inputs: list[ViewInput]) -> list[ViewDetections]: ...
 
+    def rescore(self, inputs: BreastInputs) -> tuple[np.ndarray, np.ndarray]: ...
+
 
 class TorchRuntime:
-    """The reference: the locked PyTorch network (:func:`run_network`)."""
+    """The reference: the locked PyTorch network (:func:`run_network`) and second stage."""
 
     name = RuntimeName.TORCH.value
 
@@ -57,6 +63,50 @@ class TorchRuntime:
 
     def detect(self, inputs: list[ViewInput]) -> list[ViewDetections]:
         return run_network(self.model.network, inputs, self.max_batch)
+
+    def rescore(self, inputs: BreastInputs) -> tuple[np.ndarray, np.ndarray]:
+        if self.model.rescorer is None:
+            raise ValueError(f"{self.model.path}: the model has no second stage")
+        return run_rescorer(self.model.rescorer, inputs)
+
+
+#: the second stage's ONNX export as the manifest records it (cad export --format onnx)
+RESCORER_ONNX_EXPORT = ExportKind("onnxruntime_rescorer", "ONNX second-stage model", "ONNX export of the second stage",
+                                  "exported", "run `cad export --format onnx --out <model folder>` or use --runtime torch")
+
+
+class OnnxRescorer:
+    """The second stage in ONNX Runtime (CPU), verified like the first; the GPU runtimes use it
+    too, since the second stage costs milliseconds per breast."""
+
+    def __init__(self, model: LockedModel, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        raw, _, _ = verified_export(model, RESCORER_ONNX_EXPORT)
+        self.session = _session(ort, raw, model, threads)
+
+    def rescore(self, inputs: BreastInputs) -> tuple[np.ndarray, np.ndarray]:
+        if len(inputs) == 0:
+            return np.zeros(0), np.zeros(0)
+        feed = {"patches": inputs.patches, "own": inputs.own, "index": inputs.pairs.index,
+                "pair": inputs.pairs.features, "mask": inputs.pairs.mask}
+        single, dual = self.session.run(None, feed)
+        return single.astype(np.float64), dual.astype(np.float64)
+
+
+def _session(ort: Any, raw: bytes, model: LockedModel, threads: int | None) -> Any:
+    """A deterministic CPU session (fixed threads, sequential, fixed graph optimisation)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OnnxRuntime.GRAPH_OPTIMIZATION)
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(raw, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ModelIntegrityError(f"{model.path}: ONNX model does not load ({type(exc).__name__}: "
+                                  f"{str(exc).splitlines()[0][:160]})") from None
 
 
 #: the ONNX export as the manifest records it (cad export --format onnx)
@@ -79,17 +129,8 @@ class OnnxRuntime:
         import onnxruntime as ort
 
         raw, _, _ = verified_export(model, ONNX_EXPORT)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, self.GRAPH_OPTIMIZATION)
-        options.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(raw, options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise ModelIntegrityError(f"{model.path}: ONNX model does not load ({type(exc).__name__}: "
-                                      f"{str(exc).splitlines()[0][:160]})") from None
+        self.session = _session(ort, raw, model, threads)
+        self.rescorer = OnnxRescorer(model, threads) if model.rescorer is not None else None
         self.model = model
         self.max_batch = max_batch
         self.input_name = self.session.get_inputs()[0].name
@@ -101,6 +142,11 @@ class OnnxRuntime:
 
     def detect(self, inputs: list[ViewInput]) -> list[ViewDetections]:
         return detect_with_heads(self.model.network, inputs, self.max_batch, self.run_heads)
+
+    def rescore(self, inputs: BreastInputs) -> tuple[np.ndarray, np.ndarray]:
+        if self.rescorer is None:
+            raise ValueError(f"{self.model.path}: the model has no second stage")
+        return self.rescorer.rescore(inputs)
 
 
 def tensorrt_available() -> bool:

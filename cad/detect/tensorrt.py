@@ -39,6 +39,7 @@ from cad.detect.locked import (
     verified_export,
 )
 from cad.detect.onnx_export import INPUT_NAME, OUTPUT_NAMES, HeadNetwork, export_proto
+from cad.detect.rescore import BreastInputs
 
 ENGINE_FILE = "detector.plan"
 FP16_ONNX_FILE = "detector-fp16.onnx"
@@ -135,6 +136,9 @@ class TensorRTRuntime:
         self.model = model
         self.max_batch = min(max_batch, PROFILE["max"][0])
         self.stream = torch.cuda.Stream()
+        from cad.detect.runtime import OnnxRescorer
+
+        self.rescorer = OnnxRescorer(model) if model.rescorer is not None else None
 
     def run_heads(self, array: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Head outputs (on the CPU) of a float32 batch [N, 1, H, W]."""
@@ -154,6 +158,12 @@ class TensorRTRuntime:
 
     def detect(self, inputs: list[ViewInput]) -> list[ViewDetections]:
         return detect_with_heads(self.model.network, inputs, self.max_batch, self.run_heads)
+
+    def rescore(self, inputs: BreastInputs) -> tuple[np.ndarray, np.ndarray]:
+        """The second stage in ONNX Runtime on the CPU (milliseconds per breast)."""
+        if self.rescorer is None:
+            raise ValueError(f"{self.model.path}: the model has no second stage")
+        return self.rescorer.rescore(inputs)
 
 
 def parity(reference: list[ViewDetections], candidate: list[ViewDetections]) -> dict[str, Any]:

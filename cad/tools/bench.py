@@ -6,6 +6,9 @@ from the page cache), findings.json, the Mammography CAD SR and the presentation
 written, i.e. exactly :func:`cad.job.run_studies` without overlays. Runtimes take turns on every
 repeat, so machine load affects them alike and their ratios are fair on a shared machine.
 
+With ``--baseline-model`` the same runtimes also run another locked model (for example the
+previous release) in the same turns, and the ratio of mean exam times is reported.
+
 Also measured: model-stage throughput against batch size (views of one shape), the cold start
 of ``cad detect`` on one exam in a fresh process, how exam time grows with image size (other
 exam folders given with ``--size-input``), and the process's peak resident memory.
@@ -87,11 +90,19 @@ def bench_runtimes(
     exams: list[tuple[Path, ...]], model: LockedModel, runtimes: dict[str, Runtime], repeats: int, out: Path
 ) -> dict[str, Any]:
     """Per runtime: model seconds per view, exam latency p50/p95, exams per minute, stage means."""
-    for name, runtime in runtimes.items():  # warm-up: first-call allocations, lazy imports
+    return bench_engines(exams, {name: (model, runtime) for name, runtime in runtimes.items()}, repeats, out)
+
+
+def bench_engines(
+    exams: list[tuple[Path, ...]], engines: dict[str, tuple[LockedModel, Runtime]], repeats: int, out: Path
+) -> dict[str, Any]:
+    """:func:`bench_runtimes` for any (model, runtime) pairs: they take turns on every repeat, so
+    their ratios are taken in one run under the same machine load."""
+    for name, (model, runtime) in engines.items():  # warm-up: first-call allocations, lazy imports
         time_exam(exams[0], model, runtime, out / "warmup" / name)
-    runs: dict[str, list[tuple[float, StageClock, int]]] = {name: [] for name in runtimes}
+    runs: dict[str, list[tuple[float, StageClock, int]]] = {name: [] for name in engines}
     for _ in range(repeats):
-        for name, runtime in runtimes.items():
+        for name, (model, runtime) in engines.items():
             for k, paths in enumerate(exams):
                 runs[name].append(time_exam(paths, model, runtime, out / name / str(k)))
     return {name: _summary(r) for name, r in runs.items()}
@@ -184,7 +195,7 @@ def machine() -> dict[str, Any]:
 
 def run_bench(
     inputs: list[Path], model: LockedModel, runtimes: list[str], repeats: int = 3, max_exams: int = 4,
-    size_inputs: list[Path] | None = None, with_cold_start: bool = True,
+    size_inputs: list[Path] | None = None, with_cold_start: bool = True, baseline: LockedModel | None = None,
 ) -> dict[str, Any]:
     """Every measurement of `cad bench`, as the JSON document it writes."""
     exams = exam_files(inputs)[:max_exams]
@@ -201,9 +212,21 @@ def run_bench(
         raise RuntimeUnavailableError("none of the runtimes asked for can run here")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        timed = bench_runtimes(exams, model, engines, repeats, out)
+        pairs = {name: (model, runtime) for name, runtime in engines.items()}
+        if baseline is not None:  # the same runtimes on the baseline model, in the same turns
+            pairs.update({f"baseline/{name}": (baseline, make_runtime(baseline, name)) for name in engines})
+        both = bench_engines(exams, pairs, repeats, out)
+        timed = {name: both[name] for name in engines}
         result: dict[str, Any] = {"runtimes": {**timed, **{n: {"available": False, "reason": r}
                                                           for n, r in unavailable.items()}}}
+        if baseline is not None:
+            result["baseline"] = {
+                "model": baseline.name, "model_sha256": baseline.sha256,
+                "runtimes": {name: both[f"baseline/{name}"] for name in engines},
+                "exam_time_ratio": {name: round(timed[name]["exam_latency_mean_s"]
+                                                / both[f"baseline/{name}"]["exam_latency_mean_s"], 3)
+                                    for name in engines},
+            }
         names = list(engines)
         if {RuntimeName.TORCH.value, RuntimeName.ONNXRUNTIME.value} <= set(timed):
             torch_s = timed[RuntimeName.TORCH.value]["model_s_per_view"]

@@ -8,29 +8,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cad.io.image import Laterality, MammogramImage, PixelSpacing, View
+from cad.io.image import Laterality, MammogramImage
 from cad.preprocess import compute_geometry
 
 REAL = Path(__file__).resolve().parents[1] / "data" / "real-mammograms"
 FILES = sorted(REAL.glob("*.png"))
-ASSUMED_SPACING_MM = 0.085  # not recorded in the PNGs; typical for 2560 x 3328 detectors
-
-
-def _load(path: Path) -> MammogramImage:
-    stored = np.asarray(Image.open(path))
-    laterality = Laterality(path.stem.split("_")[1])
-    return MammogramImage(
-        path, path.stem, "real", "real", "png", laterality, View.CC,
-        stored.astype(np.float32) / 65535.0,
-        PixelSpacing(ASSUMED_SPACING_MM, ASSUMED_SPACING_MM, "assumed"),
-        "MONOCHROME2", 16, "png",
-    )
 
 
 @pytest.mark.req("SRS-GEO-001", "SRS-GEO-002", "SRS-GEO-003")
 @pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
-def test_real_mammogram_geometry(path: Path) -> None:
-    image = _load(path)
+def test_real_mammogram_geometry(path: Path, real_mammograms: dict[str, MammogramImage]) -> None:
+    image = real_mammograms[path.stem]
     geometry = compute_geometry(image)
     m = geometry.mask
     stored = np.asarray(Image.open(path))
@@ -59,12 +47,12 @@ def test_real_mammogram_geometry(path: Path) -> None:
 
 
 @pytest.mark.req("SRS-DET-003")
-def test_detections_on_real_mammograms_lie_inside_the_breast() -> None:
+def test_detections_on_real_mammograms_lie_inside_the_breast(real_mammograms: dict[str, MammogramImage]) -> None:
     from cad.detect.locked import load_locked_model
     from cad.detect.pipeline import detect_views
 
     model = load_locked_model()
-    images = [_load(path) for path in FILES]
+    images = list(real_mammograms.values())
     analysed, refused = detect_views(model, images)
     assert refused == [] and len(analysed) == len(FILES)
     for view in analysed:

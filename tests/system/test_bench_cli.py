@@ -11,7 +11,7 @@ import pytest
 
 from cad.detect.runtime import tensorrt_available
 
-STAGES = {"decode", "preprocess", "model", "linking", "outputs"}
+STAGES = {"decode", "preprocess", "model", "rescore", "linking", "outputs"}
 
 
 @pytest.mark.req("SRS-RT-007")
@@ -52,3 +52,24 @@ def test_bench_refuses_unknown_runtime(mass_phantom_dir: Path, tmp_path: Path) -
          "--runtimes", "torch,openvino"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "--runtimes torch,openvino" in result.stderr
     assert not (tmp_path / "b.json").exists()
+
+
+@pytest.mark.req("SRS-RT-007")
+@pytest.mark.slow
+def test_bench_times_a_baseline_model_in_the_same_turns(mass_phantom_dir: Path, tmp_path: Path) -> None:
+    from cad.detect.locked import default_model_dir, load_locked_model
+
+    out = tmp_path / "bench.json"
+    model = default_model_dir()
+    result = subprocess.run(
+        [sys.executable, "-m", "cad.cli", "bench", str(mass_phantom_dir), "--json", str(out), "--repeats", "1",
+         "--exams", "1", "--runtimes", "onnxruntime", "--no-cold-start", "--baseline-model", str(model)],
+        capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr
+    bench = json.loads(out.read_text())
+    baseline = bench["baseline"]
+    assert baseline["model_sha256"] == load_locked_model(model).sha256
+    row, base = bench["runtimes"]["onnxruntime"], baseline["runtimes"]["onnxruntime"]
+    assert baseline["exam_time_ratio"]["onnxruntime"] == pytest.approx(
+        row["exam_latency_mean_s"] / base["exam_latency_mean_s"], abs=1e-3)
+    assert "exam time against" in result.stdout

@@ -101,3 +101,19 @@ def test_findings_of_other_studies_are_one_clear_error(report: Path, tmp_path: P
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and "cover none of the 3 exams" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.req("SRS-PERF-007")
+def test_gallery_of_found_and_missed_lesions(report: Path, mass_phantom_dir: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from cad.tools.gallery import TILE, gallery
+
+    counts = gallery(mass_phantom_dir / "truth.json", report.parent / "findings", tmp_path / "g.png",
+                     missed=5, found=5)
+    masses = [lesion for lesion in json.loads((mass_phantom_dir / "truth.json").read_text())["exams"][0]["lesions"]
+              if lesion["type"] == "mass" and lesion["diameter_mm"] >= 8]
+    assert counts["found"] + counts["missed"] == sum(len(lesion["views"]) for lesion in masses) > 0
+    assert counts["drawn"] == min(5, counts["found"]) + min(5, counts["missed"])
+    with Image.open(tmp_path / "g.png") as image:
+        assert image.size[0] == 5 * TILE and image.size[1] % TILE == 0

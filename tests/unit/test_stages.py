@@ -20,7 +20,7 @@ def test_stage_clock_accumulates_per_stage() -> None:
     assert clock.seconds[Stage.MODEL] >= 0.02
     assert clock.seconds[Stage.DECODE] < clock.seconds[Stage.MODEL]
     assert clock.total() == pytest.approx(sum(clock.seconds.values()))
-    assert list(clock.as_dict()) == ["decode", "preprocess", "model", "linking", "outputs"]
+    assert list(clock.as_dict()) == ["decode", "preprocess", "model", "rescore", "linking", "outputs"]
 
 
 @pytest.mark.req("SRS-RT-007")

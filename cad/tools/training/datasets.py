@@ -51,7 +51,7 @@ def load_dataset(fmt: str, root: Path, split: str | None = None, **options: floa
     if not root.exists():
         raise DatasetError(f"{root}: dataset folder does not exist")
     if fmt == "phantom":
-        return load_phantom(root)
+        return load_phantom(root, min_mass_mm=float(options.get("min_mass_mm", 0.0)))
     if fmt == "cbis-ddsm":
         return load_cbis_ddsm(root, spacing_mm=float(options.get("spacing_mm", CBIS_DEFAULT_SPACING_MM)))
     if fmt == "vindr-mammo":
@@ -61,8 +61,10 @@ def load_dataset(fmt: str, root: Path, split: str | None = None, **options: floa
     raise DatasetError(f"unknown dataset format {fmt!r}; expected one of {', '.join(FORMATS)}")
 
 
-def load_phantom(root: Path) -> list[AnnotatedImage]:
-    """`cad phantom` output: DIR/truth.json and the DICOM files it names."""
+def load_phantom(root: Path, min_mass_mm: float = 0.0) -> list[AnnotatedImage]:
+    """`cad phantom` output: DIR/truth.json and the DICOM files it names. Masses smaller than
+    ``min_mass_mm`` join the other findings (not positives, ignored by validation), so that a
+    detector meant for masses of 8 mm and more does not learn to mark specks."""
     truth_path = root / "truth.json"
     if not truth_path.is_file():
         raise DatasetError(f"{root}: no truth.json (not a `cad phantom` folder)")
@@ -72,7 +74,8 @@ def load_phantom(root: Path) -> list[AnnotatedImage]:
         masses: dict[str, list[Box]] = {}
         others: dict[str, list[Box]] = {}
         for lesion in exam["lesions"]:
-            target = masses if lesion["type"] == "mass" else others
+            is_target = lesion["type"] == "mass" and float(lesion["diameter_mm"]) >= min_mass_mm
+            target = masses if is_target else others
             for view in lesion["views"]:
                 target.setdefault(view["sop_instance_uid"], []).append(tuple(view["box"]))
         for image in exam["images"]:

@@ -2,8 +2,9 @@
 
 Whole-image batches spend nearly all compute on background and barely learn in an hour on a
 CPU (../shared/notes: 0.10 sensitivity at 1 FPI after 20 min versus 1.00 with patches), so
-batches are patches: a set fraction centred (with jitter) on a mass, the rest anywhere in the
-breast. Augmentation never flips: after canonicalisation the chest wall is on the left and
+batches are patches: a set fraction centred (with jitter) on a mass, optionally a fraction
+centred on the false marks a previous model makes on the training images (hard negatives: dense
+tissue that looks like a mass), the rest anywhere in the breast. Augmentation never flips: after canonicalisation the chest wall is on the left and
 the top is lateral (CC) or superior (MLO); a flip would change that anatomical meaning.
 Only small rotations, scale, contrast/brightness jitter and noise are applied.
 """
@@ -66,6 +67,8 @@ class PatchSampler:
         positive_fraction: float,
         augment: AugmentConfig,
         rng: np.random.Generator,
+        hard_negatives: list[tuple[int, np.ndarray]] | None = None,
+        hard_negative_fraction: float = 0.0,
     ) -> None:
         self.images = images
         self.size = patch_size
@@ -73,17 +76,26 @@ class PatchSampler:
         self.augment = augment
         self.rng = rng
         self.positives = [(i, j) for i, im in enumerate(images) for j in range(len(im.boxes))]
+        #: (image, centre x/y) of a network's false marks, drawn with ``hard_negative_fraction``
+        self.hard_negatives = hard_negatives or []
+        self.hard_negative_fraction = hard_negative_fraction if self.hard_negatives else 0.0
         if not images:
             raise ValueError("no training images")
+        if positive_fraction + self.hard_negative_fraction > 1.0:
+            raise ValueError("positive_fraction + hard_negative_fraction exceeds 1")
 
     def _centre(self) -> tuple[int, np.ndarray]:
         rng = self.rng
-        if self.positives and rng.random() < self.positive_fraction:
+        draw = rng.random()
+        if self.positives and draw < self.positive_fraction:
             i, j = self.positives[int(rng.integers(len(self.positives)))]
             box = self.images[i].boxes[j]
             centre = (box[:2] + box[2:]) / 2
             jitter = rng.uniform(-0.35, 0.35, size=2) * self.size
             return i, centre + jitter
+        if draw < self.positive_fraction + self.hard_negative_fraction:
+            i, centre = self.hard_negatives[int(rng.integers(len(self.hard_negatives)))]
+            return i, centre + rng.uniform(-0.35, 0.35, size=2) * self.size
         i = int(rng.integers(len(self.images)))
         array = self.images[i].array
         # anywhere in the breast: a random pixel clearly above the background level

@@ -69,6 +69,15 @@ class Schedule:
     precision: str = "fp32"
     #: channels-last memory layout for the convolutions (faster with oneDNN on CPUs)
     channels_last: bool = False
+    #: share of patches centred on hard negatives once they are mined: at iteration
+    #: ``hard_negative_from``, the network of that moment marks ``hard_negative_images`` training
+    #: images (a seeded sample) and its false marks (score >= hard_negative_min_score, centre in
+    #: no lesion box) become patch centres. Mining inside the run keeps the recipe
+    #: self-contained; 0 keeps the released 0.2.0 recipe
+    hard_negative_fraction: float = 0.0
+    hard_negative_from: int = 0
+    hard_negative_images: int = 1500
+    hard_negative_min_score: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -98,13 +107,14 @@ class TrainConfig:
         for key in ("scale_range", "contrast_range"):
             if key in augment:
                 augment[key] = tuple(augment[key])
+        training = dict(raw.get("training", {}))
         return cls(
             name=raw["name"],
             seed=int(raw.get("seed", 0)),
             detector=DetectorConfig.from_dict(raw.get("detector", {})),
             train=sources(raw["data"]["train"]),
             validation=sources(raw["data"]["validation"]),
-            schedule=Schedule(**raw.get("training", {})),
+            schedule=Schedule(**training),
             augment=AugmentConfig(**augment),
             source_text=text,
         )
@@ -174,6 +184,30 @@ def _raw_detect(network: torch.nn.Module, array: np.ndarray) -> ViewDetections:
     return ViewDetections(boxes, boxes, out["scores"].double().cpu().numpy())
 
 
+def mine_hard_negatives(network: torch.nn.Module, images: list[PreparedImage], which: np.ndarray,
+                        min_score: float) -> list[tuple[int, np.ndarray]]:
+    """False marks of ``network`` on the training images ``which``: (image index, box centre) of
+    every detection scoring at least ``min_score`` whose centre lies in no lesion box (masses
+    and other findings alike), in model-input pixels."""
+    network.eval()
+    found: list[tuple[int, np.ndarray]] = []
+    for k in which:
+        k = int(k)
+        image = images[k]
+        det = _raw_detect(network, pad_to_stride(image.array.astype(np.float32)))
+        height, width = image.array.shape
+        known = np.concatenate([image.boxes.reshape(-1, 4), image.other_boxes.reshape(-1, 4)])
+        for box, score in zip(det.model_boxes, det.scores):
+            centre = (box[:2] + box[2:]) / 2
+            if score < min_score or not (0 <= centre[0] < width and 0 <= centre[1] < height):
+                continue
+            inside = ((known[:, 0] <= centre[0]) & (centre[0] < known[:, 2]) &
+                      (known[:, 1] <= centre[1]) & (centre[1] < known[:, 3]))
+            if not inside.any():
+                found.append((k, centre))
+    return found
+
+
 def _lr(schedule: Schedule, iteration: int) -> float:
     if iteration < schedule.warmup_iterations:
         return schedule.lr * (iteration + 1) / schedule.warmup_iterations
@@ -239,6 +273,10 @@ def train(config_path: Path, run_dir: Path, resume: bool = False) -> Path:
                        "torch": torch.__version__, "threads": sched.threads,
                        "device": str(device), "precision": precision})
     sampler = PatchSampler(train_images, sched.patch_size, sched.positive_fraction, config.augment, rng)
+    mined = run_dir / "hard_negatives.npy"
+    if sched.hard_negative_fraction > 0 and start >= sched.hard_negative_from and mined.is_file():
+        sampler.hard_negatives = [(int(row[0]), row[1:3].copy()) for row in np.load(mined)]
+        sampler.hard_negative_fraction = sched.hard_negative_fraction
     began = time.monotonic() - elapsed_before
     losses: list[float] = []
     reason = "max_iterations"
@@ -249,6 +287,15 @@ def train(config_path: Path, run_dir: Path, resume: bool = False) -> Path:
         task = progress.add_task("train", total=sched.max_iterations, completed=start, loss=0.0, best=max(best, 0))
         iteration = start
         while iteration < sched.max_iterations:
+            if sched.hard_negative_fraction > 0 and iteration == sched.hard_negative_from and not sampler.hard_negatives:
+                which = np.sort(np.random.default_rng(config.seed + 1).choice(
+                    len(train_images), min(sched.hard_negative_images, len(train_images)), replace=False))
+                hard = mine_hard_negatives(network, train_images, which, sched.hard_negative_min_score)
+                np.save(mined, np.array([(k, *c) for k, c in hard], dtype=np.float64).reshape(-1, 3))
+                _log(run_dir, {"event": "hard_negatives", "iteration": iteration, "images": len(which),
+                               "count": len(hard), "images_with_one": len({k for k, _ in hard})})
+                sampler.hard_negatives = hard
+                sampler.hard_negative_fraction = sched.hard_negative_fraction if hard else 0.0
             network.train()
             for group in optimiser.param_groups:
                 group["lr"] = _lr(sched, iteration)
