@@ -4,5 +4,5 @@ The device boundary is the ``cad`` package minus ``cad.tools`` (phantom generati
 development tooling that never runs on a site).
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 ALGORITHM_NAME = "mammo-cad dual-view RetinaNet"

@@ -36,10 +36,12 @@ class LinkingConfig:
     #: largest cost (sum of squared scaled differences) a linked pair may have
     gate: float = 9.0
     #: how much the two views' detector scores (logit) of one mass differ: a mass the detector
-    #: is sure of in one view is rarely a faint candidate in the other (0 disables the term)
-    score_sd_logit: float = 1.5
-    #: a detection scoring below this is never linked (weak marks stay single-view)
-    min_score: float = 0.05
+    #: is sure of in one view is rarely a faint candidate in the other (0 disables the term;
+    #: 1.5 in algorithm 0.2.0, 3.0 from 0.3.0: docs/detection.md)
+    score_sd_logit: float = 3.0
+    #: a detection scoring below this is never linked (weak marks stay single-view; 0.05 in
+    #: algorithm 0.2.0, where most linked findings at 1 FPI joined two false marks)
+    min_score: float = 0.15
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)

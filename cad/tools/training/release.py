@@ -15,8 +15,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import cad
 from cad.detect.linking import LinkingConfig
-from cad.detect.locked import MANIFEST_FILE, WEIGHTS_FILE, load_locked_model
+from cad.detect.locked import MANIFEST_FILE, WEIGHTS_FILE, load_locked_model, sha256_file
 from cad.detect.pipeline import analyse_study
 from cad.io import load
 from verification.standalone import evaluate
@@ -34,6 +35,7 @@ def calibrate(run_model: Path, validation: Path, out: Path, linking: LinkingConf
     (out / WEIGHTS_FILE).chmod(0o644)
     manifest = json.loads((run_model / MANIFEST_FILE).read_text())
     manifest["linking"] = linking.to_dict()
+    manifest["algorithm"] = {"name": cad.ALGORITHM_NAME, "version": cad.__version__}
     manifest["operating_point"] = {"threshold": 0.0, "fpi": OPERATING_FPI}
     _write_manifest(out, manifest)
     model = load_locked_model(out)
@@ -47,8 +49,10 @@ def calibrate(run_model: Path, validation: Path, out: Path, linking: LinkingConf
     manifest["operating_point"] = {
         "threshold": threshold,
         "fpi": OPERATING_FPI,
-        "definition": f"dual-view finding score at {OPERATING_FPI:g} false marks per image on the "
-        "validation phantoms (seed and size in training.data)",
+        "definition": f"dual-view finding score at {OPERATING_FPI:g} false marks per image on "
+        f"{len(truth['exams'])} validation phantom exams (seed {truth.get('seed')}), never used for testing",
+        "validation": {"exams": len(truth["exams"]), "seed": truth.get("seed"),
+                       "truth_sha256": sha256_file(validation / "truth.json")},
     }
     manifest.setdefault("metrics", {})["validation_pipeline"] = metrics
     _write_manifest(out, manifest)
