@@ -62,9 +62,11 @@ def render_overlay(
         x0, y0, x1, y1 = (float(v) * scale for v in mark.box)
         draw.rectangle((x0, y0, x1, y1), outline=mark.color, width=line_w)
         text_y = y0 - font.size - 4 if y0 > font.size + 6 else y1 + 4
-        bbox = draw.textbbox((x0, text_y), mark.label, font=font)
+        # a mark near the right edge keeps its whole label on the canvas: moved left, not clipped
+        text_x = max(0.0, min(x0, size[0] - draw.textlength(mark.label, font=font) - 2))
+        bbox = draw.textbbox((text_x, text_y), mark.label, font=font)
         draw.rectangle(bbox, fill=(0, 0, 0))
-        draw.text((x0, text_y), mark.label, fill=mark.color, font=font)
+        draw.text((text_x, text_y), mark.label, fill=mark.color, font=font)
 
     heading = title or f"{image.laterality.value} {image.view.value}"
     bbox = draw.textbbox((8, 8), heading, font=font)

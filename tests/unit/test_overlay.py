@@ -1,0 +1,33 @@
+"""Overlay rendering details a reader depends on (SRS-OUT-003)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from cad.io.image import Laterality, MammogramImage, PixelSpacing, View
+from cad.overlay import Mark, render_overlay
+
+COLOUR = (0, 210, 255)
+
+
+@pytest.mark.req("SRS-OUT-003")
+def test_a_label_near_the_right_edge_is_moved_left_not_clipped(tmp_path: Path) -> None:
+    height, width = 600, 400
+    image = MammogramImage(tmp_path / "x.dcm", "1.2.3", "1.2", "1.2.3.4", "test", Laterality.RIGHT, View.MLO,
+                           np.full((height, width), 0.3, np.float32), PixelSpacing(0.1, 0.1, "test"),
+                           "MONOCHROME2", 16, "test")
+    label = "F002 0.13 (this view only)"
+    box = (width - 30, 200, width - 5, 225)  # the label would run past the right edge from x0
+    png = render_overlay(image, None, [Mark(box, label, COLOUR)], tmp_path / "o.png")
+    rgb = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    font = ImageFont.load_default(size=max(14, height // 50))
+    label_width = ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(label, font=font)
+    assert label_width > 30  # the case under test: the label is wider than the room right of x0
+    rows = rgb[200 - font.size - 6 : 200, :]  # the label sits above the box
+    columns = np.flatnonzero((np.abs(rows - COLOUR).sum(axis=2) < 30).any(axis=0))
+    assert columns.size and columns.max() < width
+    assert columns.max() - columns.min() >= 0.85 * label_width, "label clipped at the image edge"
