@@ -18,8 +18,10 @@ Policy choices (documented in docs/ingest.md):
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import numpy as np
 import pydicom
@@ -60,6 +62,7 @@ from cad.io.image import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Transfer syntaxes the CAD decodes. Anything else is refused before decoding.
 SUPPORTED_TRANSFER_SYNTAXES: frozenset[str] = frozenset(
@@ -92,6 +95,20 @@ def _fail(path: Path, code: IngestErrorCode, message: str) -> IngestError:
     return IngestError(path, code, message)
 
 
+#: characters a quoted header value may show: a corrupt length can make a short attribute
+#: swallow the elements after it (patient name included), and element headers hold control
+#: bytes, so a value is shown only up to its first other character
+_SHOWN = re.compile(r"[A-Za-z0-9 ._+\-\\]{0,32}")
+
+
+def _shown(value: object) -> str:
+    """A header value as messages and logs may quote it (see ``_SHOWN``)."""
+    text = str(value)
+    match = _SHOWN.match(text)
+    kept = match.group(0) if match else ""
+    return kept if len(kept) == len(text) else kept + "..."
+
+
 def _text(ds: Dataset, keyword: str) -> str | None:
     value = ds.get(keyword)
     if value is None:
@@ -111,15 +128,15 @@ def read_laterality(ds: Dataset, path: Path) -> tuple[Laterality, list[str]]:
             raise _fail(
                 path,
                 IngestErrorCode.CONTRADICTORY_LATERALITY,
-                f"contradictory laterality: ImageLaterality is '{image_lat}' but "
-                f"Laterality is '{series_lat}'",
+                f"contradictory laterality: ImageLaterality is '{_shown(image_lat)}' but "
+                f"Laterality is '{_shown(series_lat)}'",
             )
         return Laterality(image_lat), notes
     if image_lat is not None and image_lat not in valid:
         raise _fail(
             path,
             IngestErrorCode.MISSING_LATERALITY,
-            f"laterality not usable: ImageLaterality is '{image_lat}' (expected 'L' or 'R')",
+            f"laterality not usable: ImageLaterality is '{_shown(image_lat)}' (expected 'L' or 'R')",
         )
     if series_lat in valid:
         notes.append("laterality taken from Laterality (0020,0060); ImageLaterality is absent")
@@ -181,11 +198,11 @@ def read_view(ds: Dataset, path: Path) -> tuple[View, list[str]]:
         code_view = _view_from_code(view_item)
         if code_view is None:
             scheme, value = _code_key(view_item)
-            notes.append(f"ViewCodeSequence code ({value}, {scheme}) is not a known view")
+            notes.append(f"ViewCodeSequence code ({_shown(value)}, {_shown(scheme)}) is not a known view")
     position = _text(ds, "ViewPosition")
     position_view = VIEW_POSITIONS.get(position) if position else None
     if position and position_view is None:
-        notes.append(f"ViewPosition '{position}' is not a known mammography view")
+        notes.append(f"ViewPosition '{_shown(position)}' is not a known mammography view")
 
     if code_view is not None and position_view is not None and code_view is not position_view:
         raise _fail(
@@ -230,7 +247,7 @@ def read_spacing(ds: Dataset, path: Path) -> PixelSpacing:
             raise _fail(
                 path,
                 IngestErrorCode.MISSING_SPACING,
-                f"{keyword} is not two numbers: {value!r}",
+                f"{keyword} is not two numbers: '{_shown(value)}'",
             ) from None
         low, high = SPACING_RANGE_MM
         if not (low <= row <= high and low <= col <= high):
@@ -259,7 +276,7 @@ def _check_identity(ds: Dataset, path: Path) -> None:
         raise _fail(
             path,
             IngestErrorCode.NOT_MG,
-            f"not a mammogram: Modality is '{modality or ''}' (expected 'MG')",
+            f"not a mammogram: Modality is '{_shown(modality or '')}' (expected 'MG')",
         )
     sop_class = str(ds.get("SOPClassUID", ""))
     intent = _text(ds, "PresentationIntentType")
@@ -271,11 +288,11 @@ def _check_identity(ds: Dataset, path: Path) -> None:
             "(send the processed image the workstation displays)",
         )
     if sop_class != MG_FOR_PRESENTATION:
-        name = UID(sop_class).name if sop_class else "absent"
+        name = _shown(UID(sop_class).name) if sop_class else "absent"
         raise _fail(
             path,
             IngestErrorCode.UNSUPPORTED_SOP_CLASS,
-            f"unsupported SOP class {sop_class or '(none)'} ({name}); expected Digital "
+            f"unsupported SOP class {_shown(sop_class) or '(none)'} ({name}); expected Digital "
             "Mammography X-Ray Image Storage - For Presentation",
         )
     for keyword in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
@@ -298,11 +315,11 @@ def _check_pixel_format(ds: Dataset, path: Path) -> None:
     meta = getattr(ds, "file_meta", None)
     ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
     if ts not in SUPPORTED_TRANSFER_SYNTAXES:
-        name = UID(ts).name if ts else "absent"
+        name = _shown(UID(ts).name) if ts else "absent"
         raise _fail(
             path,
             IngestErrorCode.UNSUPPORTED_TRANSFER_SYNTAX,
-            f"unsupported transfer syntax {ts or '(none)'} ({name})",
+            f"unsupported transfer syntax {_shown(ts) or '(none)'} ({name})",
         )
     if "PixelData" not in ds:
         raise _fail(path, IngestErrorCode.CORRUPT_PIXEL_DATA, "no pixel data (7FE0,0010)")
@@ -315,7 +332,7 @@ def _check_pixel_format(ds: Dataset, path: Path) -> None:
         photometric = str(ds.PhotometricInterpretation).strip()
     except (AttributeError, TypeError, ValueError) as exc:
         raise _fail(
-            path, IngestErrorCode.MISSING_ATTRIBUTE, f"incomplete Image Pixel module ({exc})"
+            path, IngestErrorCode.MISSING_ATTRIBUTE, f"incomplete Image Pixel module ({type(exc).__name__})"
         ) from None
     if rows < MIN_SIDE or cols < MIN_SIDE or rows * cols * frames > MAX_PIXELS:
         raise _fail(
@@ -329,7 +346,7 @@ def _check_pixel_format(ds: Dataset, path: Path) -> None:
             path,
             IngestErrorCode.UNSUPPORTED_PIXEL_FORMAT,
             f"unsupported pixel format: {frames} frame(s), {samples} sample(s) per pixel, "
-            f"{photometric} (expected one MONOCHROME1/2 frame)",
+            f"{_shown(photometric)} (expected one MONOCHROME1/2 frame)",
         )
     if bits_allocated not in (8, 16) or not (1 <= bits_stored <= bits_allocated):
         raise _fail(
@@ -395,19 +412,27 @@ def to_display(stored: np.ndarray, ds: Dataset) -> tuple[np.ndarray, list[str]]:
 
 
 def ref_from_dataset(ds: Dataset, path: Path) -> ImageRef:
-    """Best-effort identity of a file that failed validation, for recording it in outputs."""
-    lat = _text(ds, "ImageLaterality") or _text(ds, "Laterality")
-    view = VIEW_POSITIONS.get(_text(ds, "ViewPosition") or "")
-    seq = ds.get("ViewCodeSequence")
-    if seq:
-        view = _view_from_code(seq[0]) or view
-    sop, study = str(ds.get("SOPInstanceUID", "")), str(ds.get("StudyInstanceUID", ""))
+    """Best-effort identity of a file that failed validation, for recording it in outputs: each
+    attribute on its own, so that one malformed attribute does not lose the others (above all
+    the StudyInstanceUID, which files the failure under its study)."""
+
+    def safely(read: Callable[[], T]) -> T | None:
+        try:
+            return read()
+        except Exception:  # noqa: BLE001 - a malformed attribute is simply not known
+            return None
+
+    lat = safely(lambda: _text(ds, "ImageLaterality")) or safely(lambda: _text(ds, "Laterality"))
+    view = safely(lambda: VIEW_POSITIONS.get(_text(ds, "ViewPosition") or ""))
+    coded = safely(lambda: _view_from_code(ds.ViewCodeSequence[0]) if ds.get("ViewCodeSequence") else None)
+    sop = safely(lambda: str(ds.get("SOPInstanceUID", ""))) or ""
+    study = safely(lambda: str(ds.get("StudyInstanceUID", ""))) or ""
     return ImageRef(
         path,
         sop if is_valid_uid(sop) else None,
         study if is_valid_uid(study) else None,
         Laterality(lat) if lat in ("L", "R") else None,
-        view,
+        coded or view,
     )
 
 
@@ -426,23 +451,61 @@ def read_dataset(source: Path | str | BinaryIO, path: Path | None = None) -> Dat
     """Parse a DICOM file (header now, pixel data on first use)."""
     shown = path or Path(str(getattr(source, "name", source)))
     try:
-        return pydicom.dcmread(source, defer_size="256 KB")
+        ds = pydicom.dcmread(source, defer_size="256 KB")
     except InvalidDicomError:
         raise _fail(
             shown, IngestErrorCode.NOT_DICOM, "not a DICOM file (no DICM preamble or header)"
         ) from None
     except FileNotFoundError:
         raise _fail(shown, IngestErrorCode.UNREADABLE, "file not found") from None
-    except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a malformed header raises many types; all mean "unreadable"
         raise _fail(
             shown,
             IngestErrorCode.UNREADABLE,
             f"unreadable DICOM header ({type(exc).__name__})",
         ) from None
+    return ds
+
+
+def _parse_every_element(ds: Dataset, path: Path) -> None:
+    """Convert every element now (Pixel Data excepted): pydicom parses values on first use, so
+    a malformed element would otherwise fail later, outside ingest, and stop the whole study."""
+    pending: list[Dataset] = [ds]
+    if isinstance(getattr(ds, "file_meta", None), Dataset):
+        pending.append(ds.file_meta)
+    while pending:
+        current = pending.pop()
+        for tag in list(current.keys()):
+            if tag == PIXEL_DATA_TAG:
+                continue
+            try:
+                element = current[tag]
+                value = element.value
+                if element.VR == "SQ":
+                    pending.extend(value)
+            except Exception as exc:  # noqa: BLE001 - pydicom raises many types; all mean "malformed"
+                raise _fail(path, IngestErrorCode.MALFORMED_ELEMENT,
+                            f"malformed DICOM element {tag} ({type(exc).__name__})") from None
+
+
+#: what reading a header attribute of the wrong VR or form raises (a sequence that is a number,
+#: a missing value, an unknown VR in Pixel Data)
+WRONG_FORM = (TypeError, AttributeError, ValueError, IndexError, KeyError, NotImplementedError, OverflowError)
 
 
 def image_from_dataset(ds: Dataset, path: Path) -> MammogramImage:
     """Validate a parsed dataset and decode it into a :class:`MammogramImage`."""
+    _parse_every_element(ds, path)
+    try:
+        return _image_from_dataset(ds, path)
+    except WRONG_FORM as exc:
+        log.debug("attribute of unexpected form in %s", path.name, exc_info=True)
+        raise _fail(path, IngestErrorCode.MALFORMED_ELEMENT,
+                    f"a header attribute has an unexpected value representation or form ({type(exc).__name__})"
+                    ) from None
+
+
+def _image_from_dataset(ds: Dataset, path: Path) -> MammogramImage:
     _check_identity(ds, path)
     laterality, lat_notes = read_laterality(ds, path)
     view, view_notes = read_view(ds, path)
@@ -462,7 +525,14 @@ def image_from_dataset(ds: Dataset, path: Path) -> MammogramImage:
             IngestErrorCode.CORRUPT_PIXEL_DATA,
             f"decoded pixel array is {stored.shape}, header says {int(ds.Rows)} x {int(ds.Columns)}",
         )
-    display, pixel_notes = to_display(stored, ds)
+    try:
+        display, pixel_notes = to_display(stored, ds)
+    except (TypeError, ValueError, ArithmeticError, IndexError, AttributeError) as exc:
+        raise _fail(
+            path,
+            IngestErrorCode.UNSUPPORTED_PIXEL_FORMAT,
+            f"modality LUT, VOI LUT or window values cannot be applied ({type(exc).__name__})",
+        ) from None
     ts = str(ds.file_meta.TransferSyntaxUID)
     notes = lat_notes + view_notes + pixel_notes
     if ts in LOSSY_TRANSFER_SYNTAXES or _text(ds, "LossyImageCompression") == "01":

@@ -11,6 +11,7 @@ class IngestErrorCode(str, enum.Enum):
 
     NOT_DICOM = "not_dicom"
     UNREADABLE = "unreadable"
+    MALFORMED_ELEMENT = "malformed_element"
     NOT_MG = "not_mammography"
     UNSUPPORTED_SOP_CLASS = "unsupported_sop_class"
     FOR_PROCESSING = "for_processing"
@@ -29,6 +30,9 @@ class IngestErrorCode(str, enum.Enum):
     DUPLICATE_INSTANCE = "duplicate_instance"
     INVALID_UID = "invalid_uid"
     PATIENT_MISMATCH = "patient_mismatch"
+    #: an exception the checks do not anticipate: a defect or an uncovered input; the traceback
+    #: is in the log, never a clinical-sounding reason
+    INTERNAL_ERROR = "internal_error"
 
 
 class IngestError(Exception):

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+from pydicom.dataset import Dataset
 
 from cad.io.dicom_reader import header_of, image_from_dataset, read_dataset, ref_from_dataset
 from cad.io.errors import IngestError, IngestErrorCode
@@ -12,6 +15,12 @@ from cad.io.image import ImageRef, IngestFailure, IngestResult, MammogramImage, 
 from cad.io.uids import uid_tail
 
 log = logging.getLogger(__name__)
+
+# pydicom's own warnings about malformed values quote the raw bytes, which may hold patient
+# identifiers; ingest states each file's problem itself, by attribute, never by value
+# (pydicom sends each such warning to its logger too)
+warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom(\.|$)")
+logging.getLogger("pydicom").setLevel(logging.ERROR)
 
 #: Sidecar files that may sit beside DICOM files in a folder and are not images.
 SIDECAR_SUFFIXES = frozenset(
@@ -36,15 +45,30 @@ def iter_input_files(inputs: Iterable[Path | str]) -> Iterator[Path]:
 
 
 def load_file(path: Path) -> MammogramImage | IngestFailure:
-    """One file -> an image, or a failure that says which file and why."""
+    """One file -> an image, or a failure that says which file and why. Never raises: whatever
+    one file holds, the other files of its study are still analysed."""
     ds = None
     try:
         ds = read_dataset(path)
         return image_from_dataset(ds, path)
     except IngestError as err:
-        ref = ref_from_dataset(ds, path) if ds is not None else ImageRef(path, None, None, None, None)
         log.warning("not analysed: %s [%s]", err, err.code.value)
-        return IngestFailure(ref, err.code, err.message, header_of(ds) if ds is not None else None)
+        return _failure(path, ds, err.code, err.message)
+    except Exception as exc:  # noqa: BLE001 - a defect must not stop the study or pass as a reason
+        message = f"internal error while reading the file ({type(exc).__name__}); the traceback is in the log"
+        log.error("not analysed: %s: %s", path, message, exc_info=True)
+        return _failure(path, ds, IngestErrorCode.INTERNAL_ERROR, message)
+
+
+def _failure(path: Path, ds: Dataset | None, code: IngestErrorCode, message: str) -> IngestFailure:
+    """The failure of one file, with as much of its identity as can be read safely."""
+    if ds is None:
+        return IngestFailure(ImageRef(path, None, None, None, None), code, message, None)
+    try:
+        header = header_of(ds)
+    except Exception:  # noqa: BLE001 - a malformed header is not kept; the failure itself must survive
+        header = None
+    return IngestFailure(ref_from_dataset(ds, path), code, message, header)
 
 
 def load(inputs: Iterable[Path | str]) -> IngestResult:
