@@ -78,6 +78,7 @@ def mutate(files: list[bytes], mutation: Mutation) -> bytes:
 
 
 @pytest.mark.req("SRS-ING-012", "SRS-ING-009")
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom's, about the mutants (ingest silences them outside pytest)
 def test_every_mutant_gives_an_image_or_a_failure(small_exam: list[bytes], tmp_path: Path,
                                                    caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "mutant.dcm"
