@@ -4,8 +4,9 @@ Exit codes (all verbs): 0 success; 1 nothing could be analysed (every input refu
 `cad serve --once` a study failed or a source was unreachable; for `cad audit verify` the log
 was altered);
 2 usage error (bad option, missing input, or a runtime that cannot run here); 3 the locked model
-(weights or its ONNX export) failed verification. Problems go to stderr, one line each, naming the
-file and the problem; no patient identifier is ever printed.
+(weights or its ONNX export) failed verification; 4 (`cad detect`) images were analysed but a
+study's DICOM outputs (SR, presentation state) could not be written. Problems go to stderr, one
+line each, naming the file and the problem; no patient identifier is ever printed.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ EXIT_OK = 0
 EXIT_NOTHING_ANALYSED = 1
 EXIT_USAGE = 2
 EXIT_MODEL = 3
+#: analysed, but a study's DICOM outputs (SR, presentation state) could not be written
+EXIT_OUTPUTS_INCOMPLETE = 4
 
 app = typer.Typer(
     name="cad",
@@ -243,11 +246,13 @@ def detect(
                    "linked", "DICOM"):
         table.add_column(column)
     images_analysed = 0
+    dicom_failed = 0
     for first in range(0, len(result.studies), batch_exams):
         group = result.studies[first:first + batch_exams]
         for outcome in run_studies(group, locked, engine, out, overlays, clock):
             findings = outcome.findings
             images_analysed += outcome.images_analysed
+            dicom_failed += outcome.dicom is None
             marks = [f for f in findings.findings if f.score >= findings.operating_threshold]
             table.add_row(uid_tail(findings.study_instance_uid), str(outcome.images_analysed),
                           str(len(findings.images) - outcome.images_analysed), str(len(findings.findings)),
@@ -284,6 +289,10 @@ def detect(
     if not images_analysed:
         err.print("error: nothing could be analysed")
         raise typer.Exit(EXIT_NOTHING_ANALYSED)
+    if dicom_failed:
+        err.print(f"error: the DICOM outputs of {dicom_failed} stud{'y' if dicom_failed == 1 else 'ies'} "
+                  "could not be written (see above); their findings.json is complete")
+        raise typer.Exit(EXIT_OUTPUTS_INCOMPLETE)
 
 
 @app.command()

@@ -31,6 +31,7 @@ from cad.detect.locked import LockedModel
 from cad.detect.rescore_model import run_rescorer
 from cad.detect.runtime import Runtime
 from cad.io.image import IngestFailure, Laterality, MammogramImage, Study, View
+from cad.preprocess.mask import NoBreastError
 from cad.stages import NO_CLOCK, Stage, StageClock
 
 log = logging.getLogger(__name__)
@@ -73,9 +74,14 @@ def detect_views(
         for image in images:
             try:
                 prepared.append((image, prepare_view(image, model.config)))
-            except (ValueError, IndexError) as exc:
+            except NoBreastError as exc:
                 reason = f"breast region could not be found ({exc})"
                 log.warning("not analysed: %s: %s", image.path.name, reason)
+                refused.append(ImageStatus(image.sop_instance_uid, image.laterality.value, image.view.value,
+                                           NOT_ANALYZED, reason, image.path.name))
+            except Exception as exc:  # noqa: BLE001 - a defect: never a clinical-sounding reason
+                reason = f"internal error ({type(exc).__name__}); the traceback is in the log"
+                log.error("not analysed: %s: %s", image.path.name, reason, exc_info=True)
                 refused.append(ImageStatus(image.sop_instance_uid, image.laterality.value, image.view.value,
                                            NOT_ANALYZED, reason, image.path.name))
     inputs = [view_input for _, view_input in prepared]

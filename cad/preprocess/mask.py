@@ -19,6 +19,11 @@ SATURATED = 0.97
 MARKER_MAX_MM2 = 400.0
 
 
+class NoBreastError(ValueError):
+    """The image holds no breast region: an input condition recorded as the image's reason,
+    unlike any other exception in geometry, which is a defect."""
+
+
 @dataclass(frozen=True)
 class BreastMask:
     """Breast mask at working resolution; ``factor`` original pixels per mask pixel."""
@@ -116,7 +121,7 @@ def segment_breast(pixels: np.ndarray, spacing_mm: float) -> BreastMask:
     opened = ndimage.binary_opening(fg, structure=np.ones((3, 3), bool), iterations=2)
     labels, count = ndimage.label(opened, structure=np.ones((3, 3), bool))
     if count == 0:
-        raise ValueError("no breast found: the image has no region brighter than background")
+        raise NoBreastError("no breast found: the image has no region brighter than background")
     sizes = ndimage.sum_labels(opened, labels, index=np.arange(1, count + 1))
     edge_labels = set(np.unique(labels[:, 0])) | set(np.unique(labels[:, -1]))
     candidates = [i + 1 for i in np.argsort(-sizes) if (i + 1) in edge_labels]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cad.detect.locked import LockedModel
+from cad.detect.locked import WEIGHTS_FILE, LockedModel, sha256_file
 from cad.detect.runtime import Runtime
 from cad.service import store
 from cad.service.queue import JobQueue, RetryPolicy
@@ -93,13 +93,30 @@ class Service:
         self.worker = Worker(model, runtime, self.queue, config.state, self.sources, destination, results_in,
                              overlays=bool(config.watch) and not config.dicomweb)
         self._stop = threading.Event()
+        self._verified_key: tuple[int, int] | None = None
+        self._verified = False
         self._api_server: Any = None
         self.last_poll_ok: dict[str, bool] = {}
 
     # -- readiness and submission (used by the API, from its own threads) --------------------
 
+    def _model_verified(self) -> bool:
+        """Whether the installed weights file still hashes to the locked model the service runs:
+        re-hashed whenever the file's size or modification time changes (a concurrent probe at
+        worst hashes twice)."""
+        path = self.model.path / WEIGHTS_FILE
+        try:
+            stat = path.stat()
+        except OSError:
+            return False
+        key = (stat.st_mtime_ns, stat.st_size)
+        if key != self._verified_key:
+            self._verified = sha256_file(path) == self.model.sha256
+            self._verified_key = key
+        return self._verified
+
     def readiness(self) -> dict[str, bool]:
-        checks = {"model_verified": True, "database": True, "running": not self._stop.is_set()}
+        checks = {"model_verified": self._model_verified(), "database": True, "running": not self._stop.is_set()}
         try:
             with closing(store.connect(self.config.state)) as connection:
                 JobQueue(connection).counts()

@@ -76,6 +76,11 @@ class Worker:
                                          reason=f"source {job.source!r} is not configured in this service")
             paths = source.fetch(job, work)
             outcome = self._analyse(job, paths)
+            if outcome.dicom is None:  # the SR could not be built: never "done" without it
+                reason = "; ".join(line.split(": ", 2)[-1] for line in outcome.problems
+                                   if "DICOM outputs not written" in line) or "DICOM outputs not written"
+                log.error("study %s: %s; will retry", uid_tail(job.study_uid), reason)
+                return self.queue.retry_later(job, reason, {**base, "event": "analysis"})
             outputs = self._outputs(outcome)
             if self.destination is not None and outputs["delivered"]:
                 self.destination.deliver([Path(p) for p in outputs["delivered"]])
@@ -84,8 +89,7 @@ class Worker:
             log.warning("study %s: %s; will retry", uid_tail(job.study_uid), exc)
             return self.queue.retry_later(job, str(exc), {**base, "event": "analysis"})
         except Exception as exc:  # a defect must not stop the service; the job records it
-            log.error("study %s: internal error (%s)", uid_tail(job.study_uid), type(exc).__name__)
-            log.debug("internal error", exc_info=True)
+            log.error("study %s: internal error (%s)", uid_tail(job.study_uid), type(exc).__name__, exc_info=True)
             return self.queue.finish(job, FAILED, {**base, "event": "analysis"},
                                      reason=f"internal error: {type(exc).__name__}")
         finally:

@@ -23,6 +23,7 @@ from cad.detect.inputs import prepare_view
 from cad.io.codes import MG_FOR_PRESENTATION
 from cad.io.dicom_reader import image_from_dataset, read_dataset
 from cad.io.errors import IngestError
+from cad.preprocess.mask import NoBreastError
 from cad.tools.training.datasets import AnnotatedImage
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def prepare_one(item: AnnotatedImage, config: DetectorConfig) -> PreparedImage |
         return str(exc)
     try:
         view_input = prepare_view(image, config)
-    except (ValueError, IndexError) as exc:
+    except NoBreastError as exc:
         return f"{item.path}: breast region could not be found ({exc})"
     width, height = view_input.size
     return PreparedImage(
