@@ -14,6 +14,8 @@ from typing import Any
 SCHEMA_VERSION = "1.0"
 ANALYZED = "analyzed"
 NOT_ANALYZED = "not_analyzed"
+#: the one lesion type the product detects
+FINDING_TYPE = "mass"
 SCORE_DIGITS = 6
 BOX_DIGITS = 2
 

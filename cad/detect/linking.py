@@ -48,8 +48,13 @@ class LinkingConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LinkingConfig:
+        """The settings of a manifest; an unknown key is an error, never a silent default (a
+        misspelt setting would otherwise look recorded while its default runs)."""
         known = {f.name for f in fields(cls)}
-        return cls(**{k: float(v) for k, v in data.items() if k in known})
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown linking settings: {', '.join(unknown)}")
+        return cls(**{k: float(v) for k, v in data.items()})
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from torchvision.models.detection import RetinaNet
 
 import cad
 from cad.detect.config import DetectorConfig
+from cad.detect.linking import LinkingConfig
 from cad.detect.model import build_detector
 from cad.detect.rescore import RescoreSettings
 from cad.detect.rescore_model import DualViewRescorer
@@ -133,6 +134,7 @@ def load_locked_model(model_dir: Path | None = None, calibrated: bool = True) ->
     rescorer = settings = None
     try:
         config = DetectorConfig.from_dict(manifest["detector"])
+        LinkingConfig.from_dict(manifest.get("linking", {}))  # checked here, before any image is read
         network = build_detector(config)
         state = {k: v.float() if v.is_floating_point() else v for k, v in load_safetensors(raw).items()}
         second = {k[len(RESCORER_PREFIX):]: v for k, v in state.items() if k.startswith(RESCORER_PREFIX)}

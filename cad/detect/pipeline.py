@@ -16,6 +16,7 @@ from cad.detect import rescore
 from cad.detect.detector import ViewDetections, run_network
 from cad.detect.findings import (
     ANALYZED,
+    FINDING_TYPE,
     NOT_ANALYZED,
     SCORE_DIGITS,
     Algorithm,
@@ -35,7 +36,6 @@ from cad.preprocess.mask import NoBreastError
 from cad.stages import NO_CLOCK, Stage, StageClock
 
 log = logging.getLogger(__name__)
-FINDING_TYPE = "mass"
 
 
 @dataclass(frozen=True)

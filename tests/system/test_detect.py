@@ -57,6 +57,8 @@ def test_findings_json_is_valid_and_identifies_the_model(detected: Path, mass_tr
         if f["linked"]:  # the released model is one-stage (noisy-OR); two-stage: test_second_stage.py
             assert {v["view"] for v in f["views"]} == {"CC", "MLO"}
             assert f["score"] >= max(v["score"] for v in f["views"]) - 1e-6
+    # the loop above must have had something to check: findings, some of them linked
+    assert data["findings"] and any(f["linked"] for f in data["findings"])
 
 
 @pytest.mark.req("SRS-DET-002", "SRS-LNK-003")
@@ -171,7 +173,7 @@ def test_nothing_analysable_exits_1_and_is_recorded(tmp_path: Path) -> None:
 
 
 @pytest.mark.req("SRS-MOD-001")
-@pytest.mark.parametrize("damage", ["flip_byte", "no_manifest", "bad_manifest"])
+@pytest.mark.parametrize("damage", ["flip_byte", "no_manifest", "bad_manifest", "misspelt_setting"])
 def test_model_that_is_not_the_locked_one_is_refused(
     damage: str, tmp_path: Path, mass_phantom_dir: Path
 ) -> None:
@@ -186,9 +188,14 @@ def test_model_that_is_not_the_locked_one_is_refused(
     elif damage == "no_manifest":
         (model / "manifest.json").unlink()
         expected = "model manifest not found"
-    else:
+    elif damage == "bad_manifest":
         (model / "manifest.json").write_text("{\"weights\": {}}")
         expected = "malformed model manifest"
+    else:  # a misspelt setting must not look recorded while its default runs
+        manifest = json.loads((model / "manifest.json").read_text())
+        manifest["linking"]["min_scroe"] = manifest["linking"].pop("min_score")
+        (model / "manifest.json").write_text(json.dumps(manifest))
+        expected = "unknown linking settings: min_scroe"
     result = run("detect", str(mass_phantom_dir), "--out", str(tmp_path / "out"), "--model", str(model))
     assert result.returncode == 3
     lines = result.stderr.strip().splitlines()

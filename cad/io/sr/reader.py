@@ -18,6 +18,7 @@ from pydicom.dataset import Dataset
 from cad.detect.findings import (
     ANALYZED,
     BOX_DIGITS,
+    FINDING_TYPE,
     NOT_ANALYZED,
     SCORE_DIGITS,
     Algorithm,
@@ -27,7 +28,6 @@ from cad.detect.findings import (
     StudyFindings,
     image_sort_key,
 )
-from cad.detect.pipeline import FINDING_TYPE
 from cad.io.codes import VIEW_CODES
 from cad.io.sr import enum as sr
 from cad.io.sr.build import PARAMETER_KEYS, REASON_KEY
