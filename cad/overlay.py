@@ -58,13 +58,24 @@ def render_overlay(
             (ax, ay), (bx, by) = geometry.pectoral_line
             draw.line((ax * scale, ay * scale, bx * scale, by * scale), fill=PECTORAL, width=line_w)
 
-    for mark in marks:
-        x0, y0, x1, y1 = (float(v) * scale for v in mark.box)
-        draw.rectangle((x0, y0, x1, y1), outline=mark.color, width=line_w)
-        text_y = y0 - font.size - 4 if y0 > font.size + 6 else y1 + 4
+    boxes = [tuple(float(v) * scale for v in mark.box) for mark in marks]
+    placed: list[tuple[float, float, float, float]] = []
+    for mark, box in zip(marks, boxes):  # every box first: labels go on top of all of them
+        draw.rectangle(box, outline=mark.color, width=line_w)
+    for mark, (x0, y0, x1, y1) in zip(marks, boxes):
         # a mark near the right edge keeps its whole label on the canvas: moved left, not clipped
         text_x = max(0.0, min(x0, size[0] - draw.textlength(mark.label, font=font) - 2))
+        # above the box, else below it, else further down: never over an earlier (higher-scoring)
+        # mark's label
+        step = font.size + 4
+        text_y = y0 - step if y0 > step + 2 else y1 + 4  # where it goes when every place is taken
+        tries = [y0 - step] + [y1 + 4 + k * step for k in range(len(marks) + 1)]
+        for y in (y for y in tries if 0 <= y <= size[1] - step):
+            if not any(_overlap(draw.textbbox((text_x, y), mark.label, font=font), other) for other in placed):
+                text_y = y
+                break
         bbox = draw.textbbox((text_x, text_y), mark.label, font=font)
+        placed.append(bbox)
         draw.rectangle(bbox, fill=(0, 0, 0))
         draw.text((text_x, text_y), mark.label, fill=mark.color, font=font)
 
@@ -75,3 +86,8 @@ def render_overlay(
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)
     return path
+
+
+def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
+    """Whether two (x0, y0, x1, y1) rectangles share any area."""
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
