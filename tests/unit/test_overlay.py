@@ -14,12 +14,17 @@ from cad.overlay import Mark, render_overlay
 COLOUR = (0, 210, 255)
 
 
+def _flat_image(folder: Path, height: int, width: int) -> MammogramImage:
+    """A uniform grey right MLO image, so that only the drawn marks and labels differ from it."""
+    return MammogramImage(folder / "x.dcm", "1.2.3", "1.2", "1.2.3.4", "test", Laterality.RIGHT, View.MLO,
+                          np.full((height, width), 0.3, np.float32), PixelSpacing(0.1, 0.1, "test"),
+                          "MONOCHROME2", 16, "test")
+
+
 @pytest.mark.req("SRS-OUT-003")
 def test_a_label_near_the_right_edge_is_moved_left_not_clipped(tmp_path: Path) -> None:
     height, width = 600, 400
-    image = MammogramImage(tmp_path / "x.dcm", "1.2.3", "1.2", "1.2.3.4", "test", Laterality.RIGHT, View.MLO,
-                           np.full((height, width), 0.3, np.float32), PixelSpacing(0.1, 0.1, "test"),
-                           "MONOCHROME2", 16, "test")
+    image = _flat_image(tmp_path, height, width)
     label = "F002 0.13 (this view only)"
     box = (width - 30, 200, width - 5, 225)  # the label would run past the right edge from x0
     png = render_overlay(image, None, [Mark(box, label, COLOUR)], tmp_path / "o.png")
@@ -36,9 +41,7 @@ def test_a_label_near_the_right_edge_is_moved_left_not_clipped(tmp_path: Path) -
 @pytest.mark.req("SRS-OUT-003")
 def test_labels_of_adjacent_marks_do_not_cover_each_other(tmp_path: Path) -> None:
     height, width = 600, 400
-    image = MammogramImage(tmp_path / "x.dcm", "1.2.3", "1.2", "1.2.3.4", "test", Laterality.RIGHT, View.MLO,
-                           np.full((height, width), 0.3, np.float32), PixelSpacing(0.1, 0.1, "test"),
-                           "MONOCHROME2", 16, "test")
+    image = _flat_image(tmp_path, height, width)
     first, second = (0, 210, 255), (255, 150, 0)
     # the second box sits just above the first, so its label would land on the first's label
     marks = [Mark((100, 300, 140, 340), "F001 1.00 + CC", first), Mark((110, 268, 130, 290), "F005 0.12", second)]
