@@ -36,6 +36,8 @@ class StudyOutcome:
     dicom: DicomOutputs | None
     overlays: tuple[Path, ...]
     problems: tuple[str, ...]
+    #: why the DICOM outputs could not be written (``dicom`` is then None)
+    dicom_error: str | None = None
 
     @property
     def images_analysed(self) -> int:
@@ -65,17 +67,18 @@ def write_study_outputs(
         findings.write(folder / FINDINGS_FILE)
         written = tuple(write_overlays(findings, views, folder / OVERLAY_FOLDER)) if overlays else ()
         dicom: DicomOutputs | None
+        dicom_error: str | None = None
         try:
             dicom = write_dicom_outputs(findings, study, folder, previous_srs)
             if dicom.pr_problem and dicom.sr:
                 problems.append(f"warning: {tag}: no presentation state: {dicom.pr_problem}")
         except ValueError as exc:
-            dicom = None
-            problems.append(f"error: {tag}: DICOM outputs not written: {exc}")
+            dicom, dicom_error = None, f"DICOM outputs not written: {exc}"
+            problems.append(f"error: {tag}: {dicom_error}")
     for image in findings.images:
         if image.status != ANALYZED:
             problems.append(f"error: {image.file}: not analysed: {image.reason}")
-    return StudyOutcome(findings, folder, dicom, written, tuple(problems))
+    return StudyOutcome(findings, folder, dicom, written, tuple(problems), dicom_error)
 
 
 def run_studies(

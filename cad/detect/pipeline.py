@@ -74,16 +74,15 @@ def detect_views(
         for image in images:
             try:
                 prepared.append((image, prepare_view(image, model.config)))
+                continue
             except NoBreastError as exc:
                 reason = f"breast region could not be found ({exc})"
                 log.warning("not analysed: %s: %s", image.path.name, reason)
-                refused.append(ImageStatus(image.sop_instance_uid, image.laterality.value, image.view.value,
-                                           NOT_ANALYZED, reason, image.path.name))
             except Exception as exc:  # noqa: BLE001 - a defect: never a clinical-sounding reason
                 reason = f"internal error ({type(exc).__name__}); the traceback is in the log"
                 log.error("not analysed: %s: %s", image.path.name, reason, exc_info=True)
-                refused.append(ImageStatus(image.sop_instance_uid, image.laterality.value, image.view.value,
-                                           NOT_ANALYZED, reason, image.path.name))
+            refused.append(ImageStatus(image.sop_instance_uid, image.laterality.value, image.view.value,
+                                       NOT_ANALYZED, reason, image.path.name))
     inputs = [view_input for _, view_input in prepared]
     with clock.stage(Stage.MODEL):
         if runtime is None:
@@ -115,7 +114,7 @@ def rescore_breast(views: list[AnalysedView], model: LockedModel, runtime: Runti
     inputs = rescore.breast_inputs([(v.view_input, v.image.view, v.detections) for v in views], settings.blobs)
     if len(inputs) == 0:
         return RescoredBreast(inputs, np.zeros(0), np.zeros(0), [])
-    if runtime is not None and hasattr(runtime, "rescore"):
+    if runtime is not None:
         single_logit, dual_logit = runtime.rescore(inputs)
     else:
         single_logit, dual_logit = run_rescorer(model.rescorer, inputs)

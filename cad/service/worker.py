@@ -77,8 +77,7 @@ class Worker:
             paths = source.fetch(job, work)
             outcome = self._analyse(job, paths)
             if outcome.dicom is None:  # the SR could not be built: never "done" without it
-                reason = "; ".join(line.split(": ", 2)[-1] for line in outcome.problems
-                                   if "DICOM outputs not written" in line) or "DICOM outputs not written"
+                reason = outcome.dicom_error or "DICOM outputs not written"
                 log.error("study %s: %s; will retry", uid_tail(job.study_uid), reason)
                 return self.queue.retry_later(job, reason, {**base, "event": "analysis"})
             outputs = self._outputs(outcome)
