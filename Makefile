@@ -19,7 +19,7 @@ RUN := runs/phantom-retinanet-r18
 
 $(STAMP): pyproject.toml locked-dependencies.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c locked-dependencies.txt -e '.[test,docs]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c locked-dependencies.txt -e '.[dev,docs]'
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -1,6 +1,6 @@
 """One study's analysis job, from decoded images to every output file.
 
-The locked core (:mod:`cad.detect.pipeline`) gives findings; this module writes them where a
+The locked core (:mod:`cad.analysis.pipeline`) gives findings; this module writes them where a
 site reads them: ``findings.json``, the Mammography CAD SR and presentation state(s), and
 (optionally) overlay PNGs, in ``<out>/<StudyInstanceUID>/``. `cad detect`, `cad bench` and the
 PACS service run exactly this, so what is timed is what runs.
@@ -8,22 +8,25 @@ PACS service run exactly this, so what is timed is what runs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import json
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydicom.dataset import Dataset
 
-from cad.detect.findings import ANALYZED, StudyFindings
+from cad.result.findings_json import FINDINGS_FILE, write_result
+from cad.result.model import StudyResult
 from cad.detect.locked import LockedModel
-from cad.detect.pipeline import AnalysedView, analyse_studies
+from cad.analysis.pipeline import AnalysedView, analyse_studies
 from cad.detect.runtime import Runtime
-from cad.io.image import Study
-from cad.io.outputs import DicomOutputs, write_dicom_outputs
+from cad.io.image import IngestResult, Study
+from cad.report.outputs import DicomOutputs, write_dicom_outputs
 from cad.io.uids import uid_tail
 from cad.stages import NO_CLOCK, Stage, StageClock
 
-FINDINGS_FILE = "findings.json"
 OVERLAY_FOLDER = "overlays"
 
 
@@ -31,7 +34,7 @@ OVERLAY_FOLDER = "overlays"
 class StudyOutcome:
     """What one study's job produced, and the problems to report (one line each, no PHI)."""
 
-    findings: StudyFindings
+    result: StudyResult
     folder: Path
     dicom: DicomOutputs | None
     overlays: tuple[Path, ...]
@@ -41,7 +44,7 @@ class StudyOutcome:
 
     @property
     def images_analysed(self) -> int:
-        return sum(image.status == ANALYZED for image in self.findings.images)
+        return self.result.images_analysed
 
     def dicom_summary(self) -> str:
         """``SR+GSPS``, ``SR``, ``none`` or ``failed``: which DICOM objects were written."""
@@ -51,7 +54,7 @@ class StudyOutcome:
 
 
 def write_study_outputs(
-    findings: StudyFindings, views: list[AnalysedView], study: Study, folder: Path,
+    result: StudyResult, views: list[AnalysedView], study: Study, folder: Path,
     overlays: bool = True, clock: StageClock = NO_CLOCK, previous_srs: Sequence[Dataset] = (),
 ) -> StudyOutcome:
     """findings.json, SR, presentation state(s) and, if asked, overlays of one analysed study.
@@ -59,26 +62,26 @@ def write_study_outputs(
     A DICOM object that cannot be built is reported as a problem; findings.json is always
     written first, so a failure there never loses the findings.
     """
-    from cad.detect.overlays import write_overlays
+    from cad.report.overlays import write_overlays
 
     problems: list[str] = []
     tag = f"study {uid_tail(study.study_instance_uid)}"
     with clock.stage(Stage.OUTPUTS):
-        findings.write(folder / FINDINGS_FILE)
-        written = tuple(write_overlays(findings, views, folder / OVERLAY_FOLDER)) if overlays else ()
+        write_result(result, folder / FINDINGS_FILE)
+        written = tuple(write_overlays(result, views, folder / OVERLAY_FOLDER)) if overlays else ()
         dicom: DicomOutputs | None
         dicom_error: str | None = None
         try:
-            dicom = write_dicom_outputs(findings, study, folder, previous_srs)
+            dicom = write_dicom_outputs(result, study, folder, previous_srs)
             if dicom.pr_problem and dicom.sr:
                 problems.append(f"warning: {tag}: no presentation state: {dicom.pr_problem}")
         except ValueError as exc:
             dicom, dicom_error = None, f"DICOM outputs not written: {exc}"
             problems.append(f"error: {tag}: {dicom_error}")
-    for image in findings.images:
-        if image.status != ANALYZED:
+    for image in result.images:
+        if not image.analysed:
             problems.append(f"error: {image.file}: not analysed: {image.reason}")
-    return StudyOutcome(findings, folder, dicom, written, tuple(problems), dicom_error)
+    return StudyOutcome(result, folder, dicom, written, tuple(problems), dicom_error)
 
 
 def run_studies(
@@ -91,6 +94,68 @@ def run_studies(
     its new SR supersedes."""
     results = analyse_studies(studies, model, runtime, clock)
     earlier = previous_srs or {}
-    return [write_study_outputs(findings, views, study, out / study.study_instance_uid, overlays, clock,
+    return [write_study_outputs(result, views, study, out / study.study_instance_uid, overlays, clock,
                                 earlier.get(study.study_instance_uid, ()))
-            for study, (findings, views) in zip(studies, results)]
+            for study, (result, views) in zip(studies, results)]
+
+
+NOT_ANALYSED_FILE = "not_analysed.json"
+RUN_FILE = "detect_run.json"
+
+
+@dataclass
+class DetectRun:
+    """`cad detect` over ingested inputs: studies in groups of ``batch_exams`` (their views share
+    runtime batches), each study's outputs as it is done, then the run's own files:
+    ``not_analysed.json`` (files no study could claim) and ``detect_run.json`` (timing)."""
+
+    model: LockedModel
+    runtime: Runtime
+    out: Path
+    overlays: bool = True
+    batch_exams: int = 1
+    clock: StageClock = field(default_factory=StageClock)
+    outcomes: list[StudyOutcome] = field(default_factory=list)
+    #: the timing written to ``detect_run.json`` (after :meth:`run`)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def run(self, result: IngestResult, started: tuple[float, float]) -> Iterator[StudyOutcome]:
+        """Analyse every study of ``result``, yielding each outcome; ``started`` is the
+        (wall, CPU) clock reading taken before ingest, so timing covers ingest to outputs."""
+        for first in range(0, len(result.studies), self.batch_exams):
+            group = result.studies[first:first + self.batch_exams]
+            for outcome in run_studies(group, self.model, self.runtime, self.out, self.overlays, self.clock):
+                self.outcomes.append(outcome)
+                yield outcome
+        if result.unassigned_failures:
+            records = [{"file": f.ref.path.name, "reason": f.message, "code": f.code.value}
+                       for f in result.unassigned_failures]
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / NOT_ANALYSED_FILE).write_text(json.dumps(records, indent=2, sort_keys=True) + "\n")
+        if result.studies:
+            self._write_summary(len(result.studies), started)
+
+    @property
+    def images_analysed(self) -> int:
+        return sum(o.images_analysed for o in self.outcomes)
+
+    @property
+    def dicom_failed(self) -> int:
+        return sum(o.dicom is None for o in self.outcomes)
+
+    def _write_summary(self, studies: int, started: tuple[float, float]) -> None:
+        import torch
+
+        wall_s = (time.perf_counter() - started[0]) / studies
+        cpu_s = (time.process_time() - started[1]) / studies
+        self.summary = {
+            "studies": studies, "images_analysed": self.images_analysed,
+            "mean_wall_seconds_per_study": round(wall_s, 3),
+            "mean_cpu_seconds_per_study": round(cpu_s, 3),
+            "stage_seconds_per_study": {k: round(v / studies, 4) for k, v in self.clock.as_dict().items()},
+            "torch_threads": torch.get_num_threads(), "model_sha256": self.model.sha256, "runtime": self.runtime.name,
+            "batch_exams": self.batch_exams,
+            "note": "timing of this run (not part of findings.json, which is deterministic)",
+        }
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / RUN_FILE).write_text(json.dumps(self.summary, indent=2, sort_keys=True) + "\n")

@@ -111,7 +111,7 @@ def two_stage_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
     from cad.detect.locked import MANIFEST_FILE, load_locked_model, register_export, write_locked_model
-    from cad.detect.onnx_export import RESCORER_RUNTIME_KEY, export_onnx, export_rescorer, register_onnx
+    from cad.export.onnx import RESCORER_RUNTIME_KEY, export_onnx, export_rescorer, register_onnx
     from cad.detect.rescore import RescoreSettings
     from cad.detect.rescore_model import DualViewRescorer
 

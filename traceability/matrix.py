@@ -133,6 +133,14 @@ def _verdict(requirement: Requirement, tests: list[tuple[str, str]], analysis: l
     return ANOMALY if anomalies else UNVERIFIED
 
 
+def detected_environments() -> set[str]:
+    """The test environments this machine provides (``gpu`` with a CUDA device), which decide
+    whether a hardware-dependent requirement without a passing test is a gap."""
+    import torch
+
+    return {"gpu"} if torch.cuda.is_available() else set()
+
+
 def build_trace(run: TestRun | None, environments: set[str] | None = None, strict: bool = False,
                 root: Path = REPO_ROOT) -> Trace:
     """Join every source; ``environments`` are the hardware present where the tests ran."""

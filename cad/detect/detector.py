@@ -112,6 +112,10 @@ def decode_head_outputs(
     return network.transform.postprocess(detections, images.image_sizes, images.image_sizes)
 
 
+#: the exported network part's input and outputs (ONNX graph, TensorRT engine bindings)
+INPUT_NAME = "image"
+OUTPUT_NAMES = ("cls_logits", "bbox_regression")
+
 #: computes the head outputs (``cls_logits``, ``bbox_regression``) of a float32 batch [N, 1, H, W]
 HeadRunner = Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor]]
 

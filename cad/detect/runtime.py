@@ -9,7 +9,6 @@ runs is verified against the SHA-256 in the model manifest before use, like the 
 
 from __future__ import annotations
 
-import importlib.util
 from enum import Enum
 from typing import Any, Protocol
 
@@ -147,25 +146,3 @@ class OnnxRuntime:
         if self.rescorer is None:
             raise ValueError(f"{self.model.path}: the model has no second stage")
         return self.rescorer.rescore(inputs)
-
-
-def tensorrt_available() -> bool:
-    """Whether a CUDA GPU and the ``tensorrt`` package are both present."""
-    return torch.cuda.is_available() and importlib.util.find_spec("tensorrt") is not None
-
-
-def make_runtime(
-    model: LockedModel, name: str | RuntimeName = DEFAULT_RUNTIME, max_batch: int = DEFAULT_MAX_BATCH
-) -> Runtime:
-    """The runtime called ``name`` for ``model`` (verified; errors are ModelIntegrityError or
-    RuntimeUnavailableError)."""
-    kind = RuntimeName(name)
-    if kind is RuntimeName.ONNXRUNTIME:
-        return OnnxRuntime(model, max_batch=max_batch)
-    if kind is RuntimeName.TENSORRT:
-        if not tensorrt_available():
-            raise RuntimeUnavailableError("TensorRT needs a CUDA GPU and the tensorrt package; not available here")
-        from cad.detect.tensorrt import TensorRTRuntime
-
-        return TensorRTRuntime(model, max_batch=max_batch)
-    return TorchRuntime(model, max_batch=max_batch)

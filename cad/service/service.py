@@ -30,6 +30,24 @@ log = logging.getLogger(__name__)
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
+def parse_address(value: str, option: str) -> tuple[str, int]:
+    """``NAME:PORT`` (host or AE title, then port); ValueError otherwise."""
+    name, _, port = value.rpartition(":")
+    if not name or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{option} {value}: use NAME:PORT")
+    return name, int(port)
+
+
+def read_authorization(path: Path) -> str:
+    """The PACS Authorization header value from a file: one line ``Bearer <token>`` or
+    ``Basic <base64>``; ValueError otherwise (the value itself is never printed)."""
+    value = path.read_text().strip()
+    scheme, _, credential = value.partition(" ")
+    if scheme not in ("Bearer", "Basic") or not credential:
+        raise ValueError(f"{path}: expected one line 'Bearer <token>' or 'Basic <base64>'")
+    return value
+
+
 @dataclass
 class ServiceConfig:
     state: Path
@@ -58,6 +76,38 @@ class ServiceConfig:
         if self.api and self.api[0] not in LOOPBACK and self.tls is None:
             raise ValueError(f"--api {self.api[0]}: an API reachable from the network needs HTTPS "
                              "(--tls-cert and --tls-key); without them it may only listen on 127.0.0.1")
+
+    @classmethod
+    def from_options(
+        cls, state: Path, *, dicomweb: str | None = None, since: str | None = None, watch: Path | None = None,
+        scp: str | None = None, scp_allow: str | None = None, dicomweb_auth_file: Path | None = None,
+        tls_cert: Path | None = None, tls_key: Path | None = None, send: str | None = None, api: str | None = None,
+        token_file: Path | None = None, poll_seconds: float = 30.0, quiet_seconds: float = 10.0,
+        retry: RetryPolicy | None = None,
+    ) -> ServiceConfig:
+        """The configuration from `cad serve`'s options as typed; ValueError (one line naming the
+        option or file) for anything inconsistent, unreadable or missing."""
+        if since is not None and not (len(since) == 8 and since.isdigit()):
+            raise ValueError(f"--since {since}: use YYYYMMDD")
+        for path in (watch, tls_cert, tls_key, dicomweb_auth_file):
+            if path is not None and not path.exists():
+                raise ValueError(f"{path}: no such file or folder")
+        if api and token_file is None:
+            raise ValueError("--api needs --token-file: the API never runs without authentication")
+        if (tls_cert is None) != (tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together")
+        from cad.service.api import read_token
+
+        return cls(
+            state=state, dicomweb=dicomweb, since=since, watch=watch,
+            scp=parse_address(scp, "--scp") if scp else None, send=send,
+            api=parse_address(api, "--api") if api else None,
+            token=read_token(token_file) if api and token_file is not None else None,
+            poll_seconds=poll_seconds, quiet_seconds=quiet_seconds, retry=retry or RetryPolicy(),
+            scp_allow=tuple(a.strip() for a in (scp_allow or "").split(",") if a.strip()),
+            dicomweb_auth=read_authorization(dicomweb_auth_file) if dicomweb_auth_file else None,
+            tls=(tls_cert, tls_key) if tls_cert and tls_key else None,
+        )
 
     def describe(self) -> dict[str, Any]:
         return {"dicomweb": self.dicomweb, "watch": str(self.watch) if self.watch else None,
@@ -145,9 +195,10 @@ class Service:
     def _start_api(self) -> None:
         import uvicorn
 
-        from cad.service.api import create_app
 
         assert self.config.api and self.config.token
+        from cad.service.api import create_app
+
         app = create_app(self.config.state, self.config.token, self.readiness,
                          self.submit if self.pacs else None)
         host, port = self.config.api

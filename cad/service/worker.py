@@ -19,12 +19,12 @@ import pydicom
 from pydicom.dataset import Dataset
 
 import cad
-from cad.detect.findings import ANALYZED
 from cad.detect.locked import LockedModel, sha256_file
 from cad.detect.runtime import Runtime
 from cad.io import load
 from cad.io.uids import uid_tail
-from cad.job import FINDINGS_FILE, StudyOutcome, run_studies
+from cad.job import StudyOutcome, run_studies
+from cad.result.findings_json import FINDINGS_FILE
 from cad.service.queue import DONE, FAILED, Job, JobQueue
 from cad.service.sources import Destination, PacsError
 
@@ -94,18 +94,18 @@ class Worker:
         finally:
             if job.source == "dicomweb":  # fetched copies; other sources' files stay where they are
                 shutil.rmtree(work, ignore_errors=True)
-        findings = outcome.findings
+        result = outcome.result
         analysed = outcome.images_analysed
-        not_analysed = [i for i in findings.images if i.status != ANALYZED]
+        not_analysed = [i for i in result.images if not i.analysed]
         reasons = sorted({i.reason or "unknown" for i in not_analysed})
         state = DONE if analysed else FAILED
         reason = None if analysed else "no image could be analysed: " + "; ".join(reasons)
-        marks = [f for f in findings.findings if f.score >= findings.operating_threshold]
+        marks = result.marks
         record = {
             **base, "event": "analysis", "status": state,
             "images_analysed": analysed, "images_not_analysed": len(not_analysed),
             "not_analysed_reasons": reasons,
-            "findings": len(findings.findings), "marks_at_operating_point": len(marks),
+            "findings": len(result.findings), "marks_at_operating_point": len(marks),
             "outputs": {k: v for k, v in outputs.items() if k != "delivered"},
             "seconds": round(time.time() - started, 3),
             "queue_latency_s": round(started - job.enqueued, 3),

@@ -34,7 +34,8 @@ import torch
 
 from cad.detect.inputs import prepare_view
 from cad.detect.locked import LockedModel
-from cad.detect.runtime import Runtime, RuntimeName, RuntimeUnavailableError, make_runtime
+from cad.detect.runtime import Runtime, RuntimeName, RuntimeUnavailableError
+from cad.detect.runtimes import make_runtime
 from cad.io import load
 from cad.io.loader import iter_input_files
 from cad.job import run_studies

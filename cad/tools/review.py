@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pydicom
 
-from cad.io.outputs import SR_NAME
+from cad.report.outputs import SR_NAME
 from cad.tools.render import render_presentation_state
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -9,11 +9,12 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
+from cad.result.findings_json import result_to_json
 from cad.detect.detector import shape_batches
 from cad.detect.inputs import ViewInput, prepare_view
 from cad.detect.locked import load_locked_model
-from cad.detect.pipeline import analyse_studies, analyse_study
-from cad.detect.runtime import make_runtime
+from cad.analysis.pipeline import analyse_studies, analyse_study
+from cad.detect.runtimes import make_runtime
 from cad.io import load
 
 
@@ -66,8 +67,8 @@ def test_a_study_analysed_with_others_gets_the_findings_it_gets_alone(mass_phant
     twin = load([_relabelled_copy(mass_phantom_dir, tmp_path / "twin")]).studies[0]
     alone, _ = analyse_study(original, model, engine)
     together = analyse_studies([original, twin], model, engine)
-    assert together[0][0].to_json() == alone.to_json()
+    assert result_to_json(together[0][0]) == result_to_json(alone)
     twin_alone, _ = analyse_study(twin, model, engine)
-    assert together[1][0].to_json() == twin_alone.to_json()
+    assert result_to_json(together[1][0]) == result_to_json(twin_alone)
     scores = lambda f: [(x.score, [v.box for v in x.views]) for x in f.findings]  # noqa: E731
     assert scores(together[1][0]) == scores(alone)

@@ -12,7 +12,7 @@ import torch
 from cad.detect.config import DetectorConfig
 from cad.detect.locked import load_locked_model
 from cad.detect.model import build_detector
-from cad.detect.pipeline import detect_views
+from cad.analysis.pipeline import detect_views
 from cad.io import read_image
 
 

@@ -17,15 +17,16 @@ from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from cad.detect.findings import StudyFindings
+from cad.result.findings_json import result_to_dict
+from cad.result.model import StudyResult
 from cad.detect.locked import LockedModel, load_locked_model
-from cad.detect.pipeline import AnalysedView, analyse_study
+from cad.analysis.pipeline import AnalysedView, analyse_study
 from cad.io import load, read_image
-from cad.io.gsps import build_presentation_state
+from cad.report.gsps import build_presentation_state
 from cad.tools.render import MAX_HEIGHT, render_presentation_state
 from cad.io.uids import is_valid_uid, output_uids
 
-Analysis = tuple[StudyFindings, list[AnalysedView]]
+Analysis = tuple[StudyResult, list[AnalysedView]]
 #: attributes highdicom sets to the time of creation
 CREATION_TIMES = ("InstanceCreationDate", "InstanceCreationTime", "PresentationCreationDate",
                   "PresentationCreationTime", "ContributingEquipmentSequence")
@@ -52,12 +53,12 @@ def pr_file(mass_analysis: Analysis, tmp_path_factory: pytest.TempPathFactory) -
     return path
 
 
-def uids_of(findings: StudyFindings, headers: list[Dataset]) -> dict[str, str]:
+def uids_of(findings: StudyResult, headers: list[Dataset]) -> dict[str, str]:
     return output_uids(findings.study_instance_uid, [str(h.SOPInstanceUID) for h in headers],
                        findings.algorithm.model_sha256, findings.algorithm.settings_sha256)
 
 
-def build(findings: StudyFindings, views: list[AnalysedView]) -> Dataset:
+def build(findings: StudyResult, views: list[AnalysedView]) -> Dataset:
     headers = [v.image.header for v in views]
     return build_presentation_state(findings, headers, uids_of(findings, headers))
 
@@ -107,9 +108,9 @@ def applies(item: Dataset, uid: str) -> bool:
     return not refs or uid in {r.ReferencedSOPInstanceUID for r in refs}
 
 
-def shown_marks(findings: StudyFindings) -> Counter[tuple[str, tuple[float, ...]]]:
+def shown_marks(findings: StudyResult) -> Counter[tuple[str, tuple[float, ...]]]:
     """(image, box) of every mark readers see, from the findings.json form, at FL precision."""
-    data = findings.to_dict()
+    data = result_to_dict(findings)
     threshold = data["operating_point"]["threshold"]
     return Counter((v["sop_instance_uid"], tuple(float(np.float32(c)) for c in v["box"]))
                    for f in data["findings"] if f["score"] >= threshold for v in f["views"])

@@ -12,15 +12,10 @@ import pytest
 from onnx import TensorProto
 
 from cad.detect.locked import DEFAULT_MODEL_DIR, ModelIntegrityError, load_locked_model, settings_hash
-from cad.detect.onnx_export import ONNX_FILE, ONNX_MANIFEST_FILE, export_onnx, register_onnx
-from cad.detect.pipeline import detect_views
-from cad.detect.runtime import (
-    OnnxRuntime,
-    RuntimeUnavailableError,
-    TorchRuntime,
-    make_runtime,
-    tensorrt_available,
-)
+from cad.export.onnx import ONNX_FILE, ONNX_MANIFEST_FILE, export_onnx, register_onnx
+from cad.analysis.pipeline import detect_views
+from cad.detect.runtime import OnnxRuntime, RuntimeUnavailableError, TorchRuntime
+from cad.detect.runtimes import make_runtime, tensorrt_available
 from cad.io import load
 
 BOX_PX = 0.5

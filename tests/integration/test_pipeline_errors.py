@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import cad.detect.pipeline as pipeline
-from cad.detect.findings import NOT_ANALYZED
+import cad.analysis.pipeline as pipeline
+from cad.result.model import NOT_ANALYZED
 from cad.detect.locked import load_locked_model
 from cad.io import load
 from cad.io.image import MammogramImage

@@ -13,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from cad.result.findings_json import result_to_dict
 from cad.detect.locked import (
     MANIFEST_FILE,
     RESCORER_KEY,
@@ -21,7 +22,7 @@ from cad.detect.locked import (
     load_locked_model,
     sha256_file,
 )
-from cad.detect.pipeline import analyse_study, detect_views, rescore_breast
+from cad.analysis.pipeline import analyse_study, detect_views, rescore_breast
 from cad.detect.runtime import OnnxRuntime, TorchRuntime
 from cad.io import load
 from cad.io.image import Laterality, MammogramImage
@@ -58,8 +59,8 @@ def test_findings_agree_across_runtimes_and_runs(model, mass_phantom_dir: Path) 
     first, _ = analyse_study(study, model, OnnxRuntime(model))
     again, _ = analyse_study(study, model, OnnxRuntime(model))
     reference, _ = analyse_study(study, model, TorchRuntime(model))
-    assert first.to_dict() == again.to_dict()
-    a, b = first.to_dict()["findings"], reference.to_dict()["findings"]
+    assert result_to_dict(first) == result_to_dict(again)
+    a, b = result_to_dict(first)["findings"], result_to_dict(reference)["findings"]
     assert len(a) == len(b) and len(a) > 0
     for x, y in zip(a, b):
         assert [v["box"] for v in x["views"]] == [v["box"] for v in y["views"]]

@@ -17,14 +17,14 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
-from cad.detect.findings import findings_from_dict
+from cad.result.findings_json import result_from_dict, result_to_dict, write_result
 from cad.detect.locked import load_locked_model
-from cad.detect.pipeline import analyse_study
+from cad.analysis.pipeline import analyse_study
 from cad.io import load
-from cad.io.outputs import PR_NAME, SR_NAME, write_dicom_outputs
-from cad.io.sr import enum as sr
-from cad.io.sr.build import build_mammography_cad_sr
-from cad.io.sr.reader import SRReadError, carried, read_mammography_cad_sr
+from cad.report.outputs import PR_NAME, SR_NAME, write_dicom_outputs
+from cad.report.sr import enum as sr
+from cad.report.sr.build import build_mammography_cad_sr
+from cad.report.sr.reader import SRReadError, carried, read_mammography_cad_sr
 from cad.io.uids import is_valid_uid, output_uids
 
 PIXELMED_JAR = Path("/usr/share/java/pixelmed.jar")
@@ -94,7 +94,7 @@ def cases(tmp_path_factory: pytest.TempPathFactory, mass_phantom_dir: Path) -> d
             (study,) = load([_make_case(name, mass_phantom_dir, root / "in")]).studies
             findings, _ = analyse_study(study, model)
         folder = root / name
-        findings.write(folder / "findings.json")
+        write_result(findings, folder / "findings.json")
         write_dicom_outputs(findings, study, folder)
         out[name] = folder
     return out
@@ -114,7 +114,7 @@ def _findings_json(folder: Path) -> dict[str, Any]:
 def test_sr_reads_back_to_findings_json(cases: dict[str, Path], case: str) -> None:
     folder = cases[case]
     expected = carried(_findings_json(folder))
-    assert carried(read_mammography_cad_sr(folder / SR_NAME).to_dict()) == expected
+    assert carried(result_to_dict(read_mammography_cad_sr(folder / SR_NAME))) == expected
     findings = expected["findings"]
     if case == "both-breasts":
         assert {f["laterality"] for f in findings} == {"L", "R"} and any(f["linked"] for f in findings)
@@ -215,7 +215,7 @@ def test_sr_uids_are_valid_and_reproducible(cases: dict[str, Path], tmp_path: Pa
     folder = cases["both-breasts"]
     first = pydicom.dcmread(folder / SR_NAME)
     (study,) = load([folder.parent / "in" / "both-breasts" / "input"]).studies
-    findings = findings_from_dict(_findings_json(folder))
+    findings = result_from_dict(_findings_json(folder))
     write_dicom_outputs(findings, study, tmp_path)
     again = pydicom.dcmread(tmp_path / SR_NAME)
     assert (again.SOPInstanceUID, again.SeriesInstanceUID) == (first.SOPInstanceUID, first.SeriesInstanceUID)
@@ -229,7 +229,7 @@ def test_sr_uids_are_valid_and_reproducible(cases: dict[str, Path], tmp_path: Pa
 
 @pytest.mark.req("SRS-DCM-001")
 def test_builder_refuses_a_study_with_no_identifiable_image(cases: dict[str, Path]) -> None:
-    findings = findings_from_dict(_findings_json(cases["both-breasts"]))
+    findings = result_from_dict(_findings_json(cases["both-breasts"]))
     with pytest.raises(ValueError, match="no identifiable image"):
         build_mammography_cad_sr(findings, [], [], output_uids("1.2.3", [], "0", None))
 

@@ -15,6 +15,7 @@ import pydicom
 import pytest
 from PIL import Image
 
+from cad.result.findings_json import result_to_dict
 import cad
 from cad.detect.locked import DEFAULT_MODEL_DIR, sha256_file
 
@@ -91,12 +92,12 @@ def test_masses_are_found_and_linked(detected: Path, mass_truth: dict[str, Any])
 
 @pytest.mark.req("SRS-DCM-001", "SRS-DCM-002", "SRS-DCM-004")
 def test_detect_writes_sr_and_presentation_state_next_to_findings(detected: Path) -> None:
-    from cad.io.sr.reader import carried, read_mammography_cad_sr
+    from cad.report.sr.reader import carried, read_mammography_cad_sr
 
     (folder,) = [p.parent for p in detected.rglob("findings.json")]
     sr, pr = pydicom.dcmread(folder / "cad-sr.dcm"), pydicom.dcmread(folder / "cad-pr.dcm")
     assert sr.StudyInstanceUID == pr.StudyInstanceUID == folder.name
-    assert carried(read_mammography_cad_sr(folder / "cad-sr.dcm").to_dict()) == carried(_findings(detected))
+    assert carried(result_to_dict(read_mammography_cad_sr(folder / "cad-sr.dcm"))) == carried(_findings(detected))
 
 
 @pytest.mark.req("SRS-DET-004")

@@ -176,7 +176,7 @@ def test_a_study_that_cannot_be_analysed_fails_and_still_gets_its_sr(pacs: Ortha
     (job,) = jobs(state)
     assert job["state"] == "failed" and job["reason"].startswith("no image could be analysed")
     (sr,) = pacs.instances(study_uid_of(broken[0]), SR_CLASS)
-    from cad.io.sr.reader import findings_from_sr
+    from cad.report.sr.reader import findings_from_sr
 
     reported = findings_from_sr(sr)
     assert {i.status for i in reported.images} == {"not_analyzed"}

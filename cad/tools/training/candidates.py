@@ -22,7 +22,7 @@ from rich.progress import Progress
 from cad.detect import rescore
 from cad.detect.blobs import BlobConfig
 from cad.detect.locked import LockedModel
-from cad.detect.pipeline import detect_views
+from cad.analysis.pipeline import detect_views
 from cad.detect.runtime import Runtime
 from cad.io import load
 from verification.froc import localises

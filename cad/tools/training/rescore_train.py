@@ -237,7 +237,7 @@ def _candidates(folder: Path, model_dir: Path, sha256: str, blobs: BlobConfig, m
 def _first_stage_runtime(model: LockedModel) -> Runtime:
     """ONNX Runtime on the first stage, as `cad detect` runs it; a training run's model folder
     gets its ONNX export registered first (the export is deterministic for given weights)."""
-    from cad.detect.onnx_export import export_onnx, register_onnx
+    from cad.export.onnx import export_onnx, register_onnx
     from cad.detect.runtime import OnnxRuntime
 
     if "onnxruntime" not in model.manifest.get("runtimes", {}):

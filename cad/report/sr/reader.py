@@ -1,6 +1,6 @@
 """Read a Mammography CAD SR written by the device back into the findings model.
 
-The inverse of :mod:`cad.io.sr.build`, written against the DICOM content tree only (plain
+The inverse of :mod:`cad.report.sr.build`, written against the DICOM content tree only (plain
 pydicom), so that it checks the document rather than trusting the writer's objects. What the SR
 does not carry (file names, link costs) comes back as ``None``; :func:`carried` gives the part of
 findings.json a round trip must reproduce exactly.
@@ -15,7 +15,7 @@ from typing import Any
 import pydicom
 from pydicom.dataset import Dataset
 
-from cad.detect.findings import (
+from cad.result.model import (
     ANALYZED,
     BOX_DIGITS,
     FINDING_TYPE,
@@ -25,12 +25,12 @@ from cad.detect.findings import (
     Finding,
     FindingView,
     ImageStatus,
-    StudyFindings,
+    StudyResult,
     image_sort_key,
 )
 from cad.io.codes import VIEW_CODES
-from cad.io.sr import enum as sr
-from cad.io.sr.build import PARAMETER_KEYS, REASON_KEY
+from cad.report.sr import enum as sr
+from cad.report.sr.build import PARAMETER_KEYS, REASON_KEY
 
 
 class SRReadError(ValueError):
@@ -157,7 +157,7 @@ def _findings(summary: Dataset, library: _Library) -> list[Finding]:
     return out
 
 
-def findings_from_sr(ds: Dataset) -> StudyFindings:
+def findings_from_sr(ds: Dataset) -> StudyResult:
     """The findings model a Mammography CAD SR encodes; raises :class:`SRReadError`."""
     if str(ds.get("SOPClassUID", "")) != sr.MAMMOGRAPHY_CAD_SR_STORAGE:
         raise SRReadError(f"not a Mammography CAD SR (SOP Class {ds.get('SOPClassUID', 'absent')})")
@@ -188,13 +188,12 @@ def findings_from_sr(ds: Dataset) -> StudyFindings:
     if algorithm is None or threshold is None:
         raise SRReadError("no Detection Performed names the algorithm and its operating point "
                           f"(parameters {', '.join(PARAMETER_KEYS)})")
-    result = StudyFindings(str(ds.StudyInstanceUID), algorithm, threshold)
-    result.images = sorted(statuses.values(), key=image_sort_key)
-    result.findings = _findings(_one(ds, sr.CAD_PROCESSING_AND_FINDINGS_SUMMARY, "document root"), library)
-    return result
+    return StudyResult(str(ds.StudyInstanceUID), algorithm, threshold,
+                       tuple(sorted(statuses.values(), key=image_sort_key)),
+                       tuple(_findings(_one(ds, sr.CAD_PROCESSING_AND_FINDINGS_SUMMARY, "document root"), library)))
 
 
-def read_mammography_cad_sr(path: Path | str) -> StudyFindings:
+def read_mammography_cad_sr(path: Path | str) -> StudyResult:
     """Read an SR file; errors name the file."""
     try:
         ds = pydicom.dcmread(path)
@@ -209,10 +208,11 @@ def read_mammography_cad_sr(path: Path | str) -> StudyFindings:
 
 
 def carried(findings: dict[str, Any]) -> dict[str, Any]:
-    """The part of a findings.json document an SR carries: without file names and link costs,
-    and only images identified by a SOP Instance UID."""
+    """The part of a findings.json document an SR carries: without file names, ingest error codes
+    and link costs, and only images identified by a SOP Instance UID."""
     out = copy.deepcopy(findings)
-    out["images"] = [dict(i, file=None) for i in out["images"] if i["sop_instance_uid"]]
+    out["images"] = [{**{k: v for k, v in i.items() if k != "error_code"}, "file": None}
+                     for i in out["images"] if i["sop_instance_uid"]]
     for finding in out["findings"]:
         finding["link_cost"] = None
     return out

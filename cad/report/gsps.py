@@ -49,8 +49,8 @@ from highdicom.pr import (
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRBigEndian
 
-from cad.detect.findings import BOX_DIGITS, Finding, FindingView, StudyFindings
-from cad.io.equipment import DEVICE, PR_SERIES_NUMBER
+from cad.result.model import BOX_DIGITS, Finding, FindingView, StudyResult
+from cad.report.equipment import DEVICE, PR_SERIES_NUMBER
 
 CONTENT_LABEL = "CAD_MARKS"
 LAYER_NAME = "CAD_MARKS"
@@ -69,7 +69,7 @@ STORED_RANGE_EXPLANATION = "stored value range (image has no VOI)"
 
 
 def build_presentation_state(
-    findings: StudyFindings,
+    findings: StudyResult,
     headers: Sequence[Dataset],
     uids: dict[str, str],
     instance_number: int = INSTANCE_NUMBER,
@@ -78,7 +78,7 @@ def build_presentation_state(
 
     Parameters
     ----------
-    findings: cad.detect.findings.StudyFindings
+    findings: cad.result.model.StudyResult
         Result of the study; findings scoring at or above ``operating_threshold`` are drawn,
         on every image (view) of the finding.
     headers: Sequence[pydicom.Dataset]
@@ -129,7 +129,7 @@ def build_presentation_state(
         # MG images rescale (DX Image module); highdicom copies only rescale attributes
         raise ValueError("ModalityLUTSequence: not supported (MG images use rescale).")
 
-    shown = [f for f in findings.findings if f.score >= findings.operating_threshold]
+    shown = findings.marks
     layer = GraphicLayer(LAYER_NAME, order=1, description=LAYER_DESCRIPTION, display_color=MARK_COLOR)
     layer.GraphicLayerRecommendedDisplayGrayscaleValue = MARK_GRAY  # not a highdicom argument
     groups = [GraphicGroup(n, f.finding_id, _group_description(f)) for n, f in enumerate(shown, 1)]
@@ -170,7 +170,7 @@ def build_presentation_state(
 
 def _label(finding: Finding, view: FindingView) -> str:
     """Text shown beside a mark: finding id, score and, when linked, the other view."""
-    others = [v.view for v in finding.views if v.sop_instance_uid != view.sop_instance_uid]
+    others = [v.view.value for v in finding.views if v.sop_instance_uid != view.sop_instance_uid]
     return f"{finding.finding_id} {finding.score:.2f}" + (f" + {others[0]}" if others else "")
 
 
@@ -181,8 +181,8 @@ def _box(view: FindingView) -> tuple[float, float, float, float]:
 
 
 def _group_description(finding: Finding) -> str:
-    views = "/".join(v.view for v in finding.views)
-    return f"{finding.laterality} {finding.type}, score {finding.score:.3f}, {views}"
+    views = "/".join(v.view.value for v in finding.views)
+    return f"{finding.laterality.value} {finding.type.value}, score {finding.score:.3f}, {views}"
 
 
 def _annotations(

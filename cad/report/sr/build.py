@@ -15,11 +15,11 @@ from collections.abc import Sequence
 
 from pydicom.dataset import Dataset
 
-from cad.detect.findings import ANALYZED, BOX_DIGITS, Finding, ImageStatus, StudyFindings
-from cad.io.equipment import DEVICE, SR_SERIES_NUMBER
+from cad.result.model import BOX_DIGITS, Finding, ImageStatus, StudyResult
+from cad.report.equipment import DEVICE, SR_SERIES_NUMBER
 from cad.io.image import View
-from cad.io.sr import enum as sr
-from cad.io.sr.content import (
+from cad.report.sr import enum as sr
+from cad.report.sr.content import (
     AlgorithmIdentification,
     AnalysisPerformed,
     CADImageLibrary,
@@ -35,7 +35,7 @@ from cad.io.sr.content import (
     CONTAINS,
     INFERRED_FROM,
 )
-from cad.io.sr.sop import MammographyCADSR
+from cad.report.sr.sop import MammographyCADSR
 
 #: Algorithm Parameters are "key=value" texts; these keys are read back by the reader.
 PARAMETER_KEYS = ("model_name", "model_sha256", "settings_sha256", "operating_threshold")
@@ -45,7 +45,7 @@ _TYPE2_COPIED = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "
                  "StudyID", "StudyDate", "StudyTime", "ReferringPhysicianName")
 
 
-def algorithm_parameters(findings: StudyFindings) -> list[str]:
+def algorithm_parameters(findings: StudyResult) -> list[str]:
     alg = findings.algorithm
     values = {
         "model_name": alg.model_name,
@@ -71,8 +71,9 @@ def _view(status: ImageStatus) -> View | None:
         return None
 
 
-def _intent(score: float, threshold: float) -> sr.RenderingIntent:
-    return sr.RenderingIntent.PRESENTATION_REQUIRED if score >= threshold else sr.RenderingIntent.NOT_FOR_PRESENTATION
+def _intent(mark: bool) -> sr.RenderingIntent:
+    """A CAD mark (:attr:`StudyResult.marks`) must be presented; other findings are not for presentation."""
+    return sr.RenderingIntent.PRESENTATION_REQUIRED if mark else sr.RenderingIntent.NOT_FOR_PRESENTATION
 
 
 def _collocation(analysed: Sequence[ImageStatus]) -> tuple[list[ImageStatus], list[tuple[ImageStatus, str]]]:
@@ -97,9 +98,9 @@ def _box(box: Sequence[float]) -> tuple[float, ...]:
 
 
 def _finding_content(
-    finding: Finding, threshold: float, algorithm: AlgorithmIdentification, library: CADImageLibrary,
+    finding: Finding, mark: bool, algorithm: AlgorithmIdentification, library: CADImageLibrary,
 ) -> CompositeFeature | SingleImageFinding:
-    intent = _intent(finding.score, threshold)
+    intent = _intent(mark)
     if finding.linked:
         singles = [
             SingleImageFinding(_box(v.box), v.score, intent, algorithm, library.path_of(v.sop_instance_uid), INFERRED_FROM)
@@ -112,7 +113,7 @@ def _finding_content(
 
 
 def build_mammography_cad_sr(
-    findings: StudyFindings, image_headers: Sequence[Dataset], failed_headers: Sequence[Dataset],
+    findings: StudyResult, image_headers: Sequence[Dataset], failed_headers: Sequence[Dataset],
     uids: dict[str, str], previous_versions: Sequence[Dataset] = (),
 ) -> MammographyCADSR:
     """The Mammography CAD SR for one study.
@@ -130,7 +131,8 @@ def build_mammography_cad_sr(
     listed = [status_of[uid] for uid in status_of if uid in headers]
     if not listed:
         raise ValueError(f"study {findings.study_instance_uid}: no identifiable image to report on")
-    entries = [ImageLibraryEntry(headers[s.sop_instance_uid], s.laterality, _view(s))  # type: ignore[index]
+    entries = [ImageLibraryEntry(headers[s.sop_instance_uid], s.laterality.value if s.laterality else None,  # type: ignore[index]
+                                 _view(s))
                for s in listed]
     library = CADImageLibrary(entries, MammographyCADReport.IMAGE_LIBRARY_PATH)
     parameters = algorithm_parameters(findings)
@@ -139,8 +141,8 @@ def build_mammography_cad_sr(
     # and operating point are stated once per run, on the Detection Performed items
     finding_algorithm = AlgorithmIdentification(findings.algorithm.name, findings.algorithm.version)
 
-    analysed = [s for s in listed if s.status == ANALYZED]
-    failed = [s for s in listed if s.status != ANALYZED]
+    analysed = [s for s in listed if s.analysed]
+    failed = [s for s in listed if not s.analysed]
     successful_detections = (
         [DetectionPerformed(algorithm, [library.path_of(s.sop_instance_uid) for s in analysed])]  # type: ignore[arg-type]
         if analysed else []
@@ -168,8 +170,8 @@ def build_mammography_cad_sr(
     ]
     impressions = [
         IndividualImpressionRecommendation(
-            _finding_content(f, findings.operating_threshold, finding_algorithm, library),
-            _intent(f.score, findings.operating_threshold),
+            _finding_content(f, findings.is_mark(f.score), finding_algorithm, library),
+            _intent(findings.is_mark(f.score)),
         )
         for f in findings.findings
     ]

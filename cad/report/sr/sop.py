@@ -11,8 +11,8 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DataElementSequence
 
-from cad.io.sr.content import MammographyCADReport, pending_references
-from cad.io.sr.enum import MAMMOGRAPHY_CAD_SR_STORAGE, ROOT_TEMPLATE_ID
+from cad.report.sr.content import MammographyCADReport, pending_references
+from cad.report.sr.enum import MAMMOGRAPHY_CAD_SR_STORAGE, ROOT_TEMPLATE_ID
 
 CONTENT_SEQUENCE = 0x0040A730
 
@@ -55,7 +55,7 @@ class MammographyCADSR(_SR):
         ----------
         evidence: Sequence[pydicom.dataset.Dataset]
             Headers of every image referenced in the content tree, all of one study.
-        content: cad.io.sr.content.MammographyCADReport
+        content: cad.report.sr.content.MammographyCADReport
             The document root.
         series_instance_uid, series_number, sop_instance_uid, instance_number, manufacturer:
             Identity of the document and of the device that made it.

@@ -23,6 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 from torchvision.models.detection import RetinaNet
 
+from cad.detect.detector import INPUT_NAME, OUTPUT_NAMES
 from cad.detect.inputs import SIZE_DIVISIBLE
 from cad.detect.locked import LockedModel, register_export, sha256_file
 from cad.detect.rescore import OWN_FEATURES, PAIR_FEATURES, PATCH
@@ -32,8 +33,6 @@ ONNX_MANIFEST_FILE = "onnx_manifest.json"
 #: key of the ONNX entry in a model's manifest.json: ``runtimes`` -> ``onnxruntime``
 RUNTIME_KEY = "onnxruntime"
 OPSET = 18
-INPUT_NAME = "image"
-OUTPUT_NAMES = ("cls_logits", "bbox_regression")
 
 
 #: the largest batch the export accepts (views of equal padded size, see runtime batching)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from cad.detect.findings import StudyFindings
-from cad.detect.pipeline import AnalysedView
-from cad.overlay import Mark, render_overlay
+from cad.result.model import StudyResult
+from cad.analysis.pipeline import AnalysedView
+from cad.report.overlay import Mark, render_overlay
 
 LINKED = (0, 210, 255)
 SINGLE = (255, 150, 0)
@@ -17,24 +17,21 @@ def overlay_name(laterality: str, view: str, sop_instance_uid: str) -> str:
     return f"{laterality}_{view}_{sop_instance_uid[-12:]}.png"
 
 
-def write_overlays(findings: StudyFindings, views: Sequence[AnalysedView], folder: Path) -> list[Path]:
+def write_overlays(findings: StudyResult, views: Sequence[AnalysedView], folder: Path) -> list[Path]:
     """One PNG per analysed view: outline, nipple, pectoral line, CAD marks with score and link."""
-    threshold = findings.operating_threshold
     written = []
     for v in views:
         uid = v.image.sop_instance_uid
         marks = []
-        for f in findings.findings:
-            if f.score < threshold:
-                continue
+        for f in findings.marks:
             for fv in f.views:
                 if fv.sop_instance_uid != uid:
                     continue
-                other = [o.view for o in f.views if o.sop_instance_uid != uid]
+                other = [o.view.value for o in f.views if o.sop_instance_uid != uid]
                 link = f" + {other[0]}" if other else " (this view only)"
                 marks.append(Mark(fv.box, f"{f.finding_id} {f.score:.2f}{link}", LINKED if other else SINGLE))
         title = (f"{v.image.laterality.value} {v.image.view.value}   CAD marks: {len(marks)}   "
-                 f"(score >= {threshold:.2f}; blue = linked CC/MLO, orange = one view)")
+                 f"(score >= {findings.operating_threshold:.2f}; blue = linked CC/MLO, orange = one view)")
         written.append(render_overlay(v.image, v.view_input.geometry, marks,
                                       folder / overlay_name(v.image.laterality.value, v.image.view.value, uid), title))
     return written

@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 
 import cad
 from cad.detect import rescore
-from cad.detect.detector import ViewDetections, run_network
-from cad.detect.findings import (
+from cad.detect.detector import ViewDetections
+from cad.detect.inputs import ViewInput, prepare_view
+from cad.detect.linking import Candidate, LinkingConfig, candidates, fuse, link
+from cad.detect.locked import LockedModel
+from cad.detect.runtime import Runtime, TorchRuntime
+from cad.io.image import IngestFailure, Laterality, MammogramImage, Study, View
+from cad.preprocess.mask import NoBreastError
+from cad.result.model import (
     ANALYZED,
     FINDING_TYPE,
     NOT_ANALYZED,
@@ -23,19 +30,21 @@ from cad.detect.findings import (
     Finding,
     FindingView,
     ImageStatus,
-    StudyFindings,
+    StudyResult,
     image_sort_key,
 )
-from cad.detect.inputs import ViewInput, prepare_view
-from cad.detect.linking import Candidate, LinkingConfig, candidates, fuse, link
-from cad.detect.locked import LockedModel
-from cad.detect.rescore_model import run_rescorer
-from cad.detect.runtime import Runtime
-from cad.io.image import IngestFailure, Laterality, MammogramImage, Study, View
-from cad.preprocess.mask import NoBreastError
 from cad.stages import NO_CLOCK, Stage, StageClock
 
 log = logging.getLogger(__name__)
+
+
+class Scored(NamedTuple):
+    """A finding before numbering: its raw combined score (clipped to [0, 1] when numbered)."""
+
+    score: float
+    laterality: Laterality
+    views: tuple[FindingView, ...]
+    link_cost: float | None = None
 
 
 @dataclass(frozen=True)
@@ -47,10 +56,14 @@ class AnalysedView:
 
 def _failure_status(failure: IngestFailure) -> ImageStatus:
     ref = failure.ref
-    return ImageStatus(
-        ref.sop_instance_uid, ref.laterality.value if ref.laterality else None,
-        ref.view.value if ref.view else None, NOT_ANALYZED, failure.message, ref.path.name,
-    )
+    return ImageStatus(ref.sop_instance_uid, ref.laterality, ref.view, NOT_ANALYZED, failure.message, ref.path.name,
+                       failure.code.value)
+
+
+def torch_runtime(model: LockedModel) -> Runtime:
+    """The default runtime of the analysis: the PyTorch reference, one view at a time (the one
+    PyTorch path; `cad detect` chooses its runtime with :func:`cad.detect.runtimes.make_runtime`)."""
+    return TorchRuntime(model, max_batch=1)
 
 
 def algorithm_of(model: LockedModel) -> Algorithm:
@@ -65,9 +78,9 @@ def detect_views(
     model: LockedModel, images: list[MammogramImage], runtime: Runtime | None = None,
     clock: StageClock = NO_CLOCK,
 ) -> tuple[list[AnalysedView], list[ImageStatus]]:
-    """Prepare every image, then run the prepared views together on ``runtime`` (default: the
-    PyTorch network, one view at a time); images that cannot be prepared are returned as not
-    analysed."""
+    """Prepare every image, then run the prepared views together on ``runtime`` (default:
+    :func:`torch_runtime`); images that cannot be prepared are returned as not analysed."""
+    runtime = runtime or torch_runtime(model)
     prepared: list[tuple[MammogramImage, ViewInput]] = []
     refused: list[ImageStatus] = []
     with clock.stage(Stage.PREPROCESS):
@@ -81,14 +94,11 @@ def detect_views(
             except Exception as exc:  # noqa: BLE001 - a defect: never a clinical-sounding reason
                 reason = f"internal error ({type(exc).__name__}); the traceback is in the log"
                 log.error("not analysed: %s: %s", image.path.name, reason, exc_info=True)
-            refused.append(ImageStatus(image.sop_instance_uid, image.laterality.value, image.view.value,
-                                       NOT_ANALYZED, reason, image.path.name))
+            refused.append(ImageStatus(image.sop_instance_uid, image.laterality, image.view, NOT_ANALYZED, reason,
+                                       image.path.name))
     inputs = [view_input for _, view_input in prepared]
     with clock.stage(Stage.MODEL):
-        if runtime is None:
-            detections = run_network(model.network, inputs)
-        else:
-            detections = runtime.detect(inputs)
+        detections = runtime.detect(inputs)
     analysed = [AnalysedView(image, view_input, found)
                 for (image, view_input), found in zip(prepared, detections)]
     return analysed, refused
@@ -105,7 +115,7 @@ class RescoredBreast:
     rows: list[int]
 
 
-def rescore_breast(views: list[AnalysedView], model: LockedModel, runtime: Runtime | None) -> RescoredBreast:
+def rescore_breast(views: list[AnalysedView], model: LockedModel, runtime: Runtime | None = None) -> RescoredBreast:
     """Candidates of both sources rescored with both views; per view, those scoring at least
     the floor survive non-maximum suppression on the dual-view score, at most the detector's
     per-view limit."""
@@ -114,10 +124,7 @@ def rescore_breast(views: list[AnalysedView], model: LockedModel, runtime: Runti
     inputs = rescore.breast_inputs([(v.view_input, v.image.view, v.detections) for v in views], settings.blobs)
     if len(inputs) == 0:
         return RescoredBreast(inputs, np.zeros(0), np.zeros(0), [])
-    if runtime is not None:
-        single_logit, dual_logit = runtime.rescore(inputs)
-    else:
-        single_logit, dual_logit = run_rescorer(model.rescorer, inputs)
+    single_logit, dual_logit = (runtime or torch_runtime(model)).rescore(inputs)
     single, dual = rescore.sigmoid(single_logit), rescore.sigmoid(dual_logit)
     rows: list[int] = []
     for position in range(len(inputs.views)):
@@ -133,7 +140,7 @@ def rescore_breast(views: list[AnalysedView], model: LockedModel, runtime: Runti
 
 def _rescored_findings(
     laterality: Laterality, views: list[AnalysedView], rescored: RescoredBreast, model: LockedModel
-) -> list[tuple[float, Finding]]:
+) -> list[Scored]:
     """Findings of one rescored breast: linking on the dual-view scores, each finding scored by
     its dual-view score(s); each view's own ``score`` is its single-view score."""
     settings = model.rescore_settings
@@ -152,24 +159,24 @@ def _rescored_findings(
         view = views[inputs.views[position]]
         first = int(np.searchsorted(inputs.view_of, position))  # rows are grouped by view
         box = tuple(float(c) for c in inputs.found[position].boxes[row - first])
-        return FindingView(view.image.sop_instance_uid, view.image.view.value, box,  # type: ignore[arg-type]
+        return FindingView(view.image.sop_instance_uid, view.image.view, box,  # type: ignore[arg-type]
                            round(float(single[row]), SCORE_DIGITS))
 
-    out: list[tuple[float, Finding]] = []
+    out: list[Scored] = []
     for l in links:
         a, b = cc_rows[l.cc], mlo_rows[l.mlo]
         score = settings.combine(float(dual[a]), float(dual[b]))
-        out.append((score, Finding("", laterality.value, FINDING_TYPE, score, (fview(a), fview(b)), l.cost)))
+        out.append(Scored(score, laterality, (fview(a), fview(b)), l.cost))
     linked = {cc_rows[l.cc] for l in links} | {mlo_rows[l.mlo] for l in links}
     for row in rows:
         if row not in linked:
-            out.append((float(dual[row]), Finding("", laterality.value, FINDING_TYPE, float(dual[row]), (fview(row),))))
+            out.append(Scored(float(dual[row]), laterality, (fview(row),)))
     return out
 
 
 def _breast_findings(
     laterality: Laterality, views: list[AnalysedView], config: LinkingConfig
-) -> list[tuple[float, Finding]]:
+) -> list[Scored]:
     cc_views = [v for v in views if v.image.view is View.CC]
     mlo_views = [v for v in views if v.image.view is View.MLO]
 
@@ -192,33 +199,35 @@ def _breast_findings(
         v, k = entry
         box = tuple(float(c) for c in v.detections.boxes[k])
         score = round(float(v.detections.scores[k]), SCORE_DIGITS)
-        return FindingView(v.image.sop_instance_uid, v.image.view.value, box, score)  # type: ignore[arg-type]
+        return FindingView(v.image.sop_instance_uid, v.image.view, box, score)  # type: ignore[arg-type]
 
-    out: list[tuple[float, Finding]] = []
+    out: list[Scored] = []
     for l in links:
         a, b = fview(cc_flat[l.cc]), fview(mlo_flat[l.mlo])
         score = fuse(a.score, b.score, l.confidence)
-        out.append((score, Finding("", laterality.value, FINDING_TYPE, score, (a, b), l.cost)))
+        out.append(Scored(score, laterality, (a, b), l.cost))
     for flat_list, linked in ((cc_flat, linked_cc), (mlo_flat, linked_mlo)):
         for k, entry in enumerate(flat_list):
             if k not in linked:
                 fv = fview(entry)
-                out.append((fv.score, Finding("", laterality.value, FINDING_TYPE, fv.score, (fv,))))
+                out.append(Scored(fv.score, laterality, (fv,)))
     return out
 
 
 def analyse_study(
     study: Study, model: LockedModel, runtime: Runtime | None = None, clock: StageClock = NO_CLOCK
-) -> tuple[StudyFindings, list[AnalysedView]]:
+) -> tuple[StudyResult, list[AnalysedView]]:
     """Findings for one study, and the analysed views (for overlays)."""
     return analyse_studies([study], model, runtime, clock)[0]
 
 
 def analyse_studies(
     studies: list[Study], model: LockedModel, runtime: Runtime | None = None, clock: StageClock = NO_CLOCK
-) -> list[tuple[StudyFindings, list[AnalysedView]]]:
+) -> list[tuple[StudyResult, list[AnalysedView]]]:
     """Findings for several studies whose views go to the runtime together, so that views of
-    equal shape from different exams share batches; linking stays per study and breast."""
+    equal shape from different exams share batches; linking stays per study and breast.
+    Without a ``runtime``, :func:`torch_runtime`."""
+    runtime = runtime or torch_runtime(model)
     analysed, refused = detect_views(model, [image for study in studies for image in study.images],
                                      runtime, clock)
     rescored: dict[tuple[str, Laterality], RescoredBreast] = {}
@@ -243,15 +252,13 @@ def analyse_studies(
 def _study_findings(
     study: Study, model: LockedModel, analysed: list[AnalysedView], refused: list[ImageStatus],
     rescored: dict[tuple[str, Laterality], RescoredBreast] | None = None,
-) -> StudyFindings:
+) -> StudyResult:
     """Per-breast linking and fusion of one study's detections, and every image's status."""
     config = linking_config(model)
-    result = StudyFindings(study.study_instance_uid, algorithm_of(model), model.operating_threshold)
-    statuses = [ImageStatus(v.image.sop_instance_uid, v.image.laterality.value, v.image.view.value,
-                            ANALYZED, None, v.image.path.name) for v in analysed]
+    statuses = [ImageStatus(v.image.sop_instance_uid, v.image.laterality, v.image.view, ANALYZED, None,
+                            v.image.path.name) for v in analysed]
     statuses += refused + [_failure_status(f) for f in study.failures]
-    result.images = sorted(statuses, key=image_sort_key)
-    scored: list[tuple[float, Finding]] = []
+    scored: list[Scored] = []
     for laterality in (Laterality.RIGHT, Laterality.LEFT):
         views = [v for v in analysed if v.image.laterality is laterality]
         if model.rescorer is not None:
@@ -259,10 +266,10 @@ def _study_findings(
             scored += _rescored_findings(laterality, views, breast, model)
         else:
             scored += _breast_findings(laterality, views, config)
-    scored.sort(key=lambda t: (-round(t[0], 6), t[1].laterality, t[1].views[0].view, t[1].views[0].box))
-    result.findings = [
-        Finding(f"F{n:03d}", f.laterality, f.type, round(float(np.clip(s, 0.0, 1.0)), SCORE_DIGITS),
+    scored.sort(key=lambda t: (-round(t.score, 6), t.laterality, t.views[0].view, t.views[0].box))
+    findings = tuple(
+        Finding(f"F{n:03d}", f.laterality, FINDING_TYPE, round(float(np.clip(f.score, 0.0, 1.0)), SCORE_DIGITS),
                 f.views, f.link_cost)
-        for n, (s, f) in enumerate(scored, start=1)
-    ]
-    return result
+        for n, f in enumerate(scored, start=1))
+    return StudyResult(study.study_instance_uid, algorithm_of(model), model.operating_threshold,
+                       tuple(sorted(statuses, key=image_sort_key)), findings)

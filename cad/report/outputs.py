@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 
-from cad.detect.findings import StudyFindings
+from cad.result.model import StudyResult
 from cad.io.errors import IngestErrorCode
 from cad.io.image import Study
 from cad.io.uids import derived_uid, output_uids, uid_tail
@@ -43,13 +43,13 @@ def study_headers(study: Study) -> tuple[list[Dataset], list[Dataset]]:
 
 
 def write_dicom_outputs(
-    findings: StudyFindings, study: Study, folder: Path, previous_srs: Sequence[Dataset] = ()
+    findings: StudyResult, study: Study, folder: Path, previous_srs: Sequence[Dataset] = ()
 ) -> DicomOutputs:
     """Write the SR (always, when any instance of the study is identifiable) and the GSPS (when
     at least one image was analysed; one per image size). ``previous_srs`` are this device's
     earlier SRs of the study that the new one supersedes."""
-    from cad.io.gsps import build_presentation_state
-    from cad.io.sr.build import build_mammography_cad_sr
+    from cad.report.gsps import build_presentation_state
+    from cad.report.sr.build import build_mammography_cad_sr
 
     images, failed = study_headers(study)
     if any(f.code is IngestErrorCode.PATIENT_MISMATCH for f in study.failures):
@@ -69,7 +69,7 @@ def write_dicom_outputs(
     sr = build_mammography_cad_sr(findings, images, failed, uids, previous_srs)
     sr_path = folder / SR_NAME
     sr.save_as(sr_path, enforce_file_format=True)
-    analysed = {i.sop_instance_uid for i in findings.images if i.status == "analyzed"}
+    analysed = {i.sop_instance_uid for i in findings.images if i.analysed}
     shown = [h for h in images if str(h.SOPInstanceUID) in analysed]
     if not shown:
         return DicomOutputs(sr_path, None, "no image was analysed")

@@ -3,7 +3,7 @@
 Each class is one template or template row, built on highdicom's SR content items so that value
 types, codes and relationship types are validated where they are made. highdicom has no
 by-reference relationships; :class:`ContentItemReference` adds them, and the items that need one
-keep it pending until :class:`cad.io.sr.sop.MammographyCADSR` places it in the tree.
+keep it pending until :class:`cad.report.sr.sop.MammographyCADSR` places it in the tree.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from pydicom.sr.coding import Code
 
 from cad.io.codes import VIEW_CODE_FOR
 from cad.io.image import View
-from cad.io.sr import enum as sr
+from cad.report.sr import enum as sr
 
 HAS_PROPERTIES = RelationshipTypeValues.HAS_PROPERTIES
 HAS_CONCEPT_MOD = RelationshipTypeValues.HAS_CONCEPT_MOD

@@ -91,3 +91,22 @@ def render_overlay(
 def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
     """Whether two (x0, y0, x1, y1) rectangles share any area."""
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def reference_marks(path: Path) -> dict[str, list[Mark]]:
+    """Reference lesion boxes to draw (``cad inspect --truth``), by SOP Instance UID, from a
+    truth file in the phantom/converted-dataset layout (exams -> lesions -> views with boxes).
+    Raises ValueError naming the file when it is not in that layout."""
+    import json
+
+    marks: dict[str, list[Mark]] = {}
+    try:
+        data = json.loads(path.read_text())
+        for exam in data["exams"]:
+            for lesion in exam["lesions"]:
+                label = f"{lesion['lesion_id']} {lesion['type'].split('_')[0]}"
+                for view in lesion["views"]:
+                    marks.setdefault(view["sop_instance_uid"], []).append(Mark(view["box"], label, (255, 210, 0)))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{path}: not a truth file with exams/lesions/views ({type(exc).__name__}: {exc})") from None
+    return marks

@@ -1,0 +1,1 @@
+"""The Mammography CAD SR (TID 4000): builder, content items, SOP class and reader."""

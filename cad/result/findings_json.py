@@ -1,0 +1,126 @@
+"""findings.json: the one writer and reader of a :class:`~cad.result.model.StudyResult`.
+
+Canonical serialisation (sorted keys, fixed rounding, findings in result order), so the same
+result gives byte-identical files. The schema is cad/schemas/findings.schema.json; version 1.1
+added ``error_code`` to images that ingest refused (1.0 files are read too). Reading builds the
+typed result, so a file that breaks the contract is refused with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from cad.result.model import (
+    BOX_DIGITS,
+    SCORE_DIGITS,
+    Algorithm,
+    Finding,
+    FindingView,
+    ImageStatus,
+    ResultError,
+    StudyResult,
+)
+
+SCHEMA_VERSION = "1.1"
+#: versions :func:`result_from_dict` reads
+READABLE_VERSIONS = ("1.0", "1.1")
+FINDINGS_FILE = "findings.json"
+OPERATING_POINT_DESCRIPTION = ("findings scoring at or above the threshold are the CAD marks shown to readers; "
+                               "lower-scoring findings are kept for FROC analysis")
+
+
+def _image(image: ImageStatus) -> dict[str, Any]:
+    out = {"sop_instance_uid": image.sop_instance_uid,
+           "laterality": image.laterality.value if image.laterality else None,
+           "view": image.view.value if image.view else None, "status": image.status.value,
+           "reason": image.reason, "file": image.file}
+    if image.error_code is not None:
+        out["error_code"] = image.error_code
+    return out
+
+
+def _finding(finding: Finding) -> dict[str, Any]:
+    return {
+        "finding_id": finding.finding_id,
+        "laterality": finding.laterality.value,
+        "type": finding.type.value,
+        "score": round(finding.score, SCORE_DIGITS),
+        "linked": finding.linked,
+        "link_cost": None if finding.link_cost is None else round(finding.link_cost, 4),
+        "views": [{"sop_instance_uid": v.sop_instance_uid, "view": v.view.value,
+                   "box": [round(c, BOX_DIGITS) for c in v.box], "score": round(v.score, SCORE_DIGITS)}
+                  for v in finding.views],
+    }
+
+
+def result_to_dict(result: StudyResult) -> dict[str, Any]:
+    """The findings.json object of ``result``."""
+    a = result.algorithm
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "study_instance_uid": result.study_instance_uid,
+        "algorithm": {"name": a.name, "version": a.version, "model_sha256": a.model_sha256,
+                      "model_name": a.model_name, "settings_sha256": a.settings_sha256},
+        "operating_point": {"threshold": round(result.operating_threshold, SCORE_DIGITS),
+                            "description": OPERATING_POINT_DESCRIPTION},
+        "images": [_image(i) for i in result.images],
+        "findings": [_finding(f) for f in result.findings],
+    }
+
+
+def result_to_json(result: StudyResult) -> str:
+    return json.dumps(result_to_dict(result), indent=2, sort_keys=True) + "\n"
+
+
+def write_result(result: StudyResult, path: Path) -> Path:
+    """Write ``result`` as findings.json at ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(result_to_json(result))
+    return path
+
+
+def result_from_dict(data: dict[str, Any]) -> StudyResult:
+    """The typed result of a findings.json object; ResultError when it is not one."""
+    try:
+        version = data["schema_version"]
+        if version not in READABLE_VERSIONS:
+            raise ResultError(f"schema_version {version!r} (this version reads {', '.join(READABLE_VERSIONS)})")
+        alg = data["algorithm"]
+        images = tuple(
+            ImageStatus(i["sop_instance_uid"], i["laterality"], i["view"], i["status"], i.get("reason"),
+                        i.get("file"), i.get("error_code"))
+            for i in data["images"])
+        findings = tuple(
+            Finding(f["finding_id"], f["laterality"], f["type"], float(f["score"]),
+                    tuple(FindingView(v["sop_instance_uid"], v["view"], tuple(v["box"]), float(v["score"]))
+                          for v in f["views"]),
+                    f.get("link_cost"))
+            for f in data["findings"])
+        return StudyResult(
+            data["study_instance_uid"],
+            Algorithm(alg["name"], alg["version"], alg["model_sha256"], alg.get("model_name"),
+                      alg.get("settings_sha256")),
+            float(data["operating_point"]["threshold"]), images, findings)
+    except ResultError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ResultError(f"not a findings.json object ({type(exc).__name__}: {exc})") from None
+
+
+def read_result(path: Path) -> StudyResult:
+    """findings.json at ``path`` as a typed result; ResultError naming the file otherwise."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ResultError(f"{path}: not readable JSON ({exc})") from None
+    try:
+        return result_from_dict(data)
+    except ResultError as exc:
+        raise ResultError(f"{path}: {exc}") from None
+
+
+def read_results(folder: Path) -> dict[str, StudyResult]:
+    """Every findings.json below ``folder``, by StudyInstanceUID."""
+    return {r.study_instance_uid: r for r in (read_result(p) for p in sorted(folder.rglob(FINDINGS_FILE)))}
