@@ -20,7 +20,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -249,7 +249,8 @@ def export(
         Path | None, typer.Option("--model", help="Locked model folder (default: the released model).")
     ] = None,
     parity_input: Annotated[Path | None, typer.Option(
-        "--parity-input", help="tensorrt: this site's own DICOM mammograms for the parity check against ONNX Runtime (required).")] = None,
+        "--parity-input",
+        help="tensorrt: this site's own DICOM mammograms for the parity check against ONNX Runtime (required).")] = None,
 ) -> None:
     """Export the locked detector's backbone, FPN and heads: ONNX (float32 compute, float16-exact
     weights), or a TensorRT FP16 engine built from it on this GPU after a parity check against

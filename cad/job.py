@@ -17,14 +17,14 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
-from cad.result.findings_json import FINDINGS_FILE, write_result
-from cad.result.model import StudyResult
-from cad.detect.locked import LockedModel
 from cad.analysis.pipeline import AnalysedView, analyse_studies
+from cad.detect.locked import LockedModel
 from cad.detect.runtime import Runtime
 from cad.io.image import IngestResult, Study
-from cad.report.outputs import DicomOutputs, write_dicom_outputs
 from cad.io.uids import uid_tail
+from cad.report.outputs import DicomOutputs, write_dicom_outputs
+from cad.result.findings_json import FINDINGS_FILE, write_result
+from cad.result.model import StudyResult
 from cad.stages import NO_CLOCK, Stage, StageClock
 
 OVERLAY_FOLDER = "overlays"

@@ -111,9 +111,9 @@ def two_stage_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
     from cad.detect.locked import MANIFEST_FILE, load_locked_model, register_export, write_locked_model
-    from cad.export.onnx import RESCORER_RUNTIME_KEY, export_onnx, export_rescorer, register_onnx
     from cad.detect.rescore import RescoreSettings
     from cad.detect.rescore_model import DualViewRescorer
+    from cad.export.onnx import RESCORER_RUNTIME_KEY, export_onnx, export_rescorer, register_onnx
 
     first = load_locked_model()
     torch.manual_seed(20261202)
@@ -122,7 +122,7 @@ def two_stage_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_locked_model(folder, first.network, first.config, "two-stage-test", {"threshold": 0.5, "fpi": 1.0},
                        {"note": "test fixture"}, {}, rescorer=(network, RescoreSettings(network.config)))
     manifest = json.loads((folder / MANIFEST_FILE).read_text())
-    manifest["linking"] = first.manifest["linking"]
+    manifest["linking"] = first.manifest.raw["linking"]
     (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     model = load_locked_model(folder)
     register_onnx(folder, export_onnx(model, folder, write_manifest=False))

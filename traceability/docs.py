@@ -101,9 +101,11 @@ def srs_page(trace: Trace) -> str:
         out.append(heading(CATEGORY_TITLES[category], "-"))
         for r in members:
             req = r.requirement
+            safety = (f"yes: implements {', '.join(r.controls)} (hazards {', '.join(r.hazards)})"
+                      if r.safety_relevant else "no")
             body = (f"{literal(req.text)}\n\n:Rationale: {literal(req.rationale)}\n"
                     f":Acceptance: {literal(req.acceptance)}\n"
-                    f":Safety relevant: {'yes: implements ' + ', '.join(r.controls) + ' (hazards ' + ', '.join(r.hazards) + ')' if r.safety_relevant else 'no'}\n"
+                    f":Safety relevant: {safety}\n"
                     f":Source: ``requirements/{req.source}``")
             if req.analysis:
                 criteria = "; ".join(f"{c.label} {c.op} {c.value:g}" for c in req.analysis.criteria)

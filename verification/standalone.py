@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,9 @@ from typing import Any
 import jsonschema
 import numpy as np
 
+from cad.io.image import View
+from cad.result.findings_json import FINDINGS_FILE, result_from_dict, result_to_dict
+from cad.result.model import FindingView, ResultError, StudyResult
 from verification import bootstrap as bs
 from verification.froc import (
     FPI_POINTS,
@@ -119,13 +123,17 @@ def load_truth(path: Path) -> dict[str, Any]:
     return _validated(path, _schema("truth.schema.json"))
 
 
-def load_findings(folder: Path) -> dict[str, dict[str, Any]]:
-    """findings.json of every study below ``folder`` (schema-validated), by StudyInstanceUID."""
+def load_findings(folder: Path) -> dict[str, StudyResult]:
+    """findings.json of every study below ``folder`` (schema-validated, then read into the typed
+    result contract), by StudyInstanceUID."""
     schema = _schema("findings.schema.json")
     out = {}
-    for path in sorted(folder.rglob("findings.json")):
-        data = _validated(path, schema)
-        out[data["study_instance_uid"]] = data
+    for path in sorted(folder.rglob(FINDINGS_FILE)):
+        try:
+            result = result_from_dict(_validated(path, schema))
+        except ResultError as exc:
+            raise EvaluationInputError(f"{path}: {exc}") from None
+        out[result.study_instance_uid] = result
     return out
 
 
@@ -151,7 +159,7 @@ def _summary(result: FrocResult) -> dict[str, Any]:
     }
 
 
-def _linking(truth: dict[str, Any], findings: dict[str, dict[str, Any]], threshold: float,
+def _linking(truth: dict[str, Any], findings: Mapping[str, StudyResult], threshold: float,
              criteria: Criteria) -> dict[str, Any]:
     iou = criteria.iou_threshold
     both_detected = linked_as_one = 0
@@ -160,30 +168,31 @@ def _linking(truth: dict[str, Any], findings: dict[str, dict[str, Any]], thresho
         data = findings.get(exam["study_instance_uid"])
         if data is None:
             continue
-        shown = [f for f in data["findings"] if f["score"] >= threshold]
+        # a threshold of the FROC sweep (the locked one, or the one giving 1 FP/image here)
+        shown = [f for f in data.findings if f.score >= threshold]
         lesion_boxes = {
             (lesion["lesion_id"], v["sop_instance_uid"]): v["box"]
             for lesion in exam["lesions"] for v in lesion["views"]
         }
 
-        def hit(view: dict[str, Any]) -> set[str]:
+        def hit(view: FindingView, lesion_boxes: dict[tuple[str, str], Any] = lesion_boxes) -> set[str]:
             return {lid for (lid, uid), box in lesion_boxes.items()
-                    if uid == view["sop_instance_uid"] and localises(view["box"], box, iou)}
+                    if uid == view.sop_instance_uid and localises(view.box, box, iou)}
 
         for lesion in exam["lesions"]:
             if not criteria.includes(lesion) or len(lesion["views"]) != 2:
                 continue
             lid = lesion["lesion_id"]
-            views_hit = {v["view"] for f in shown for v in f["views"] if lid in hit(v)}
-            if views_hit >= {"CC", "MLO"}:
+            views_hit = {v.view for f in shown for v in f.views if lid in hit(v)}
+            if views_hit >= {View.CC, View.MLO}:
                 both_detected += 1
-                if any(len(f["views"]) == 2 and all(lid in hit(v) for v in f["views"]) for f in shown):
+                if any(f.linked and all(lid in hit(v) for v in f.views) for f in shown):
                     linked_as_one += 1
         for f in shown:
-            if len(f["views"]) != 2:
+            if not f.linked:
                 continue
             linked_total += 1
-            a, b = (hit(v) for v in f["views"])
+            a, b = (hit(v) for v in f.views)
             if not a and not b:
                 false_pairs += 1
             elif not (a & b):
@@ -234,21 +243,21 @@ def _est(estimate: float, replicates: np.ndarray, digits: int = 4) -> dict[str, 
     return {"estimate": _finite(estimate, digits), "ci95": [_finite(low, digits), _finite(high, digits)]}
 
 
-def _device(findings: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _device(findings: Mapping[str, StudyResult]) -> dict[str, Any]:
     """Algorithm identification and locked operating point, required to be the same in all studies."""
     if not findings:
         raise EvaluationInputError("no findings.json to evaluate")
-    algorithms = {json.dumps(d["algorithm"], sort_keys=True) for d in findings.values()}
+    algorithms = {r.algorithm for r in findings.values()}
     if len(algorithms) > 1:
         raise EvaluationInputError(f"findings come from {len(algorithms)} different algorithms/models")
-    locked = sorted({float(d["operating_point"]["threshold"]) for d in findings.values()})
+    locked = sorted({r.operating_threshold for r in findings.values()})
     if len(locked) > 1:
         raise EvaluationInputError(f"findings come from models with different operating points: {locked}")
-    first = next(iter(findings.values()))
-    return {"algorithm": dict(first["algorithm"]), "operating_point": dict(first["operating_point"])}
+    first = result_to_dict(next(iter(findings.values())))
+    return {"algorithm": first["algorithm"], "operating_point": first["operating_point"]}
 
 
-def _collect_marks(truth: dict[str, Any], findings: dict[str, dict[str, Any]]) -> tuple[_Marks, int, int]:
+def _collect_marks(truth: dict[str, Any], findings: Mapping[str, StudyResult]) -> tuple[_Marks, int, int]:
     """Marks of the studies in truth; also (studies without findings, images not analysed)."""
     marks = _Marks()
     not_analysed = missing_studies = 0
@@ -257,14 +266,14 @@ def _collect_marks(truth: dict[str, Any], findings: dict[str, dict[str, Any]]) -
         if data is None:
             missing_studies += 1
             continue
-        not_analysed += sum(i["status"] != "analyzed" for i in data["images"])
-        for f in data["findings"]:
-            for v in f["views"]:
-                marks.dual.append(ScoredMark(v["sop_instance_uid"], v["box"], float(f["score"])))
-                marks.single.append(ScoredMark(v["sop_instance_uid"], v["box"], float(v["score"])))
+        not_analysed += sum(not i.analysed for i in data.images)
+        for f in data.findings:
+            for v in f.views:
+                marks.dual.append(ScoredMark(v.sop_instance_uid, v.box, f.score))
+                marks.single.append(ScoredMark(v.sop_instance_uid, v.box, v.score))
                 marks.exam.append(e)
-                marks.laterality.append(f["laterality"])
-                marks.linked.append(len(f["views"]) == 2)
+                marks.laterality.append(f.laterality.value)
+                marks.linked.append(f.linked)
     return marks, missing_studies, not_analysed
 
 
@@ -441,7 +450,7 @@ def _breasts(exams: list[dict[str, Any]], marks: _Marks, mark_scores: np.ndarray
             _unit_scores(len(breasts), of_mark[shown], mark_scores[shown]), positive)
 
 
-def analyse(truth: dict[str, Any], findings: dict[str, dict[str, Any]], criteria: Criteria | None = None,
+def analyse(truth: dict[str, Any], findings: Mapping[str, StudyResult], criteria: Criteria | None = None,
             n_resamples: int = bs.DEFAULT_RESAMPLES, seed: int = bs.DEFAULT_SEED) -> StandaloneAnalysis:
     """The standalone performance analysis: FROC, AFROC/wAFROC, case/breast ROC, subgroups, CIs."""
     criteria = criteria or Criteria()
@@ -619,7 +628,7 @@ def analyse(truth: dict[str, Any], findings: dict[str, dict[str, Any]], criteria
     )
 
 
-def evaluate(truth: dict[str, Any], findings: dict[str, dict[str, Any]], criteria: Criteria | None = None,
+def evaluate(truth: dict[str, Any], findings: Mapping[str, StudyResult], criteria: Criteria | None = None,
              n_resamples: int = bs.DEFAULT_RESAMPLES, seed: int = bs.DEFAULT_SEED) -> dict[str, Any]:
     """metrics.json content of :func:`analyse` (FROC, fusion gain, linking, FOMs with CIs)."""
     return analyse(truth, findings, criteria, n_resamples, seed).metrics

@@ -18,13 +18,13 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-import cad  # noqa: E402
-from verification.froc import FPI_POINTS  # noqa: E402
-from verification.html import esc, figure, fmt, page, table  # noqa: E402
-from verification.standalone import SIZE_BANDS, StandaloneAnalysis  # noqa: E402
+import cad
+from verification.froc import FPI_POINTS
+from verification.html import esc, figure, fmt, page, table
+from verification.standalone import SIZE_BANDS, StandaloneAnalysis
 
 PLOTS = ("froc", "afroc", "roc")
 

@@ -71,7 +71,7 @@ def algorithm_of(model: LockedModel) -> Algorithm:
 
 
 def linking_config(model: LockedModel) -> LinkingConfig:
-    return LinkingConfig.from_dict(model.manifest.get("linking", {}))
+    return model.linking
 
 
 def detect_views(
@@ -91,7 +91,7 @@ def detect_views(
             except NoBreastError as exc:
                 reason = f"breast region could not be found ({exc})"
                 log.warning("not analysed: %s: %s", image.path.name, reason)
-            except Exception as exc:  # noqa: BLE001 - a defect: never a clinical-sounding reason
+            except Exception as exc:
                 reason = f"internal error ({type(exc).__name__}); the traceback is in the log"
                 log.error("not analysed: %s: %s", image.path.name, reason, exc_info=True)
             refused.append(ImageStatus(image.sop_instance_uid, image.laterality, image.view, NOT_ANALYZED, reason,

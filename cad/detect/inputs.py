@@ -15,7 +15,6 @@ from cad.detect.config import DetectorConfig
 from cad.io.image import MammogramImage
 from cad.preprocess.geometry import BreastGeometry, compute_geometry
 
-
 #: the network's coarsest stride: inputs are padded to a multiple of it
 SIZE_DIVISIBLE = 32
 

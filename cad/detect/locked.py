@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,16 +24,22 @@ from torchvision.models.detection import RetinaNet
 import cad
 from cad.detect.config import DetectorConfig
 from cad.detect.linking import LinkingConfig
+from cad.detect.manifest import (
+    MANIFEST_FILE,
+    MANIFEST_VERSION,
+    RESCORER_KEY,
+    RUNTIMES_KEY,
+    WEIGHTS_FILE,
+    ManifestError,
+    ModelManifest,
+    read_manifest_file,
+)
 from cad.detect.model import build_detector
 from cad.detect.rescore import RescoreSettings
 from cad.detect.rescore_model import DualViewRescorer
 
-WEIGHTS_FILE = "weights.safetensors"
-#: manifest key of the second stage's settings, and the prefix of its tensors in the weights file
-RESCORER_KEY = "rescorer"
+#: the prefix of the second stage's tensors in the weights file
 RESCORER_PREFIX = "rescorer."
-MANIFEST_FILE = "manifest.json"
-MANIFEST_VERSION = "1.0"
 #: the model shipped with this release (an editable install or a source checkout)
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "phantom-retinanet-r18"
 MODEL_ENV = "CAD_MODEL_DIR"
@@ -51,7 +56,7 @@ class LockedModel:
     network: RetinaNet
     config: DetectorConfig
     sha256: str
-    manifest: dict[str, Any]
+    manifest: ModelManifest
     path: Path
     #: SHA-256 of the canonical JSON of every setting that changes the output besides the
     #: weights (detector limits, second stage, linking, operating point): reported with every result
@@ -62,11 +67,15 @@ class LockedModel:
 
     @property
     def name(self) -> str:
-        return str(self.manifest["name"])
+        return self.manifest.name
 
     @property
     def operating_threshold(self) -> float:
-        return float(self.manifest["operating_point"]["threshold"])
+        return self.manifest.threshold
+
+    @property
+    def linking(self) -> LinkingConfig:
+        return self.manifest.linking
 
 
 def sha256_file(path: Path) -> str:
@@ -81,35 +90,14 @@ def default_model_dir() -> Path:
     return Path(os.environ.get(MODEL_ENV) or DEFAULT_MODEL_DIR)
 
 
-def read_manifest(model_dir: Path, calibrated: bool = True) -> dict[str, Any]:
-    """The manifest, checked; ``calibrated=False`` also accepts a training run's model whose
-    operating point is not set yet (development tooling only: nothing at a site loads one)."""
-    path = model_dir / MANIFEST_FILE
-    if not path.is_file():
-        raise ModelIntegrityError(f"{path}: model manifest not found")
+def read_manifest(model_dir: Path, calibrated: bool = True) -> ModelManifest:
+    """The typed manifest of ``model_dir`` (:mod:`cad.detect.manifest`); ``calibrated=False`` also
+    accepts a training run's model whose operating point is not set yet (development tooling
+    only: nothing at a site loads one). Problems are ModelIntegrityError naming the file."""
     try:
-        manifest = json.loads(path.read_text())
-        str(manifest["weights"]["sha256"])
-        dict(manifest["detector"])
-        raw = manifest["operating_point"]["threshold"]
-        if raw is None and not calibrated:
-            return manifest
-        threshold = float(raw)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ModelIntegrityError(f"{path}: malformed model manifest ({type(exc).__name__}: {exc})") from None
-    if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
-        raise ModelIntegrityError(f"{path}: malformed model manifest (operating threshold {threshold})")
-    return manifest
-
-
-def settings_hash(manifest: dict[str, Any]) -> str:
-    """SHA-256 of the output-changing settings besides the weights, as canonical JSON (a model
-    without a second stage hashes as it did before there was one)."""
-    settings = {k: manifest.get(k) for k in ("detector", "linking", "operating_point")}
-    if RESCORER_KEY in manifest:
-        settings[RESCORER_KEY] = manifest[RESCORER_KEY]
-    settings["operating_point"] = {"threshold": manifest["operating_point"]["threshold"]}
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+        return read_manifest_file(model_dir, calibrated)
+    except ManifestError as exc:
+        raise ModelIntegrityError(str(exc)) from None
 
 
 def load_locked_model(model_dir: Path | None = None, calibrated: bool = True) -> LockedModel:
@@ -120,27 +108,25 @@ def load_locked_model(model_dir: Path | None = None, calibrated: bool = True) ->
     """
     model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
     manifest = read_manifest(model_dir, calibrated)
-    weights = model_dir / str(manifest["weights"].get("file", WEIGHTS_FILE))
+    weights = model_dir / manifest.weights.file
     if not weights.is_file():
         raise ModelIntegrityError(f"{weights}: model weights not found")
     raw = weights.read_bytes()
     digest = hashlib.sha256(raw).hexdigest()
-    expected = str(manifest["weights"]["sha256"]).lower()
+    expected = manifest.weights.sha256
     if digest != expected:
         raise ModelIntegrityError(
             f"{weights}: weights do not match the manifest (SHA-256 {digest[:16]}…, manifest "
             f"says {expected[:16]}…); refusing to run a model that is not the locked one"
         )
-    rescorer = settings = None
+    rescorer = None
+    config, settings = manifest.detector, manifest.rescorer
     try:
-        config = DetectorConfig.from_dict(manifest["detector"])
-        LinkingConfig.from_dict(manifest.get("linking", {}))  # checked here, before any image is read
         network = build_detector(config)
         state = {k: v.float() if v.is_floating_point() else v for k, v in load_safetensors(raw).items()}
         second = {k[len(RESCORER_PREFIX):]: v for k, v in state.items() if k.startswith(RESCORER_PREFIX)}
         network.load_state_dict({k: v for k, v in state.items() if not k.startswith(RESCORER_PREFIX)}, strict=True)
-        if RESCORER_KEY in manifest:
-            settings = RescoreSettings.from_dict(manifest[RESCORER_KEY])
+        if settings is not None:
             rescorer = DualViewRescorer(settings.network)
             rescorer.load_state_dict(second, strict=True)
             rescorer.eval()
@@ -151,7 +137,7 @@ def load_locked_model(model_dir: Path | None = None, calibrated: bool = True) ->
             f"{model_dir}: model does not load ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})"
         ) from None
     network.eval()
-    return LockedModel(network, config, digest, manifest, model_dir, settings_hash(manifest), rescorer, settings)
+    return LockedModel(network, config, digest, manifest, model_dir, manifest.settings_sha256(), rescorer, settings)
 
 
 def write_locked_model(
@@ -193,10 +179,6 @@ def write_locked_model(
     return out_dir
 
 
-#: key of a model manifest under which each runtime export of the weights is recorded
-RUNTIMES_KEY = "runtimes"
-
-
 @dataclass(frozen=True)
 class ExportKind:
     """How one kind of runtime export is recorded in the manifest and named in errors."""
@@ -214,7 +196,7 @@ def verified_export(
     """A runtime export of ``model`` read once and checked against the manifest: its SHA-256, and
     that it was made from the locked weights. The bytes that are hashed are the bytes returned
     (to be loaded); every problem is a ModelIntegrityError naming the file."""
-    entry = model.manifest.get(RUNTIMES_KEY, {}).get(kind.key)
+    entry = model.manifest.runtimes.get(kind.key)
     if not isinstance(entry, dict) or not {"file", "sha256", "source_weights_sha256", *required} <= set(entry):
         raise ModelIntegrityError(f"{model.path}: the model manifest names no {kind.missing} "
                                   f"({RUNTIMES_KEY}.{kind.key}); {kind.remedy}")

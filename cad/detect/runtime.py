@@ -103,7 +103,7 @@ def _session(ort: Any, raw: bytes, model: LockedModel, threads: int | None) -> A
     options.log_severity_level = 3
     try:
         return ort.InferenceSession(raw, options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own exception types
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
         raise ModelIntegrityError(f"{model.path}: ONNX model does not load ({type(exc).__name__}: "
                                   f"{str(exc).splitlines()[0][:160]})") from None
 

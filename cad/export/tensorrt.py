@@ -22,7 +22,7 @@ from torchvision.ops import box_iou
 
 from cad.detect.detector import INPUT_NAME, ViewDetections
 from cad.detect.inputs import ViewInput
-from cad.detect.locked import RUNTIMES_KEY, LockedModel, register_export, sha256_file
+from cad.detect.locked import LockedModel, register_export, sha256_file
 from cad.detect.runtime import OnnxRuntime
 from cad.detect.tensorrt import ENGINE_FILE, PROFILE, RUNTIME_KEY, TensorRTRuntime, _trt, gpu_identity
 from cad.export.onnx import HeadNetwork, export_proto
@@ -118,8 +118,7 @@ def export_tensorrt(model: LockedModel, out_dir: Path, parity_views: list[ViewIn
     entry.update({"onnx_fp16": FP16_ONNX_FILE, "onnx_fp16_sha256": onnx_sha, "source_weights_sha256": model.sha256,
                   "model_name": model.name})
     registered = out_dir.resolve() == model.path.resolve()
-    runtimes = {**model.manifest.get(RUNTIMES_KEY, {}), RUNTIME_KEY: entry}
-    probe = replace(model, manifest={**model.manifest, RUNTIMES_KEY: runtimes}, path=out_dir)
+    probe = replace(model, manifest=model.manifest.with_export(RUNTIME_KEY, entry), path=out_dir)
     reference = OnnxRuntime(model).detect(parity_views)
     candidate = TensorRTRuntime(probe).detect(parity_views)
     entry["parity_vs_onnxruntime"] = parity(reference, candidate)

@@ -29,15 +29,15 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.uid import (
+    JPEG2000,
     UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
-    JPEG2000,
     JPEG2000Lossless,
-    JPEGLosslessSV1,
     JPEGLossless,
+    JPEGLosslessSV1,
     JPEGLSLossless,
     JPEGLSNearLossless,
     RLELossless,
@@ -51,15 +51,15 @@ from cad.io.codes import (
     VIEW_POSITIONS,
 )
 from cad.io.errors import IngestError, IngestErrorCode
-from cad.io.uids import is_valid_uid
 from cad.io.image import (
+    SUPPORTED_VIEWS,
     ImageRef,
     Laterality,
     MammogramImage,
     PixelSpacing,
-    SUPPORTED_VIEWS,
     View,
 )
+from cad.io.uids import is_valid_uid
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

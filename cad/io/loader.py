@@ -54,7 +54,7 @@ def load_file(path: Path) -> MammogramImage | IngestFailure:
     except IngestError as err:
         log.warning("not analysed: %s [%s]", err, err.code.value)
         return _failure(path, ds, err.code, err.message)
-    except Exception as exc:  # noqa: BLE001 - a defect must not stop the study or pass as a reason
+    except Exception as exc:
         message = f"internal error while reading the file ({type(exc).__name__}); the traceback is in the log"
         log.error("not analysed: %s: %s", path, message, exc_info=True)
         return _failure(path, ds, IngestErrorCode.INTERNAL_ERROR, message)

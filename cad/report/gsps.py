@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 from highdicom import (
+    VOILUT,
     PresentationLUTTransformation,
     ReferencedImageSequence,
-    VOILUT,
 )
 from highdicom.color import CIELabColor
 from highdicom.enum import PresentationLUTShapeValues
@@ -49,8 +49,8 @@ from highdicom.pr import (
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRBigEndian
 
-from cad.result.model import BOX_DIGITS, Finding, FindingView, StudyResult
 from cad.report.equipment import DEVICE, PR_SERIES_NUMBER
+from cad.result.model import BOX_DIGITS, Finding, FindingView, StudyResult
 
 CONTENT_LABEL = "CAD_MARKS"
 LAYER_NAME = "CAD_MARKS"

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 
-from cad.result.model import StudyResult
 from cad.io.errors import IngestErrorCode
 from cad.io.image import Study
 from cad.io.uids import derived_uid, output_uids, uid_tail
+from cad.result.model import StudyResult
 
 log = logging.getLogger(__name__)
 SR_NAME = "cad-sr.dcm"

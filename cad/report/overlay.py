@@ -62,7 +62,7 @@ def render_overlay(
     placed: list[tuple[float, float, float, float]] = []
     for mark, box in zip(marks, boxes):  # every box first: labels go on top of all of them
         draw.rectangle(box, outline=mark.color, width=line_w)
-    for mark, (x0, y0, x1, y1) in zip(marks, boxes):
+    for mark, (x0, y0, _, y1) in zip(marks, boxes):
         # a mark near the right edge keeps its whole label on the canvas: moved left, not clipped
         text_x = max(0.0, min(x0, size[0] - draw.textlength(mark.label, font=font) - 2))
         # above the box, else below it, else further down: never over an earlier (higher-scoring)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from cad.result.model import StudyResult
 from cad.analysis.pipeline import AnalysedView
 from cad.report.overlay import Mark, render_overlay
+from cad.result.model import StudyResult
 
 LINKED = (0, 210, 255)
 SINGLE = (255, 150, 0)

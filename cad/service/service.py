@@ -170,7 +170,7 @@ class Service:
         try:
             with closing(store.connect(self.config.state)) as connection:
                 JobQueue(connection).counts()
-        except Exception:
+        except Exception:  # noqa: BLE001 - any failure to read the state means not ready
             checks["database"] = False
         for name, ok in self.last_poll_ok.items():
             checks[f"source_{name}"] = ok

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -147,7 +147,7 @@ def _header(path: Path) -> Dataset | None:
     try:
         return pydicom.dcmread(path, stop_before_pixels=True,
                                specific_tags=["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "Modality"])
-    except Exception:  # not DICOM: the loader records it as not analysed when the study runs
+    except Exception:  # noqa: BLE001 - not DICOM: the loader records it as not analysed when the study runs
         return None
 
 
@@ -301,7 +301,7 @@ class StoreScp:
             tmp = path.with_suffix(".part")
             ds.save_as(tmp, enforce_file_format=True)
             tmp.replace(path)
-        except Exception as exc:  # refuse the instance; the sender sees the failure and can resend
+        except Exception as exc:  # noqa: BLE001 - refuse the instance; the sender sees the failure and can resend
             log.warning("C-STORE refused an instance (%s)", type(exc).__name__)
             return 0xC210
         with self._lock:

@@ -52,7 +52,7 @@ def exam_files(inputs: Iterable[Path]) -> list[tuple[Path, ...]]:
         try:
             header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
             uid = str(header.StudyInstanceUID)
-        except Exception:  # not DICOM, or no study: not an exam to time
+        except Exception:  # noqa: BLE001 - not DICOM, or no study: not an exam to time
             continue
         groups.setdefault(uid, []).append(path)
     return [tuple(groups[uid]) for uid in sorted(groups)]

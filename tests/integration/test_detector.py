@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from cad.analysis.pipeline import detect_views
 from cad.detect.config import DetectorConfig
 from cad.detect.locked import load_locked_model
 from cad.detect.model import build_detector
-from cad.analysis.pipeline import detect_views
 from cad.io import read_image
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cad.io import load
-from cad.io.image import MammogramImage, PixelSpacing, View, Laterality
+from cad.io.image import Laterality, MammogramImage, PixelSpacing, View
 from cad.preprocess import compute_geometry
 from cad.tools.phantom.anatomy import DensityCategory, sample_breast
 from cad.tools.phantom.render import gland_volume, render_view

@@ -17,14 +17,14 @@ from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
+from cad.analysis.pipeline import AnalysedView, analyse_study
+from cad.detect.locked import LockedModel, load_locked_model
+from cad.io import load, read_image
+from cad.io.uids import is_valid_uid, output_uids
+from cad.report.gsps import build_presentation_state
 from cad.result.findings_json import result_to_dict
 from cad.result.model import StudyResult
-from cad.detect.locked import LockedModel, load_locked_model
-from cad.analysis.pipeline import AnalysedView, analyse_study
-from cad.io import load, read_image
-from cad.report.gsps import build_presentation_state
 from cad.tools.render import MAX_HEIGHT, render_presentation_state
-from cad.io.uids import is_valid_uid, output_uids
 
 Analysis = tuple[StudyResult, list[AnalysedView]]
 #: attributes highdicom sets to the time of creation

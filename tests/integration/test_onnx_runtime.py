@@ -11,11 +11,11 @@ import onnx
 import pytest
 from onnx import TensorProto
 
-from cad.detect.locked import DEFAULT_MODEL_DIR, ModelIntegrityError, load_locked_model, settings_hash
-from cad.export.onnx import ONNX_FILE, ONNX_MANIFEST_FILE, export_onnx, register_onnx
 from cad.analysis.pipeline import detect_views
+from cad.detect.locked import DEFAULT_MODEL_DIR, ModelIntegrityError, load_locked_model
 from cad.detect.runtime import OnnxRuntime, RuntimeUnavailableError, TorchRuntime
 from cad.detect.runtimes import make_runtime, tensorrt_available
+from cad.export.onnx import ONNX_FILE, ONNX_MANIFEST_FILE, export_onnx, register_onnx
 from cad.io import load
 
 BOX_PX = 0.5
@@ -41,7 +41,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_export_writes_a_checked_dynamic_fp16_graph_and_its_manifest(exported: Path) -> None:
     entry = json.loads((exported / "export" / ONNX_MANIFEST_FILE).read_text())
     locked = load_locked_model(exported)
-    assert entry == locked.manifest["runtimes"]["onnxruntime"]
+    assert entry == locked.manifest.runtimes["onnxruntime"]
     assert entry["source_weights_sha256"] == locked.sha256
     assert {"sha256", "opset", "exporter", "torch", "onnx", "inputs", "outputs"} <= set(entry)
     proto = onnx.load(str(exported / ONNX_FILE))
@@ -53,13 +53,13 @@ def test_export_writes_a_checked_dynamic_fp16_graph_and_its_manifest(exported: P
     assert [o.name for o in proto.graph.output] == ["cls_logits", "bbox_regression"]
     assert {i.data_type for i in proto.graph.initializer} == {TensorProto.FLOAT16}
     assert (exported / ONNX_FILE).stat().st_size < 30e6
-    shipped = load_locked_model().manifest["runtimes"]["onnxruntime"]
+    shipped = load_locked_model().manifest.runtimes["onnxruntime"]
     if (shipped["torch"], shipped["onnx"]) == (entry["torch"], entry["onnx"]):
         assert entry["sha256"] == shipped["sha256"], "same weights and versions must export the same bytes"
     # the manifest keeps its formatting and the settings hash does not see the new key
     text = (exported / "manifest.json").read_text()
     assert text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n"
-    assert settings_hash(locked.manifest) == load_locked_model().settings_sha256
+    assert locked.manifest.settings_sha256() == load_locked_model().settings_sha256
 
 
 def _compare(torch_views: list, onnx_views: list) -> tuple[float, float]:

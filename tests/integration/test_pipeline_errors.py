@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 import cad.analysis.pipeline as pipeline
-from cad.result.model import NOT_ANALYZED
 from cad.detect.locked import load_locked_model
 from cad.io import load
 from cad.io.image import MammogramImage
+from cad.result.model import NOT_ANALYZED
 
 
 @pytest.mark.req("SRS-DET-007", "SRS-OUT-002")

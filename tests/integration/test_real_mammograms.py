@@ -48,8 +48,8 @@ def test_real_mammogram_geometry(path: Path, real_mammograms: dict[str, Mammogra
 
 @pytest.mark.req("SRS-DET-003")
 def test_detections_on_real_mammograms_lie_inside_the_breast(real_mammograms: dict[str, MammogramImage]) -> None:
-    from cad.detect.locked import load_locked_model
     from cad.analysis.pipeline import detect_views
+    from cad.detect.locked import load_locked_model
 
     model = load_locked_model()
     images = list(real_mammograms.values())

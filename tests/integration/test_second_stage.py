@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from cad.result.findings_json import result_to_dict
+from cad.analysis.pipeline import analyse_study, detect_views, rescore_breast
 from cad.detect.locked import (
     MANIFEST_FILE,
     RESCORER_KEY,
@@ -22,10 +22,10 @@ from cad.detect.locked import (
     load_locked_model,
     sha256_file,
 )
-from cad.analysis.pipeline import analyse_study, detect_views, rescore_breast
 from cad.detect.runtime import OnnxRuntime, TorchRuntime
 from cad.io import load
 from cad.io.image import Laterality, MammogramImage
+from cad.result.findings_json import result_to_dict
 
 LOGIT = 1e-4
 

@@ -17,15 +17,15 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
-from cad.result.findings_json import result_from_dict, result_to_dict, write_result
-from cad.detect.locked import load_locked_model
 from cad.analysis.pipeline import analyse_study
+from cad.detect.locked import load_locked_model
 from cad.io import load
+from cad.io.uids import is_valid_uid, output_uids
 from cad.report.outputs import PR_NAME, SR_NAME, write_dicom_outputs
 from cad.report.sr import enum as sr
 from cad.report.sr.build import build_mammography_cad_sr
 from cad.report.sr.reader import SRReadError, carried, read_mammography_cad_sr
-from cad.io.uids import is_valid_uid, output_uids
+from cad.result.findings_json import result_from_dict, result_to_dict, write_result
 
 PIXELMED_JAR = Path("/usr/share/java/pixelmed.jar")
 #: JDK 17 caps XPath expression size; pixelmed's compiled TID rules exceed the default caps.
@@ -178,8 +178,9 @@ def test_every_input_image_is_in_the_sr_with_its_status(
     assert analyses.ConceptCodeSequence[0].CodeValue == linking.value.value
     processing = next(c for c in ds.ContentSequence if c.ConceptNameCodeSequence[0].CodeValue == "111017")
     not_all = bool(failed) or linking is not sr.StatusOfResults.SUCCEEDED
-    assert processing.ConceptCodeSequence[0].CodeValue == (sr.ProcessingSummary.NOT_ALL_SUCCEEDED_WITH_FINDINGS
-                                                           if not_all else sr.ProcessingSummary.ALL_SUCCEEDED_WITH_FINDINGS).value.value
+    summary = (sr.ProcessingSummary.NOT_ALL_SUCCEEDED_WITH_FINDINGS if not_all
+               else sr.ProcessingSummary.ALL_SUCCEEDED_WITH_FINDINGS)
+    assert processing.ConceptCodeSequence[0].CodeValue == summary.value.value
 
 
 @pytest.mark.req("SRS-DCM-002", "SRS-DCM-006")

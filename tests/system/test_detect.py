@@ -15,9 +15,9 @@ import pydicom
 import pytest
 from PIL import Image
 
-from cad.result.findings_json import result_to_dict
 import cad
 from cad.detect.locked import DEFAULT_MODEL_DIR, sha256_file
+from cad.result.findings_json import result_to_dict
 
 CAD = [sys.executable, "-m", "cad.cli"]
 SCHEMA = json.loads((Path(cad.__file__).parent / "schemas" / "findings.schema.json").read_text())

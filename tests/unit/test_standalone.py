@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
+from cad.result.findings_json import result_from_dict
 from verification import bootstrap as bs
 from verification.froc import afroc_curve, afroc_fom, psi
 from verification.roc import auc, roc_curve
@@ -61,7 +62,7 @@ def _dataset() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
                                    for v in views]}
                         for lid, kind, d, side, views in lesions.get(e, [])],
         })
-        findings[study] = {
+        findings[study] = result_from_dict({
             "schema_version": "1.0", "study_instance_uid": study,
             "algorithm": {"name": "test", "version": "0", "model_sha256": "0" * 64},
             "operating_point": {"threshold": 0.5},
@@ -74,7 +75,7 @@ def _dataset() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
                            for v, box, vs in views]}
                 for k, (side, score, views) in enumerate(marks[e])
             ],
-        }
+        })
     return {"generator": "hand-made", "exams": exams}, findings
 
 

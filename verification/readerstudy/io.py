@@ -374,7 +374,8 @@ def _jafroc_study(
         case = _id(_cell_number(path, tp_name, row_no, "CaseID", c["CaseID"], integer=True))
         lesion = int(_cell_number(path, tp_name, row_no, "LesionID", c["LesionID"], integer=True))
         if case in normal_set:
-            raise ReaderStudyInputError(f"{path}: sheet {tp_name} row {row_no}: case {case} is non-diseased (LesionID 0 in Truth)")
+            raise ReaderStudyInputError(
+                f"{path}: sheet {tp_name} row {row_no}: case {case} is non-diseased (LesionID 0 in Truth)")
         if lesion not in lesions.get(case, {}):
             raise ReaderStudyInputError(
                 f"{path}: sheet {tp_name} row {row_no}: case {case} lesion {lesion} is not in the Truth sheet")

@@ -19,15 +19,15 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.backends.backend_pdf import PdfPages  # noqa: E402
-from matplotlib.figure import Figure, SubFigure  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.backends.backend_pdf import PdfPages
+from matplotlib.figure import Figure, SubFigure
 
-import cad  # noqa: E402
-from verification.html import esc, figure, fmt, page, table  # noqa: E402
-from verification.readerstudy.data import Paradigm  # noqa: E402
-from verification.readerstudy.fom import FigureOfMerit, empirical_curve  # noqa: E402
-from verification.readerstudy.mrmc import ANALYSES, Method, ReaderStudyResult  # noqa: E402
+import cad
+from verification.html import esc, figure, fmt, page, table
+from verification.readerstudy.data import Paradigm
+from verification.readerstudy.fom import FigureOfMerit, empirical_curve
+from verification.readerstudy.mrmc import ANALYSES, Method, ReaderStudyResult
 
 TITLE = "Reader study (MRMC) analysis"
 A4 = (8.27, 11.69)

@@ -15,11 +15,12 @@ from collections.abc import Sequence
 
 from pydicom.dataset import Dataset
 
-from cad.result.model import BOX_DIGITS, Finding, ImageStatus, StudyResult
-from cad.report.equipment import DEVICE, SR_SERIES_NUMBER
 from cad.io.image import View
+from cad.report.equipment import DEVICE, SR_SERIES_NUMBER
 from cad.report.sr import enum as sr
 from cad.report.sr.content import (
+    CONTAINS,
+    INFERRED_FROM,
     AlgorithmIdentification,
     AnalysisPerformed,
     CADImageLibrary,
@@ -32,10 +33,9 @@ from cad.report.sr.content import (
     SingleImageFinding,
     SummaryOfAnalyses,
     SummaryOfDetections,
-    CONTAINS,
-    INFERRED_FROM,
 )
 from cad.report.sr.sop import MammographyCADSR
+from cad.result.model import BOX_DIGITS, Finding, ImageStatus, StudyResult
 
 #: Algorithm Parameters are "key=value" texts; these keys are read back by the reader.
 PARAMETER_KEYS = ("model_name", "model_sha256", "settings_sha256", "operating_threshold")

@@ -18,10 +18,10 @@ from highdicom.sr import (
     DateContentItem,
     GraphicTypeValues,
     ImageContentItem,
+    LanguageOfContentItemAndDescendants,
     NumContentItem,
     RelationshipTypeValues,
     ScoordContentItem,
-    LanguageOfContentItemAndDescendants,
     TextContentItem,
 )
 from highdicom.sr.templates import DEFAULT_LANGUAGE, Template

@@ -15,6 +15,9 @@ from typing import Any
 import pydicom
 from pydicom.dataset import Dataset
 
+from cad.io.codes import VIEW_CODES
+from cad.report.sr import enum as sr
+from cad.report.sr.build import PARAMETER_KEYS, REASON_KEY
 from cad.result.model import (
     ANALYZED,
     BOX_DIGITS,
@@ -28,9 +31,6 @@ from cad.result.model import (
     StudyResult,
     image_sort_key,
 )
-from cad.io.codes import VIEW_CODES
-from cad.report.sr import enum as sr
-from cad.report.sr.build import PARAMETER_KEYS, REASON_KEY
 
 
 class SRReadError(ValueError):

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from cad.io.dicom_reader import image_from_dataset
 from cad.tools.phantom.anatomy import (
     BreastModel,
     DensityCategory,
@@ -24,14 +25,13 @@ from cad.tools.phantom.anatomy import (
     sample_breast,
     sample_lesion,
 )
+from cad.tools.phantom.detectability import measure_view
 from cad.tools.phantom.dicom_writer import (
     ExamIdentity,
     build_dataset,
     phantom_uid,
     write_dataset,
 )
-from cad.io.dicom_reader import image_from_dataset
-from cad.tools.phantom.detectability import measure_view
 from cad.tools.phantom.render import gland_volume, render_view
 
 #: 1.1 adds the optional per-view "detectability" record (docs/phantom.md)
@@ -74,7 +74,7 @@ def _exam_breasts(
     n_lesions = 0 if rng.random() < config.normal_fraction else int(
         rng.integers(1, config.max_lesions + 1)
     )
-    for i in range(n_lesions):
+    for _ in range(n_lesions):
         breast = breasts[int(rng.integers(0, 2))]
         kind = (
             LesionType.CALCIFICATION_CLUSTER

@@ -5,7 +5,8 @@ candidate gets its patches and features (:mod:`cad.detect.rescore`), its counter
 other view of the breast, and a label from truth.json: 1 when its box centre lies in the box of a
 mass of at least ``min_mass_mm`` (the evaluation's localisation rule), 0 when it lies in no
 lesion box, -1 (ignored) when it lies only in a smaller mass's or a calcification cluster's box,
-which a detector of masses of 8 mm and more is neither rewarded nor penalised for. Exams that the second stage trains on must be kept apart from the exams that
+which a detector of masses of 8 mm and more is neither rewarded nor penalised for. Exams that the second stage trains
+on must be kept apart from the exams that
 select or evaluate it.
 """
 
@@ -19,10 +20,10 @@ from typing import Any
 import numpy as np
 from rich.progress import Progress
 
+from cad.analysis.pipeline import detect_views
 from cad.detect import rescore
 from cad.detect.blobs import BlobConfig
 from cad.detect.locked import LockedModel
-from cad.analysis.pipeline import detect_views
 from cad.detect.runtime import Runtime
 from cad.io import load
 from verification.froc import localises

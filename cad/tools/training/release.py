@@ -15,11 +15,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from cad.result.findings_json import result_to_dict
 import cad
+from cad.analysis.pipeline import analyse_study
 from cad.detect.linking import LinkingConfig
 from cad.detect.locked import MANIFEST_FILE, WEIGHTS_FILE, load_locked_model, sha256_file
-from cad.analysis.pipeline import analyse_study
 from cad.io import load
 from verification.standalone import evaluate
 
@@ -44,7 +43,7 @@ def calibrate(run_model: Path, validation: Path, out: Path, linking: LinkingConf
     findings = {}
     for study in load([validation]).studies:
         result, _ = analyse_study(study, model)
-        findings[study.study_instance_uid] = result_to_dict(result)
+        findings[study.study_instance_uid] = result
     metrics = evaluate(truth, findings)
     threshold = metrics["dual_view"]["threshold_at_fpi"][f"{OPERATING_FPI:g}"]
     manifest["operating_point"] = {

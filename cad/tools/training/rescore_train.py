@@ -237,10 +237,10 @@ def _candidates(folder: Path, model_dir: Path, sha256: str, blobs: BlobConfig, m
 def _first_stage_runtime(model: LockedModel) -> Runtime:
     """ONNX Runtime on the first stage, as `cad detect` runs it; a training run's model folder
     gets its ONNX export registered first (the export is deterministic for given weights)."""
-    from cad.export.onnx import export_onnx, register_onnx
     from cad.detect.runtime import OnnxRuntime
+    from cad.export.onnx import export_onnx, register_onnx
 
-    if "onnxruntime" not in model.manifest.get("runtimes", {}):
+    if "onnxruntime" not in model.manifest.runtimes:
         register_onnx(model.path, export_onnx(model, model.path, write_manifest=False))
         model = load_locked_model(model.path, calibrated=False)
     return OnnxRuntime(model)
@@ -264,7 +264,7 @@ def train_second_stage(config_path: Path, run_dir: Path) -> Path:
     network = DualViewRescorer(recipe.settings.network)
     network.load_state_dict(torch.load(run_dir / "best.pt", map_location="cpu"))
     network.eval()
-    training = dict(first.manifest.get("training", {}))
+    training = dict(first.manifest.training)
     training["rescorer"] = {
         "config": recipe.source_text,
         "first_stage_sha256": first.sha256,
@@ -275,7 +275,7 @@ def train_second_stage(config_path: Path, run_dir: Path) -> Path:
         "best_iteration": result["best"].get("iteration"),
         "torch": torch.__version__,
     }
-    metrics = dict(first.manifest.get("metrics", {}))
+    metrics = dict(first.manifest.metrics)
     metrics["rescorer_validation"] = {"first_stage": result["first_stage"], "best": result["best"]}
     return write_locked_model(
         run_dir / "model", first.network, first.config, recipe.name,

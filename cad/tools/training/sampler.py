@@ -4,7 +4,8 @@ Whole-image batches spend nearly all compute on background and barely learn in a
 CPU (../shared/notes: 0.10 sensitivity at 1 FPI after 20 min versus 1.00 with patches), so
 batches are patches: a set fraction centred (with jitter) on a mass, optionally a fraction
 centred on the false marks a previous model makes on the training images (hard negatives: dense
-tissue that looks like a mass), the rest anywhere in the breast. Augmentation never flips: after canonicalisation the chest wall is on the left and
+tissue that looks like a mass), the rest anywhere in the breast. Augmentation never flips: after canonicalisation the
+chest wall is on the left and
 the top is lateral (CC) or superior (MLO); a flip would change that anatomical meaning.
 Only small rotations, scale, contrast/brightness jitter and noise are applied.
 """

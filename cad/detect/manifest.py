@@ -1,0 +1,162 @@
+"""The model manifest (manifest.json of a locked model folder), parsed and validated once.
+
+Every key is known: an unknown or misspelt key anywhere the device reads settings is refused
+(a setting that silently fell back to its default would still look recorded). ``training`` and
+``metrics`` are the model's descriptive record (data, recipe, measured figures): kept as read,
+never used to compute a result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from cad.detect.config import DetectorConfig
+from cad.detect.linking import LinkingConfig
+from cad.detect.rescore import RescoreSettings
+
+MANIFEST_FILE = "manifest.json"
+MANIFEST_VERSION = "1.0"
+WEIGHTS_FILE = "weights.safetensors"
+#: manifest key of the second stage's settings
+RESCORER_KEY = "rescorer"
+#: manifest key under which each runtime export of the weights is recorded
+RUNTIMES_KEY = "runtimes"
+TOP_LEVEL_KEYS = frozenset({"manifest_version", "name", "algorithm", "weights", "detector", "linking",
+                            "operating_point", "training", "metrics", RESCORER_KEY, RUNTIMES_KEY})
+#: keys every runtime export entry has (each runtime adds its own facts: opset, GPU, parity, ...)
+EXPORT_REQUIRED_KEYS = frozenset({"file", "sha256", "source_weights_sha256"})
+
+
+class ManifestError(ValueError):
+    """A manifest that is not one this version reads."""
+
+
+def _known(section: str, data: Any, known: frozenset[str], required: frozenset[str] = frozenset()) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ManifestError(f"{section}: expected an object, not {type(data).__name__}")
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ManifestError(f"{section}: unknown key(s) {', '.join(unknown)}")
+    missing = sorted(required - set(data))
+    if missing:
+        raise ManifestError(f"{section}: missing key(s) {', '.join(missing)}")
+    return data
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    file: str
+    sha256: str
+    bytes: int | None = None
+    dtype: str | None = None
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """The locked threshold (None only in a training run's model before calibration)."""
+
+    threshold: float | None
+    fpi: float | None = None
+    definition: str | None = None
+    validation: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ModelManifest:
+    manifest_version: str
+    name: str
+    algorithm: Mapping[str, str]
+    weights: WeightsEntry
+    detector: DetectorConfig
+    linking: LinkingConfig
+    operating_point: OperatingPoint
+    rescorer: RescoreSettings | None = None
+    runtimes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    training: Mapping[str, Any] = field(default_factory=dict)
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    #: the manifest as read (hashing the settings, and re-writing with an export registered)
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def threshold(self) -> float:
+        """The locked operating threshold (ManifestError for an uncalibrated model)."""
+        if self.operating_point.threshold is None:
+            raise ManifestError("operating_point.threshold: not calibrated")
+        return self.operating_point.threshold
+
+    def settings_sha256(self) -> str:
+        """SHA-256 of the output-changing settings besides the weights, as canonical JSON (a model
+        without a second stage hashes as it did before there was one)."""
+        raw = self.raw
+        settings = {k: raw.get(k) for k in ("detector", "linking", "operating_point")}
+        if RESCORER_KEY in raw:
+            settings[RESCORER_KEY] = raw[RESCORER_KEY]
+        settings["operating_point"] = {"threshold": raw["operating_point"]["threshold"]}
+        return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+    def with_export(self, key: str, entry: Mapping[str, Any]) -> ModelManifest:
+        """This manifest with ``runtimes.<key>`` set to ``entry`` (the settings hash is unchanged)."""
+        runtimes = {**self.runtimes, key: dict(entry)}
+        return replace(self, runtimes=runtimes, raw={**self.raw, RUNTIMES_KEY: runtimes})
+
+
+def parse_manifest(data: Any, calibrated: bool = True) -> ModelManifest:
+    """The typed manifest of ``data`` (manifest.json's object); ManifestError naming the key
+    otherwise. ``calibrated=False`` accepts a training run's model with no threshold yet."""
+    try:
+        top = _known("manifest", data, TOP_LEVEL_KEYS, frozenset({"name", "weights", "detector", "operating_point"}))
+        version = str(top.get("manifest_version", MANIFEST_VERSION))
+        if version != MANIFEST_VERSION:
+            raise ManifestError(f"manifest_version {version} (this version reads {MANIFEST_VERSION})")
+        weights = _known("weights", top["weights"], frozenset({"file", "sha256", "bytes", "dtype"}),
+                         frozenset({"sha256"}))
+        point = _known("operating_point", top["operating_point"],
+                       frozenset({"threshold", "fpi", "definition", "validation"}), frozenset({"threshold"}))
+        threshold = point["threshold"]
+        if threshold is None and calibrated:
+            raise ManifestError("operating_point.threshold: not calibrated")
+        if threshold is not None:
+            threshold = float(threshold)
+            if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
+                raise ManifestError(f"operating_point.threshold {threshold} is not in [0, 1]")
+        algorithm = _known("algorithm", top.get("algorithm", {}), frozenset({"name", "version"}))
+        runtimes = _known(RUNTIMES_KEY, top.get(RUNTIMES_KEY, {}), frozenset(top.get(RUNTIMES_KEY, {})))
+        for key, entry in runtimes.items():
+            if not isinstance(entry, dict) or not EXPORT_REQUIRED_KEYS <= set(entry):
+                raise ManifestError(f"{RUNTIMES_KEY}.{key}: an export entry names "
+                                    f"{', '.join(sorted(EXPORT_REQUIRED_KEYS))}")
+        return ModelManifest(
+            manifest_version=version, name=str(top["name"]), algorithm={k: str(v) for k, v in algorithm.items()},
+            weights=WeightsEntry(str(weights.get("file", WEIGHTS_FILE)), str(weights["sha256"]).lower(),
+                                 weights.get("bytes"), weights.get("dtype")),
+            detector=DetectorConfig.from_dict(top["detector"]),
+            linking=LinkingConfig.from_dict(top.get("linking", {})),
+            operating_point=OperatingPoint(threshold, point.get("fpi"), point.get("definition"), point.get("validation")),
+            rescorer=RescoreSettings.from_dict(top[RESCORER_KEY]) if RESCORER_KEY in top else None,
+            runtimes=runtimes, training=top.get("training", {}), metrics=top.get("metrics", {}), raw=top,
+        )
+    except ManifestError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ManifestError(f"{type(exc).__name__}: {exc}") from None
+
+
+def read_manifest_file(model_dir: Path, calibrated: bool = True) -> ModelManifest:
+    """manifest.json of ``model_dir``, typed; ManifestError naming the file otherwise."""
+    path = model_dir / MANIFEST_FILE
+    if not path.is_file():
+        raise ManifestError(f"{path}: model manifest not found")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ManifestError(f"{path}: malformed model manifest (not JSON: {exc})") from None
+    try:
+        return parse_manifest(data, calibrated)
+    except ManifestError as exc:
+        raise ManifestError(f"{path}: malformed model manifest ({exc})") from None
