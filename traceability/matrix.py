@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from traceability.architecture import Architecture, load_architecture
+from traceability.architecture import Architecture, contract_gaps, load_architecture, load_contracts
 from traceability.requirements import REPO_ROOT, Analysis, Requirement, load_requirements
 from traceability.results import FAILED, PASSED, SKIPPED, TestRun
 from traceability.risk import RiskFile, consistency_problems, load_risk
@@ -202,6 +202,7 @@ def build_trace(run: TestRun | None, environments: set[str] | None = None, stric
                 gaps.append(f"{item.id}: unknown requirement {rid}")
         if not architecture.modules_of(item.id):
             gaps.append(f"{item.id}: no module matches {', '.join(item.patterns)}")
+    gaps += contract_gaps(architecture, load_contracts(root / "pyproject.toml"))
     for module, owners in sorted(architecture.modules.items()):
         if len(owners) != 1:
             gaps.append(f"{module}: belongs to {len(owners)} software items (must be exactly one)")

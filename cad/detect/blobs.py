@@ -69,7 +69,7 @@ def breast_region(view: ViewInput, edge_px: int) -> np.ndarray:
         r = np.floor(points[:, 1] / mask.factor).astype(int)
         c = np.floor(points[:, 0] / mask.factor).astype(int)
         valid = (r >= 0) & (r < grid.shape[0]) & (c >= 0) & (c < grid.shape[1])
-        breast = np.zeros(height * width, dtype=bool)
+        breast: np.ndarray = np.zeros(height * width, dtype=bool)
         breast[valid] = grid[r[valid], c[valid]]
         breast = breast.reshape(height, width)
     else:  # a bare view without segmentation: pixels clearly above the background
@@ -109,7 +109,8 @@ def strength_at(stack: np.ndarray, points: np.ndarray) -> np.ndarray:
     _, height, width = stack.shape
     cols = np.clip(np.floor(points[:, 0]).astype(int), 0, width - 1)
     rows = np.clip(np.floor(points[:, 1]).astype(int), 0, height - 1)
-    return stack[:, rows, cols].max(axis=0)
+    strongest: np.ndarray = stack[:, rows, cols].max(axis=0)
+    return strongest
 
 
 def find_blobs(view: ViewInput, config: BlobConfig, stack: np.ndarray | None = None) -> Blobs:

@@ -105,11 +105,14 @@ def decode_head_outputs(
         raise ValueError(f"head outputs ({cls_logits.shape[1]} anchors) do not match a {height}x{width} input")
     counts = [n * anchors_per_location for n in per_level]
     anchors = network.anchor_generator(images, features)
-    split = {"cls_logits": list(cls_logits.split(counts, dim=1)),
-             "bbox_regression": list(bbox_regression.split(counts, dim=1))}
+    # torch's Tensor.split has no type hints
+    split = {"cls_logits": list(cls_logits.split(counts, dim=1)),  # type: ignore[no-untyped-call]
+             "bbox_regression": list(bbox_regression.split(counts, dim=1))}  # type: ignore[no-untyped-call]
     split_anchors = [list(a.split(counts)) for a in anchors]
     detections = network.postprocess_detections(split, split_anchors, images.image_sizes)
-    return network.transform.postprocess(detections, images.image_sizes, images.image_sizes)
+    results: list[dict[str, torch.Tensor]] = network.transform.postprocess(detections, images.image_sizes,
+                                                                          images.image_sizes)
+    return results
 
 
 #: the exported network part's input and outputs (ONNX graph, TensorRT engine bindings)

@@ -99,7 +99,8 @@ def _distance_to_line(point: np.ndarray, line: tuple[tuple[float, float], tuple[
     (ax, ay), (bx, by) = line
     dx, dy = bx - ax, by - ay
     norm = math.hypot(dx, dy) or 1.0
-    return abs(dy * (point[0] - ax) - dx * (point[1] - ay)) / norm
+    distance: float = abs(dy * (point[0] - ax) - dx * (point[1] - ay)) / norm
+    return distance
 
 
 def candidates(view: ViewInput, image_view: View, boxes: np.ndarray, model_boxes: np.ndarray,

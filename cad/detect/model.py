@@ -16,7 +16,7 @@ from cad.detect.config import DetectorConfig
 _RESNETS = {"resnet18": (resnet18, 512), "resnet34": (resnet34, 512), "resnet50": (resnet50, 2048)}
 
 
-class PreparedInputTransform(GeneralizedRCNNTransform):
+class PreparedInputTransform(GeneralizedRCNNTransform):  # type: ignore[misc]  # torchvision has no type hints
     """Batching and padding only: inputs arrive already resampled and normalised by
     :mod:`cad.detect.inputs`, so resizing here would break the exact box mapping."""
 

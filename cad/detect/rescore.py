@@ -87,7 +87,8 @@ def _crop(array: np.ndarray, smooth: dict[int, np.ndarray], cx: float, cy: float
     step = side / PATCH
     coords = (np.arange(PATCH) + 0.5) * step - side / 2 - 0.5
     grid = np.meshgrid(cy + coords, cx + coords, indexing="ij")
-    return ndimage.map_coordinates(source, grid, order=1, mode="constant", cval=fill).astype(np.float32)
+    patch: np.ndarray = ndimage.map_coordinates(source, grid, order=1, mode="constant", cval=fill).astype(np.float32)
+    return patch
 
 
 @dataclass(frozen=True)

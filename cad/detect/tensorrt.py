@@ -63,7 +63,7 @@ class TensorRTRuntime:
         self.context = self.engine.create_execution_context()
         self.model = model
         self.max_batch = min(max_batch, PROFILE["max"][0])
-        self.stream = torch.cuda.Stream()
+        self.stream = torch.cuda.Stream()  # type: ignore[no-untyped-call]  # torch's Stream() has no type hints
         self.rescorer = OnnxRescorer(model) if model.rescorer is not None else None
 
     def run_heads(self, array: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

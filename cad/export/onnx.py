@@ -27,6 +27,7 @@ from cad.detect.detector import INPUT_NAME, OUTPUT_NAMES
 from cad.detect.inputs import SIZE_DIVISIBLE
 from cad.detect.locked import LockedModel, register_export, sha256_file
 from cad.detect.rescore import OWN_FEATURES, PAIR_FEATURES, PATCH
+from cad.detect.rescore_model import DualViewRescorer
 
 ONNX_FILE = "detector.onnx"
 ONNX_MANIFEST_FILE = "onnx_manifest.json"
@@ -175,7 +176,7 @@ RESCORER_OUTPUTS = ("single_logit", "dual_logit")
 MAX_CANDIDATES = 4096
 
 
-def export_rescorer_proto(network: nn.Module, opset: int = OPSET) -> onnx.ModelProto:
+def export_rescorer_proto(network: DualViewRescorer, opset: int = OPSET) -> onnx.ModelProto:
     """The second stage (one breast's candidates -> two logits each) as an ONNX graph with a
     dynamic number of candidates."""
     k = network.config.counterparts

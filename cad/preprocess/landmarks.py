@@ -39,7 +39,8 @@ class PectoralLine:
 
     def distance(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Perpendicular distance of points from the line (positive on the breast side)."""
-        return (x - (self.x_top + self.slope * y)) / np.hypot(1.0, self.slope)
+        distance: np.ndarray = (x - (self.x_top + self.slope * y)) / np.hypot(1.0, self.slope)
+        return distance
 
 
 def find_pectoral_line(image: np.ndarray, mask: np.ndarray) -> tuple[PectoralLine | None, str]:

@@ -51,7 +51,8 @@ class BreastMask:
 
     def boundary(self) -> np.ndarray:
         """Boolean map of breast pixels that touch the background (the skin contour)."""
-        return self.mask & ~ndimage.binary_erosion(self.mask, border_value=1)
+        boundary: np.ndarray = self.mask & ~ndimage.binary_erosion(self.mask, border_value=1)
+        return boundary
 
 
 def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
@@ -61,7 +62,8 @@ def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
     rows, cols = image.shape
     pr, pc = (-rows) % factor, (-cols) % factor
     padded = np.pad(image.astype(np.float32), ((0, pr), (0, pc)), mode="edge")
-    return padded.reshape(padded.shape[0] // factor, factor, -1, factor).mean(axis=(1, 3))
+    means: np.ndarray = padded.reshape(padded.shape[0] // factor, factor, -1, factor).mean(axis=(1, 3))
+    return means
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:

@@ -42,6 +42,7 @@ def render_overlay(
     canvas = gray.resize(size, Image.Resampling.BILINEAR).convert("RGB")
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default(size=max(14, size[1] // 50))
+    assert isinstance(font, ImageFont.FreeTypeFont)  # always, when a size is given
     line_w = max(2, size[1] // 400)
 
     if geometry is not None:
@@ -49,8 +50,8 @@ def render_overlay(
         boundary = m.boundary()
         ys, xs = np.nonzero(boundary)
         f = m.factor * scale
-        for x, y in zip(xs, ys):
-            draw.point((x * f, y * f), fill=OUTLINE)
+        for px, py in zip(xs, ys):
+            draw.point((px * f, py * f), fill=OUTLINE)
         nx, ny = geometry.nipple[0] * scale, geometry.nipple[1] * scale
         r = max(5, size[1] // 120)
         draw.ellipse((nx - r, ny - r, nx + r, ny + r), outline=NIPPLE, width=line_w)

@@ -91,7 +91,8 @@ class RetryPolicy:
     max_seconds: float = 300.0
 
     def delay(self, attempts: int) -> float:
-        return min(self.max_seconds, self.base_seconds * 2 ** max(0, attempts - 1))
+        factor: int = 2 ** max(0, attempts - 1)
+        return min(self.max_seconds, self.base_seconds * factor)
 
 
 def _job(db: sqlite3.Connection, job_id: int) -> Job:
@@ -212,7 +213,8 @@ class JobQueue:
         return Job.from_row(row) if row else None
 
     def jobs(self, study_uid: str | None = None, state: str | None = None, limit: int = 1000) -> list[Job]:
-        query, args = "SELECT * FROM jobs WHERE 1 = 1", []
+        query = "SELECT * FROM jobs WHERE 1 = 1"
+        args: list[str] = []
         if study_uid:
             query, args = query + " AND study_uid = ?", [*args, study_uid]
         if state:

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cad.detect.locked import WEIGHTS_FILE, LockedModel, sha256_file
+from cad.detect.locked import LockedModel, sha256_file
+from cad.detect.manifest import WEIGHTS_FILE
 from cad.detect.runtime import Runtime
 from cad.service import store
 from cad.service.queue import JobQueue, RetryPolicy
@@ -202,10 +203,13 @@ class Service:
         app = create_app(self.config.state, self.config.token, self.readiness,
                          self.submit if self.pacs else None)
         host, port = self.config.api
-        tls = {"ssl_certfile": str(self.config.tls[0]), "ssl_keyfile": str(self.config.tls[1])} if self.config.tls else {}
+        tls: dict[str, Any] = ({"ssl_certfile": str(self.config.tls[0]), "ssl_keyfile": str(self.config.tls[1])}
+                               if self.config.tls else {})
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                                                **tls))
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        # older uvicorn's Server method; current uvicorn has no such attribute (it installs no
+        # signal handlers off the main thread), so its type hints do not know it
+        server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
         threading.Thread(target=server.run, name="cad-api", daemon=True).start()
         self._api_server = server
 

@@ -270,7 +270,7 @@ class StoreScp:
 
     def start(self) -> None:
         from pynetdicom import AE, evt
-        from pynetdicom.sop_class import Verification
+        from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # made at import time
 
         ae = AE(ae_title=self.ae_title)
         if self.allowed:
@@ -278,7 +278,7 @@ class StoreScp:
         for uid in SCP_SOP_CLASSES:
             ae.add_supported_context(uid)
         ae.add_supported_context(Verification)
-        handlers = [(evt.EVT_C_STORE, self._on_store)]
+        handlers: list[evt.EventHandlerType] = [(evt.EVT_C_STORE, self._on_store)]
         self._server = ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
         log.info("DICOM C-STORE SCP %s listening on port %d", self.ae_title, self.port)
 

@@ -70,6 +70,7 @@ class Worker:
         base = self._record(job)
         source = self.sources.get(job.source)
         work = self.state / "work" / str(job.id)
+        reason: str | None
         try:
             if source is None:
                 return self.queue.finish(job, FAILED, {**base, "event": "analysis"},

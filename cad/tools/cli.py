@@ -25,8 +25,12 @@ TOOLING_MODULES = ("matplotlib", "openpyxl", "jsonschema")
 
 def register(app: typer.Typer) -> None:
     """Add the tooling verbs to ``app``, if the development extra is installed."""
-    if any(importlib.util.find_spec(name) is None for name in TOOLING_MODULES):
-        return
+    for name in TOOLING_MODULES:
+        try:
+            if importlib.util.find_spec(name) is None:
+                return
+        except (ImportError, ValueError):  # ValueError: blocked (None in sys.modules)
+            return
     for verb in (phantom, train, bench, evaluate, trace):
         app.command()(verb)
     app.command("reader-study")(reader_study)

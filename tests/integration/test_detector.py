@@ -50,3 +50,18 @@ def test_mirrored_image_gives_mirrored_detections(mass_phantom_dir: Path) -> Non
         k = int(distance.argmin())
         assert distance[k] <= 2.0, f"mirrored box off by {distance[k]:.2f} px"
         assert abs(b.detections.scores[k] - score) <= 0.02
+
+
+@pytest.mark.req("SRS-RT-003")
+@pytest.mark.parametrize("shape", [(64, 64), (96, 160), (224, 128), (1024, 736)])  # padded to the stride
+def test_level_shapes_match_the_torchvision_backbone(shape: tuple[int, int]) -> None:
+    """The one place torchvision internals are re-derived (feature-map sizes for the anchors of
+    externally computed heads): fails if a torchvision change alters the FPN's strides."""
+    import torch
+
+    from cad.detect.detector import level_shapes
+
+    network = load_locked_model().network.eval()
+    with torch.inference_mode():
+        features = network.backbone(torch.zeros(1, 1, *shape))
+    assert level_shapes(*shape, len(features)) == [tuple(f.shape[-2:]) for f in features.values()]

@@ -55,3 +55,45 @@ def test_nothing_analysable_exits_1(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert result.stderr.splitlines()[-1] == "error: nothing could be analysed"
+
+
+#: one usage error per verb, and the one line that must name it (no traceback, exit 2)
+USAGE_ERRORS = {
+    "inspect": (["inspect", "{tmp}/absent"], "error: {tmp}/absent: no such file or folder"),
+    "detect": (["detect", "{tmp}/absent", "--out", "{tmp}/out"], "error: {tmp}/absent: no such file or folder"),
+    "export": (["export", "--out", "{tmp}/out", "--format", "tflite"], "error: --format tflite: use onnx or tensorrt"),
+    "serve": (["serve", "--state", "{tmp}/state", "--since", "2026"], "error: --since 2026: use YYYYMMDD"),
+    "audit verify": (["audit", "verify", "--state", "{tmp}"], "error: {tmp}/cad-service.sqlite: no such file or folder"),
+    "audit show": (["audit", "show", "--state", "{tmp}"], "error: {tmp}/cad-service.sqlite: no such file or folder"),
+    "phantom": (["phantom", "--out", "{tmp}/p", "--exams", "0"], None),
+    "train": (["train", "--config", "{tmp}/absent.yaml"], "error: {tmp}/absent.yaml: no such training config"),
+    "bench": (["bench", "{tmp}", "--json", "{tmp}/b.json", "--runtimes", "cuda"],
+              "error: --runtimes cuda: use a comma-separated subset of torch, onnxruntime, tensorrt"),
+    "evaluate": (["evaluate", "--truth", "{tmp}/t.json", "--findings", "{tmp}", "--out", "{tmp}/e"],
+                 "error: {tmp}/t.json: no such file or folder"),
+    "reader-study": (["reader-study", "{tmp}/r.csv", "--fom", "auc", "--json", "{tmp}/r.json"],
+                     "error: --fom auc: use wilcoxon or wafroc"),
+    "trace": (["trace", "--out", "{tmp}/t", "--junit", "{tmp}/j.xml"], "error: {tmp}/j.xml: no such file or folder"),
+}
+
+
+@pytest.mark.req("SRS-PRD-001")
+@pytest.mark.parametrize("verb", sorted(USAGE_ERRORS))
+def test_every_verb_gives_one_line_and_exit_2_on_a_usage_error(verb: str, tmp_path: Path) -> None:
+    args, line = USAGE_ERRORS[verb]
+    result = run(*(a.format(tmp=tmp_path) for a in args))
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    if line is not None:  # typer's own range check words its message itself
+        assert result.stderr.strip() == line.format(tmp=tmp_path)
+    else:
+        assert "--exams" in result.stderr
+
+
+@pytest.mark.req("SRS-PRD-001")
+def test_every_verb_has_help() -> None:
+    listed = run("--help").stdout
+    for verb in USAGE_ERRORS:
+        assert verb.split()[0] in listed
+        result = run(*verb.split(), "--help")
+        assert result.returncode == 0 and "Usage:" in result.stdout, verb

@@ -73,10 +73,22 @@ def root(tmp_path: Path) -> Path:
     write(base / "docs" / "software-items.yaml", """
         system: x
         items:
-          - {id: SI-A, name: A, device: true, modules: [cad/*.py], interface: i,
+          - {id: SI-A, name: A, device: true, modules: [cad/*.py], interface: i, layers: [cad.core],
              requirements: [SRS-ABC-001, SRS-ABC-002, SRS-ABC-003]}
         """)
     write(base / "cad" / "core.py", "x = 1\n")
+    write(base / "pyproject.toml", """
+        [[tool.importlinter.contracts]]
+        id = "device-layers"
+        type = "layers"
+        layers = ["cad.core | cad.other"]
+
+        [[tool.importlinter.contracts]]
+        id = "device-independent-of-tooling"
+        type = "forbidden"
+        source_modules = ["cad.core"]
+        forbidden_modules = ["tools"]
+        """)
     shutil.copy(REPO / "locked-dependencies.txt", base / "locked-dependencies.txt")
     shutil.copy(REPO / "docs" / "soup.yaml", base / "docs" / "soup.yaml")
     return base
@@ -103,13 +115,20 @@ def test_complete_sources_have_no_gaps_and_the_matrices_name_everything(root: Pa
 
 
 @pytest.mark.req("SRS-PRD-004")
+@pytest.mark.req("SRS-PRD-007")
 def test_every_kind_of_gap_is_reported(root: Path, tmp_path: Path) -> None:
     (root / "evidence.json").write_text('{"m": {"sens": 0.5}}')
     write(root / "cad" / "orphan" / "lost.py", "y = 2\n")
     with (root / "risk" / "controls.yaml").open("a") as handle:
         handle.write("  - {id: RC-002, title: Unused, type: information, description: d, requirements: []}\n")
+    write(root / "cad" / "extra" / "part.py", "z = 3\n")
+    write(root / "cad" / "util" / "side.py", "w = 4\n")
     with (root / "docs" / "software-items.yaml").open("a") as handle:
         handle.write("  - {id: SI-B, name: B, device: false, modules: [nowhere/*.py], interface: i, requirements: []}\n")
+        handle.write("  - {id: SI-C, name: C, device: true, modules: [cad/extra/*.py], interface: i, layers: [cad.other],\n"
+                     "     requirements: [SRS-ABC-001]}\n")
+        handle.write("  - {id: SI-D, name: D, device: false, modules: [cad/util/*.py], interface: i,\n"
+                     "     requirements: [SRS-ABC-001]}\n")
     (root / "risk" / "hazards.yaml").write_text((root / "risk" / "hazards.yaml").read_text().replace(
         "probability_after: 1", "probability_after: 2"))
     run = read_junit(junit(tmp_path / "j.xml", [("test_one", "failed", ["SRS-ABC-001"]),
@@ -125,7 +144,10 @@ def test_every_kind_of_gap_is_reported(root: Path, tmp_path: Path) -> None:
                      "RC-002 (Unused): risk control used by no hazard",
                      "RC-002 (Unused): implemented by no requirement",
                      "RC-001 (Control): no verified requirement implements it",
-                     "HAZ-001: residual risk (S2, P2) is unacceptable"):
+                     "HAZ-001: residual risk (S2, P2) is unacceptable",
+                     "SI-C: layer cad.other is not covered by contract device-independent-of-tooling",
+                     "SI-C: cad/extra/part.py lies outside its layers (cad.other)",
+                     "SI-D: tooling module cad/util/side.py is not forbidden to the device"):
         assert expected in gaps, expected
 
 

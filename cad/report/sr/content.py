@@ -59,7 +59,7 @@ class ContentItemReference(Dataset):
         self.ReferencedContentItemIdentifier = [int(p) for p in path]
 
 
-def pending_references(item: ContentItem) -> list[ContentItemReference]:
+def pending_references(item: Dataset) -> list[ContentItemReference]:
     """By-reference children an item still has to receive (appended after its by-value children)."""
     refs = getattr(item, "_cad_references", None)
     if refs is None:
@@ -306,7 +306,8 @@ class _Summary(CodeContentItem):
         for concept, performed in zip(containers, (successful, failed)):
             if performed:
                 container = ContainerContentItem(concept, relationship_type=INFERRED_FROM)
-                container.ContentSequence = list(performed)
+                # highdicom's __setattr__ hint names only data elements; it converts a list of items
+                container.ContentSequence = list(performed)  # type: ignore[assignment]
                 items.append(container)
         if items:
             self.ContentSequence = items
@@ -342,7 +343,7 @@ class MammographyCADReport(ContainerContentItem):
         summary: CADProcessingAndFindingsSummary,
         detections: SummaryOfDetections,
         analyses: SummaryOfAnalyses,
-        language: CodedConcept | Code = DEFAULT_LANGUAGE,
+        language: CodedConcept = DEFAULT_LANGUAGE,
     ) -> None:
         super().__init__(sr.MAMMOGRAPHY_CAD_REPORT, template_id=sr.ROOT_TEMPLATE_ID)
         self.library = library

@@ -16,6 +16,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from cad.io.codes import VIEW_CODES
+from cad.io.image import Laterality, View
 from cad.report.sr import enum as sr
 from cad.report.sr.build import PARAMETER_KEYS, REASON_KEY
 from cad.result.model import (
@@ -100,20 +101,20 @@ class _Library:
         return str(entry.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
 
     @staticmethod
-    def laterality(entry: Dataset) -> str | None:
+    def laterality(entry: Dataset) -> Laterality | None:
         for code in _children(entry, sr.IMAGE_LATERALITY):
             key = _key(code.ConceptCodeSequence)
             for letter, side in sr.LATERALITY_CODES.items():
                 if key == (side.value, side.scheme_designator):
-                    return letter
+                    return Laterality(letter)
         return None
 
     @staticmethod
-    def view(entry: Dataset) -> str | None:
+    def view(entry: Dataset) -> View | None:
         for code in _children(entry, sr.IMAGE_VIEW):
             view = VIEW_CODES.get(tuple(reversed(_key(code.ConceptCodeSequence))))  # type: ignore[arg-type]
             if view is not None:
-                return view.value
+                return view
         return None
 
 

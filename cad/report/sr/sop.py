@@ -78,7 +78,8 @@ class MammographyCADSR(_SR):
         # entry, checked above, and the evidence sequences it writes come from ``evidence``
         # alone, so it is given the bare root and the tree is attached afterwards.
         bare_root = ContainerContentItem(content.name, template_id=ROOT_TEMPLATE_ID)
-        bare_root.ContentSequence = []
+        # highdicom's __setattr__ hint names only data elements; it converts a list of items
+        bare_root.ContentSequence = []  # type: ignore[assignment]
         super().__init__(
             evidence=evidence,
             content=bare_root,
