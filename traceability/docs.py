@@ -373,6 +373,26 @@ def reader_study_page(inputs: DocInputs) -> str:
     return "".join(out)
 
 
+def acceptance_section(folder: Path) -> str:
+    """Every recorded verdict of `cad release compare` (docs/acceptance/*.json): the change, the
+    protocol, the decision and each endpoint."""
+    verdicts = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    if not verdicts:
+        return "No model change has been evaluated under the protocol (docs/change-protocol.yaml) yet.\n\n"
+    rows = []
+    for path in verdicts:
+        v = json.loads(path.read_text())
+        c, r = v["candidate"]["algorithm"], v["released"]["algorithm"]
+        endpoints = "; ".join(f"{e['id']} {e['difference']:+.4f} [{e['ci'][0]}, {e['ci'][1]}] "
+                              f"{'pass' if e['passed'] else 'FAIL'}" for e in v["criteria"])
+        rows.append([path.stem, f"{c.get('model_name')} {c['model_sha256'][:12]} (threshold "
+                                f"{v['candidate']['operating_point']['threshold']}) vs {r.get('model_name')} "
+                                f"{r['model_sha256'][:12]}",
+                     f"{v['protocol']['id']} {v['protocol']['version']}", v["verdict"], endpoints])
+    return list_table(["record", "candidate vs released", "protocol", "verdict", "endpoints (difference, CI)"],
+                      rows, [12, 25, 10, 10, 43])
+
+
 def release_notes_page(inputs: DocInputs) -> str:
     trace = inputs.trace
     manifest = json.loads((inputs.model_dir / "manifest.json").read_text())
@@ -404,6 +424,8 @@ def release_notes_page(inputs: DocInputs) -> str:
     out.append("None.\n\n" if not planned else list_table(
         ["control", "title", "hazards", "what is missing"],
         [[c.id, c.title, ", ".join(trace.risk.hazards_of(c.id)), c.gap or ""] for c in planned], [10, 25, 15, 50]))
+    out.append(heading("Model changes accepted or rejected under the protocol", "-"))
+    out.append(acceptance_section(REPO_ROOT / "docs" / "acceptance"))
     out.append(heading("Verification status", "-"))
     others = [r for r in trace.requirements if r.verdict not in (VERIFIED, ANOMALY)]
     out.append("Every requirement is verified or covered by a known anomaly.\n\n" if not others else

@@ -161,10 +161,19 @@ def _summary(result: FrocResult) -> dict[str, Any]:
 
 def _linking(truth: dict[str, Any], findings: Mapping[str, StudyResult], threshold: float,
              criteria: Criteria) -> dict[str, Any]:
+    return _linking_counts(truth, findings, threshold, criteria)[0]
+
+
+def _linking_counts(truth: dict[str, Any], findings: Mapping[str, StudyResult], threshold: float,
+                    criteria: Criteria) -> tuple[dict[str, Any], np.ndarray]:
+    """The linking summary, and per exam (lesions detected in both views, of which linked as one
+    finding, linked findings, of which joining different lesions or a false mark) for the
+    bootstrap of link recall and link error rate: shape (exams, 4)."""
     iou = criteria.iou_threshold
     both_detected = linked_as_one = 0
     linked_total = wrong = false_pairs = correct = 0
-    for exam in truth["exams"]:
+    per_exam = np.zeros((len(truth["exams"]), 4))
+    for e, exam in enumerate(truth["exams"]):
         data = findings.get(exam["study_instance_uid"])
         if data is None:
             continue
@@ -186,17 +195,21 @@ def _linking(truth: dict[str, Any], findings: Mapping[str, StudyResult], thresho
             views_hit = {v.view for f in shown for v in f.views if lid in hit(v)}
             if views_hit >= {View.CC, View.MLO}:
                 both_detected += 1
+                per_exam[e, 0] += 1
                 if any(f.linked and all(lid in hit(v) for v in f.views) for f in shown):
                     linked_as_one += 1
+                    per_exam[e, 1] += 1
         for f in shown:
             if not f.linked:
                 continue
             linked_total += 1
+            per_exam[e, 2] += 1
             a, b = (hit(v) for v in f.views)
             if not a and not b:
                 false_pairs += 1
             elif not (a & b):
                 wrong += 1
+                per_exam[e, 3] += 1
             else:
                 correct += 1
     return {
@@ -210,7 +223,7 @@ def _linking(truth: dict[str, Any], findings: Mapping[str, StudyResult], thresho
         "linked_findings_joining_two_false_marks": false_pairs,
         "linked_findings_joining_one_lesion": correct,
         "link_precision": round(correct / linked_total, 4) if linked_total else None,
-    }
+    }, per_exam
 
 
 @dataclass(frozen=True)
@@ -234,6 +247,19 @@ class StandaloneAnalysis:
     froc_band: tuple[np.ndarray, np.ndarray, np.ndarray]  # FPI grid, CI low, CI high
     afroc: dict[str, tuple[np.ndarray, np.ndarray]]  # name -> (FPF, LLF)
     roc: dict[str, tuple[np.ndarray, np.ndarray]]  # name -> (FPR, TPR)
+    #: endpoint name -> its point estimate and its value in every exam resample; two analyses of
+    #: the same truth with the same resamples and seed draw the same exams in each resample, so
+    #: the difference of their replicates is the paired bootstrap of the difference
+    endpoints: dict[str, Endpoint] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One endpoint of the analysis: point estimate, replicates, and how many units it counts."""
+
+    estimate: float
+    replicates: np.ndarray
+    units: int
 
 
 def _est(estimate: float, replicates: np.ndarray, digits: int = 4) -> dict[str, Any]:
@@ -527,6 +553,33 @@ def analyse(truth: dict[str, Any], findings: Mapping[str, StudyResult], criteria
             bs.weighted_proportion(weights, lesion_exam, hits_1fpi_b, mask),
         )
     fp_exam = mark_exam[dual_result.fp_marks]
+    linking, link_exam = _linking_counts(truth, findings, locked_threshold, criteria)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        link_recall_b = (weights @ link_exam[:, 1]) / (weights @ link_exam[:, 0])
+        link_error_b = (weights @ link_exam[:, 3]) / (weights @ link_exam[:, 2])
+    lesion_found = np.nan_to_num(lesion_rating, nan=-np.inf, neginf=-np.inf) >= locked_threshold
+    per_lesion_b = bs.weighted_proportion(weights, physical_exam, lesion_found,
+                                          np.ones((physical_exam.size, 1), dtype=bool))[:, 0]
+
+    def ratio(num: float, den: float) -> float:
+        return num / den if den else float("nan")
+
+    endpoints = {
+        "sensitivity_at_operating_point": Endpoint(dual_result.sensitivity_at_threshold(locked_threshold), locked_sens,
+                                                   len(included)),
+        "fpi_at_operating_point": Endpoint(dual_result.fpi_at_threshold(locked_threshold), locked_fpi, len(image_ids)),
+        "per_lesion_sensitivity_at_operating_point": Endpoint(float(lesion_found.mean()) if lesion_found.size else
+                                                              float("nan"), per_lesion_b, int(physical_exam.size)),
+        "afroc": Endpoint(afroc_fom(normal_fp, lesion_rating), afroc_b, int(physical_exam.size)),
+        "wafroc": Endpoint(afroc_fom(normal_fp, lesion_rating, lesion_weight), wafroc_b, int(physical_exam.size)),
+        "link_recall_at_operating_point": Endpoint(ratio(link_exam[:, 1].sum(), link_exam[:, 0].sum()), link_recall_b,
+                                                   int(link_exam[:, 0].sum())),
+        "link_error_rate_at_operating_point": Endpoint(ratio(link_exam[:, 3].sum(), link_exam[:, 2].sum()), link_error_b,
+                                                       int(link_exam[:, 2].sum())),
+    }
+    for name, (point_locked, boot_locked, _, _) in subgroup_b.items():
+        for j, (label, mask) in enumerate(strata[name]):
+            endpoints[f"subgroup:{name}:{label}"] = Endpoint(float(point_locked[j]), boot_locked[:, j], int(mask.sum()))
     detectability = _detectability(included, dual, lesion_exam, fp_exam, images, weights)
     per_lesion = _per_lesion(dual_result, physical_exam, lesion_rating, fp_exam, images, weights)
     seconds = time.perf_counter() - started
@@ -615,7 +668,7 @@ def analyse(truth: dict[str, Any], findings: Mapping[str, StudyResult], criteria
         },
         # linking at the locked operating point (set at 1 FPI on validation data) and at the
         # threshold giving 1 FPI on these data
-        "linking": _linking(truth, findings, locked_threshold, criteria),
+        "linking": linking,
         "linking_at_1fpi_here": _linking(truth, findings, threshold_1fpi, criteria),
     }
     return StandaloneAnalysis(
@@ -625,6 +678,7 @@ def analyse(truth: dict[str, Any], findings: Mapping[str, StudyResult], criteria
                "wAFROC": afroc_curve(normal_fp, lesion_rating, lesion_weight)},
         roc={"case": roc_curve(case_score[neg], case_score[pos]),
              "breast": roc_curve(breast_score[bneg], breast_score[bpos])},
+        endpoints=endpoints,
     )
 
 

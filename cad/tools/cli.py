@@ -34,6 +34,9 @@ def register(app: typer.Typer) -> None:
     for verb in (phantom, train, bench, evaluate, trace):
         app.command()(verb)
     app.command("reader-study")(reader_study)
+    release_app = typer.Typer(help="Model change control under the pre-specified protocol.", no_args_is_help=True)
+    release_app.command("compare")(release_compare)
+    app.add_typer(release_app, name="release")
 
 
 def phantom(
@@ -323,4 +326,66 @@ def trace(
         err.print(f"gap: {gap}")
     if result.gaps:
         err.print(f"error: {len(result.gaps)} traceability gap(s); see {paths['gaps']}")
+        raise typer.Exit(EXIT_NOTHING_ANALYSED)
+
+
+def release_compare(
+    released: Annotated[Path, typer.Option("--released", help="The released locked model folder.")],
+    candidate: Annotated[Path, typer.Option("--candidate", help="The candidate locked model folder.")],
+    protocol: Annotated[Path, typer.Option("--protocol", help="The acceptance protocol (docs/change-protocol.yaml).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder: verdict.json, report.html/.pdf, release-notes entry.")],
+    data: Annotated[Path | None, typer.Option(
+        "--data", help="Where the sequestered sets are (generated from their seeds when absent; default OUT/data).")
+    ] = None,
+    record: Annotated[Path | None, typer.Option(
+        "--record", help="Also copy verdict.json here (docs/acceptance/NAME.json: listed in the release notes).")
+    ] = None,
+) -> None:
+    """Apply the acceptance protocol to a candidate model against the released one: both run on
+    the same sequestered exams, paired exam-level bootstrap of each endpoint's difference,
+    non-inferiority margins, subgroups. Exit 0 accepted, 1 rejected, 2 usage, 3 a model failed
+    verification."""
+    import shlex
+    import shutil
+
+    from cad.detect.locked import ModelIntegrityError
+    from cad.detect.runtime import RuntimeUnavailableError
+    from cad.tools.change import release_compare as run_compare
+    from verification.change_control import ACCEPTED, ProtocolError, load_protocol
+
+    require_existing([released, candidate, protocol])
+    try:
+        rules = load_protocol(protocol)
+    except ProtocolError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+    models = verified_model(released), verified_model(candidate)
+    try:
+        verdict = run_compare(rules, models[0], models[1], out, data or out / "data",
+                              shlex.join(["cad", *sys.argv[1:]]))
+    except ProtocolError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+    except ModelIntegrityError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(EXIT_MODEL) from None
+    except RuntimeUnavailableError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+    table = Table(title=f"{rules.id} {rules.version}: {verdict['verdict']}")
+    for column in ("criterion", "released", "candidate", "difference", "CI", "margin", "result"):
+        table.add_column(column)
+    for c in verdict["criteria"]:
+        table.add_row(f"{c['id']} {c['title']}", str(c["released"]), str(c["candidate"]), str(c["difference"]),
+                      f"[{c['ci'][0]}, {c['ci'][1]}]", f"{c['margin']:+g}", "pass" if c["passed"] else "FAIL")
+    console.print(table)
+    failing = [s for s in verdict["subgroups"] if s["qualifies"] and not s["passed"]]
+    for s in failing:
+        err.print(f"subgroup {s['id']}: {s['why']}")
+    if record is not None:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(out / "verdict.json", record)
+    console.print(f"verdict: {out / 'verdict.json'}; report: {out / 'report.html'} and {out / 'report.pdf'}")
+    if verdict["verdict"] != ACCEPTED:
+        err.print(f"error: candidate rejected: {', '.join(verdict['failed_criteria'])}")
         raise typer.Exit(EXIT_NOTHING_ANALYSED)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import math
-import textwrap
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,13 +24,12 @@ from matplotlib.figure import Figure, SubFigure
 
 import cad
 from verification.html import esc, figure, fmt, page, table
+from verification.pdf import A4, PdfDocument
 from verification.readerstudy.data import Paradigm
 from verification.readerstudy.fom import FigureOfMerit, empirical_curve
 from verification.readerstudy.mrmc import ANALYSES, Method, ReaderStudyResult
 
 TITLE = "Reader study (MRMC) analysis"
-A4 = (8.27, 11.69)
-ROW_HEIGHT = 0.0175  # of the A4 page height
 
 Rows = list[list[Any]]
 
@@ -217,77 +215,8 @@ def _html_table(header: Sequence[str], rows: Rows, left_columns: int = 1) -> str
 # --------------------------------------------------------------------------- PDF
 
 
-class _PdfPages:
-    """A4 pages filled top to bottom with text blocks, matplotlib tables and the curves."""
-
-    def __init__(self, pdf: PdfPages, header: str) -> None:
-        self.pdf, self.header = pdf, header
-        self.fig: Figure | None = None
-        self.y = 0.0
-
-    def _new_page(self) -> None:
-        self.close_page()
-        self.fig = plt.figure(figsize=A4)
-        self.fig.text(0.06, 0.98, "\n".join(textwrap.wrap(self.header, 150)), fontsize=6.5, color="0.35",
-                      va="top", linespacing=1.3)
-        self.y = 0.95
-
-    def close_page(self) -> None:
-        if self.fig is not None:
-            self.pdf.savefig(self.fig)
-            plt.close(self.fig)
-            self.fig = None
-
-    def _need(self, height: float) -> Figure:
-        if self.fig is None or self.y - height < 0.04:
-            self._new_page()
-        assert self.fig is not None
-        return self.fig
-
-    def text(self, text: str, size: float = 9, bold: bool = False, width: int = 105, keep: float = 0.0) -> None:
-        """A wrapped paragraph; ``keep`` reserves that much page height below it (headings stay with
-        what follows)."""
-        lines = textwrap.wrap(text, width) or [""]
-        height = len(lines) * size * 1.45 / 72 / A4[1] + 0.008
-        fig = self._need(height + keep)
-        fig.text(0.06, self.y, "\n".join(lines), fontsize=size, va="top", weight="bold" if bold else "normal",
-                 linespacing=1.35)
-        self.y -= height
-
-    def table(self, header: Sequence[str], rows: list[list[str]], left_columns: int = 1) -> None:
-        """A table, columns as wide as their text, split over pages (header repeated) when long."""
-        chars = [max(max(len(str(v)) for v in column), 4) + 2 for column in zip(header, *rows, strict=False)]
-        widths = [c / sum(chars) for c in chars]
-        width = min(0.88, 0.0085 * sum(chars))
-        remaining = rows or [["—"] * len(header)]
-        while remaining:
-            fits = int((self.y - 0.05) / ROW_HEIGHT) - 1 if self.fig is not None else 0
-            if fits < min(3, len(remaining)):
-                self._new_page()
-                fits = int((self.y - 0.05) / ROW_HEIGHT) - 1
-            chunk, remaining = remaining[:fits], remaining[fits:]
-            self._draw_table(header, chunk, widths, width, left_columns)
-
-    def _draw_table(self, header: Sequence[str], rows: list[list[str]], widths: Sequence[float], width: float,
-                    left_columns: int) -> None:
-        assert self.fig is not None
-        height = ROW_HEIGHT * (len(rows) + 1)
-        ax = self.fig.add_axes((0.06, self.y - height, width, height))
-        ax.axis("off")
-        tab = ax.table(cellText=rows, colLabels=list(header), colWidths=list(widths), bbox=(0, 0, 1, 1))
-        tab.auto_set_font_size(False)
-        tab.set_fontsize(7)
-        for (r, c), cell in tab.get_celld().items():
-            cell.set_linewidth(0.4)
-            cell.get_text().set_horizontalalignment("left" if c < left_columns else "right")
-            cell.PAD = 0.04
-            if r == 0:
-                cell.set_facecolor("#eeeeee")
-                cell.set_text_props(weight="bold")
-        self.y -= height + 0.02
-
-    def heading(self, text: str) -> None:
-        self.text(text, size=11, bold=True, keep=0.12)
+class _PdfPages(PdfDocument):
+    """The shared A4 page filler, plus the reader-study curves."""
 
     def curves(self, result: ReaderStudyResult, title: str) -> None:
         """The curves on a page of their own, page-wide, under a section title."""
