@@ -244,13 +244,16 @@ def detect(
 @app.command()
 def export(
     out: Annotated[Path, typer.Option("--out", help="Output folder (the model folder registers the export).")],
-    export_format: Annotated[str, typer.Option("--format", help="onnx, or tensorrt (on a CUDA GPU).")] = "onnx",
+    export_format: Annotated[str, typer.Option(
+        "--format", help="onnx, onnx-int8 (its int8 variant), or tensorrt (on a CUDA GPU).")] = "onnx",
     model: Annotated[
         Path | None, typer.Option("--model", help="Locked model folder (default: the released model).")
     ] = None,
     parity_input: Annotated[Path | None, typer.Option(
         "--parity-input",
         help="tensorrt: this site's own DICOM mammograms for the parity check against ONNX Runtime (required).")] = None,
+    calibration: Annotated[Path | None, typer.Option(
+        "--calibration", help="onnx-int8: validation MG images (never test data) to calibrate on (required).")] = None,
 ) -> None:
     """Export the locked detector's backbone, FPN and heads: ONNX (float32 compute, float16-exact
     weights), or a TensorRT FP16 engine built from it on this GPU after a parity check against
@@ -261,12 +264,12 @@ def export(
     runs; otherwise a separate manifest is written beside the export."""
     from cad.export import ExportError, export_model
 
-    if export_format not in {"onnx", "tensorrt"}:
-        err.print(f"error: --format {export_format}: use onnx or tensorrt")
+    if export_format not in {"onnx", "onnx-int8", "tensorrt"}:
+        err.print(f"error: --format {export_format}: use onnx, onnx-int8 or tensorrt")
         raise typer.Exit(EXIT_USAGE)
     locked = verified_model(model)
     try:
-        summary = export_model(locked, out, export_format, parity_input)
+        summary = export_model(locked, out, export_format, parity_input, calibration)
     except ExportError as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(exc.exit_code) from None

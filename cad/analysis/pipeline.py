@@ -66,8 +66,9 @@ def torch_runtime(model: LockedModel) -> Runtime:
     return TorchRuntime(model, max_batch=1)
 
 
-def algorithm_of(model: LockedModel) -> Algorithm:
-    return Algorithm(cad.ALGORITHM_NAME, cad.__version__, model.sha256, model.name, model.settings_sha256)
+def algorithm_of(model: LockedModel, runtime: Runtime | None = None) -> Algorithm:
+    return Algorithm(cad.ALGORITHM_NAME, cad.__version__, model.sha256, model.name, model.settings_sha256,
+                     runtime.variant if runtime is not None else None)
 
 
 def linking_config(model: LockedModel) -> LinkingConfig:
@@ -245,13 +246,13 @@ def analyse_studies(
             members = {image.sop_instance_uid for image in study.images}
             views = [v for v in analysed if v.image.study_instance_uid == uid]
             failed = [r for r in refused if r.sop_instance_uid in members]
-            results.append((_study_findings(study, model, views, failed, rescored), views))
+            results.append((_study_findings(study, model, views, failed, rescored, runtime), views))
     return results
 
 
 def _study_findings(
     study: Study, model: LockedModel, analysed: list[AnalysedView], refused: list[ImageStatus],
-    rescored: dict[tuple[str, Laterality], RescoredBreast] | None = None,
+    rescored: dict[tuple[str, Laterality], RescoredBreast] | None = None, runtime: Runtime | None = None,
 ) -> StudyResult:
     """Per-breast linking and fusion of one study's detections, and every image's status."""
     config = linking_config(model)
@@ -271,5 +272,5 @@ def _study_findings(
         Finding(f"F{n:03d}", f.laterality, FINDING_TYPE, round(float(np.clip(f.score, 0.0, 1.0)), SCORE_DIGITS),
                 f.views, f.link_cost)
         for n, f in enumerate(scored, start=1))
-    return StudyResult(study.study_instance_uid, algorithm_of(model), model.operating_threshold,
+    return StudyResult(study.study_instance_uid, algorithm_of(model, runtime), model.operating_threshold,
                        tuple(sorted(statuses, key=image_sort_key)), findings)

@@ -27,6 +27,9 @@ class RuntimeName(str, Enum):
 
     TORCH = "torch"
     ONNXRUNTIME = "onnxruntime"
+    #: the int8 variant of the ONNX export (static QDQ quantisation; a runtime variant of the
+    #: locked model, named in every result it produces)
+    ONNXRUNTIME_INT8 = "onnxruntime-int8"
     TENSORRT = "tensorrt"
 
 
@@ -45,6 +48,8 @@ class Runtime(Protocol):
 
     name: str
     max_batch: int
+    #: None for the locked model's reference precision; else the variant named in every result
+    variant: str | None
 
     def detect(self, inputs: list[ViewInput]) -> list[ViewDetections]: ...
 
@@ -55,6 +60,7 @@ class TorchRuntime:
     """The reference: the locked PyTorch network (:func:`run_network`) and second stage."""
 
     name = RuntimeName.TORCH.value
+    variant: str | None = None
 
     def __init__(self, model: LockedModel, max_batch: int = DEFAULT_MAX_BATCH) -> None:
         self.model = model
@@ -111,6 +117,9 @@ def _session(ort: Any, raw: bytes, model: LockedModel, threads: int | None) -> A
 #: the ONNX export as the manifest records it (cad export --format onnx)
 ONNX_EXPORT = ExportKind(RuntimeName.ONNXRUNTIME.value, "ONNX model", "ONNX export", "exported",
                          "run `cad export --format onnx --out <model folder>` or use --runtime torch")
+#: its int8 variant (cad export --format onnx-int8)
+ONNX_INT8_EXPORT = ExportKind("onnxruntime_int8", "int8 ONNX model", "int8 ONNX export", "quantised",
+                              "run `cad export --format onnx-int8 --calibration DIR --out <model folder>`")
 
 
 class OnnxRuntime:
@@ -121,13 +130,15 @@ class OnnxRuntime:
     level ORT_ENABLE_ALL (fixed, so the fused graph is the same on every run).
     """
 
-    name = RuntimeName.ONNXRUNTIME.value
     GRAPH_OPTIMIZATION = "ORT_ENABLE_ALL"
 
-    def __init__(self, model: LockedModel, threads: int | None = None, max_batch: int = DEFAULT_MAX_BATCH) -> None:
+    def __init__(self, model: LockedModel, threads: int | None = None, max_batch: int = DEFAULT_MAX_BATCH,
+                 int8: bool = False) -> None:
         import onnxruntime as ort
 
-        raw, _, _ = verified_export(model, ONNX_EXPORT)
+        self.name = (RuntimeName.ONNXRUNTIME_INT8 if int8 else RuntimeName.ONNXRUNTIME).value
+        self.variant: str | None = "int8" if int8 else None
+        raw, _, _ = verified_export(model, ONNX_INT8_EXPORT if int8 else ONNX_EXPORT)
         self.session = _session(ort, raw, model, threads)
         self.rescorer = OnnxRescorer(model, threads) if model.rescorer is not None else None
         self.model = model

@@ -29,6 +29,8 @@ def make_runtime(
     kind = RuntimeName(name)
     if kind is RuntimeName.ONNXRUNTIME:
         return OnnxRuntime(model, max_batch=max_batch)
+    if kind is RuntimeName.ONNXRUNTIME_INT8:
+        return OnnxRuntime(model, max_batch=max_batch, int8=True)
     if kind is RuntimeName.TENSORRT:
         if not tensorrt_available():
             raise RuntimeUnavailableError("TensorRT needs a CUDA GPU and the tensorrt package; not available here")

@@ -48,6 +48,7 @@ class TensorRTRuntime:
     """The hash-verified engine on the GPU; postprocessing as the other runtimes."""
 
     name = RUNTIME_KEY
+    variant: str | None = "fp16"
 
     def __init__(self, model: LockedModel, max_batch: int = DEFAULT_MAX_BATCH) -> None:
         raw, entry, path = verified_export(model, TENSORRT_ENGINE, frozenset({"gpu"}))

@@ -23,7 +23,8 @@ class ExportError(RuntimeError):
         self.exit_code = exit_code
 
 
-def export_model(model: LockedModel, out: Path, export_format: str, parity_input: Path | None = None) -> str:
+def export_model(model: LockedModel, out: Path, export_format: str, parity_input: Path | None = None,
+                 calibration: Path | None = None) -> str:
     """Export ``model`` to ``out`` (``onnx`` or ``tensorrt``); when ``out`` is the model folder,
     register the export in its manifest. Returns one line saying what was written."""
     registered = out.resolve() == model.path.resolve()
@@ -31,8 +32,10 @@ def export_model(model: LockedModel, out: Path, export_format: str, parity_input
         entry, detail = _export_onnx(model, out, registered)
     elif export_format == "tensorrt":
         entry, detail = _export_tensorrt(model, out, parity_input)
+    elif export_format == "onnx-int8":
+        entry, detail = _export_int8(model, out, calibration)
     else:
-        raise ExportError(f"--format {export_format}: use onnx or tensorrt", 2)
+        raise ExportError(f"--format {export_format}: use onnx, onnx-int8 or tensorrt", 2)
     return (f"wrote {out / entry['file']} ({entry['bytes'] / 1e6:.1f} MB, {detail}, SHA-256 {entry['sha256'][:12]}) "
             f"from weights {model.sha256[:12]}" + (f"; recorded in {model.path / 'manifest.json'}" if registered else ""))
 
@@ -85,3 +88,19 @@ def _export_tensorrt(model: LockedModel, out: Path, parity_input: Path | None) -
     detail = (f"{entry['gpu']}, TensorRT {entry['tensorrt']}; parity with ONNX Runtime on {parity['views']} views: "
               f"max score difference {parity['max_score_difference']}, min IoU {parity['min_iou']}")
     return entry, detail
+
+
+def _export_int8(model: LockedModel, out: Path, calibration: Path | None) -> tuple[dict[str, Any], str]:
+    """The int8 variant, calibrated on ``calibration`` (validation images, never a test set)."""
+    if calibration is None:
+        raise ExportError("--format onnx-int8 needs --calibration: a folder of validation MG images "
+                          "(never the test set) to calibrate the activation ranges on", 2)
+    if not calibration.exists():
+        raise ExportError(f"{calibration}: no such file or folder", 2)
+    from cad.export.int8 import export_int8
+
+    try:
+        entry = export_int8(model, out, calibration)
+    except ValueError as exc:
+        raise ExportError(str(exc), 2) from None
+    return entry, f"int8 QDQ, calibrated on {entry['calibration']['views']} views of {calibration.name}"

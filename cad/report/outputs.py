@@ -59,10 +59,12 @@ def write_dicom_outputs(
         log.warning("no DICOM instance of study %s could be identified: no SR written",
                     uid_tail(findings.study_instance_uid))
         return DicomOutputs(None, None)
+    variant = findings.algorithm.runtime_variant
     uids = output_uids(
         findings.study_instance_uid,
         [str(h.SOPInstanceUID) for h in images + failed],
-        findings.algorithm.model_sha256,
+        # a runtime variant gives other results, so other objects (the reference keeps its UIDs)
+        findings.algorithm.model_sha256 + (f"+{variant}" if variant else ""),
         findings.algorithm.settings_sha256,
     )
     folder.mkdir(parents=True, exist_ok=True)

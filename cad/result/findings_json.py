@@ -2,7 +2,8 @@
 
 Canonical serialisation (sorted keys, fixed rounding, findings in result order), so the same
 result gives byte-identical files. The schema is cad/schemas/findings.schema.json; version 1.1
-added ``error_code`` to images that ingest refused (1.0 files are read too). Reading builds the
+added ``error_code`` to images that ingest refused and ``algorithm.runtime_variant`` to results of
+a runtime variant (1.0 files are read too). Reading builds the
 typed result, so a file that breaks the contract is refused with the reason.
 """
 
@@ -58,11 +59,14 @@ def _finding(finding: Finding) -> dict[str, Any]:
 def result_to_dict(result: StudyResult) -> dict[str, Any]:
     """The findings.json object of ``result``."""
     a = result.algorithm
+    algorithm = {"name": a.name, "version": a.version, "model_sha256": a.model_sha256,
+                 "model_name": a.model_name, "settings_sha256": a.settings_sha256}
+    if a.runtime_variant is not None:
+        algorithm["runtime_variant"] = a.runtime_variant
     return {
         "schema_version": SCHEMA_VERSION,
         "study_instance_uid": result.study_instance_uid,
-        "algorithm": {"name": a.name, "version": a.version, "model_sha256": a.model_sha256,
-                      "model_name": a.model_name, "settings_sha256": a.settings_sha256},
+        "algorithm": algorithm,
         "operating_point": {"threshold": round(result.operating_threshold, SCORE_DIGITS),
                             "description": OPERATING_POINT_DESCRIPTION},
         "images": [_image(i) for i in result.images],
@@ -101,7 +105,7 @@ def result_from_dict(data: dict[str, Any]) -> StudyResult:
         return StudyResult(
             data["study_instance_uid"],
             Algorithm(alg["name"], alg["version"], alg["model_sha256"], alg.get("model_name"),
-                      alg.get("settings_sha256")),
+                      alg.get("settings_sha256"), alg.get("runtime_variant")),
             float(data["operating_point"]["threshold"]), images, findings)
     except ResultError:
         raise

@@ -64,6 +64,9 @@ class Algorithm:
     model_sha256: str
     model_name: str | None = None
     settings_sha256: str | None = None
+    #: the runtime variant that ran when it is not the locked model's reference precision
+    #: (``int8``, ``fp16``); None for the reference
+    runtime_variant: str | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not self.version:

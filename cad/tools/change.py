@@ -67,12 +67,14 @@ def run_model(model: LockedModel, runtime_name: str, folders: list[Path], out: P
 
 
 def release_compare(protocol: Protocol, released: LockedModel, candidate: LockedModel, out: Path,
-                    data_dir: Path, command: str) -> dict[str, Any]:
+                    data_dir: Path, command: str, candidate_runtime: str | None = None) -> dict[str, Any]:
     """Run both models on the sequestered data, apply the protocol, write verdict.json, the
-    HTML/PDF report and the release-notes entry into ``out``; returns the verdict."""
+    HTML/PDF report and the release-notes entry into ``out``; returns the verdict.
+    ``candidate_runtime`` judges a runtime variant (e.g. ``onnxruntime-int8``) as the candidate."""
     truth, folders = prepare_data(protocol, data_dir)
-    found = {name: run_model(model, protocol.runtime, folders, out / "findings" / name)
-             for name, model in (("released", released), ("candidate", candidate))}
+    found = {name: run_model(model, runtime, folders, out / "findings" / name)
+             for name, model, runtime in (("released", released, protocol.runtime),
+                                          ("candidate", candidate, candidate_runtime or protocol.runtime))}
     verdict, _, _ = compare(protocol, truth, found["released"], found["candidate"])
     write_verdict(verdict, out / "verdict.json")
     write_report(verdict, out, command)

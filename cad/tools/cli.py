@@ -340,6 +340,9 @@ def release_compare(
     record: Annotated[Path | None, typer.Option(
         "--record", help="Also copy verdict.json here (docs/acceptance/NAME.json: listed in the release notes).")
     ] = None,
+    candidate_runtime: Annotated[str | None, typer.Option(
+        "--candidate-runtime", help="Run the candidate with this runtime (a variant, e.g. onnxruntime-int8); "
+                                    "default: the protocol's.")] = None,
 ) -> None:
     """Apply the acceptance protocol to a candidate model against the released one: both run on
     the same sequestered exams, paired exam-level bootstrap of each endpoint's difference,
@@ -362,7 +365,7 @@ def release_compare(
     models = verified_model(released), verified_model(candidate)
     try:
         verdict = run_compare(rules, models[0], models[1], out, data or out / "data",
-                              shlex.join(["cad", *sys.argv[1:]]))
+                              shlex.join(["cad", *sys.argv[1:]]), candidate_runtime)
     except ProtocolError as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(EXIT_USAGE) from None

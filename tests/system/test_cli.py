@@ -61,7 +61,7 @@ def test_nothing_analysable_exits_1(tmp_path: Path) -> None:
 USAGE_ERRORS = {
     "inspect": (["inspect", "{tmp}/absent"], "error: {tmp}/absent: no such file or folder"),
     "detect": (["detect", "{tmp}/absent", "--out", "{tmp}/out"], "error: {tmp}/absent: no such file or folder"),
-    "export": (["export", "--out", "{tmp}/out", "--format", "tflite"], "error: --format tflite: use onnx or tensorrt"),
+    "export": (["export", "--out", "{tmp}/out", "--format", "tflite"], "error: --format tflite: use onnx, onnx-int8 or tensorrt"),
     "serve": (["serve", "--state", "{tmp}/state", "--since", "2026"], "error: --since 2026: use YYYYMMDD"),
     "audit verify": (["audit", "verify", "--state", "{tmp}"], "error: {tmp}/cad-service.sqlite: no such file or folder"),
     "audit show": (["audit", "show", "--state", "{tmp}"], "error: {tmp}/cad-service.sqlite: no such file or folder"),

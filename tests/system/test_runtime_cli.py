@@ -41,7 +41,7 @@ def test_export_writes_onnx_and_manifest(tmp_path: Path) -> None:
 @pytest.mark.req("SRS-RT-001")
 def test_export_refuses_unknown_format_and_unverified_model(tmp_path: Path) -> None:
     bad = run("export", "--format", "tflite", "--out", str(tmp_path / "a"))
-    assert bad.returncode == 2 and "use onnx or tensorrt" in bad.stderr
+    assert bad.returncode == 2 and "use onnx, onnx-int8 or tensorrt" in bad.stderr
     model = tmp_path / "model"
     shutil.copytree(DEFAULT_MODEL_DIR, model)
     raw = bytearray((model / "weights.safetensors").read_bytes())
@@ -109,4 +109,52 @@ def test_tensorrt_without_gpu_exits_2_with_the_reason(mass_phantom_dir: Path, tm
     result = run("detect", str(mass_phantom_dir), "--out", str(tmp_path / "out"), "--runtime", "tensorrt")
     assert result.returncode == 2
     assert "TensorRT needs a CUDA GPU and the tensorrt package; not available here" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def _box_iou(a: list[float], b: list[float]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy
+    return ix * iy / union if union else 0.0
+
+
+@pytest.mark.req("SRS-RT-008")
+def test_the_int8_variant_runs_verified_and_is_named_in_every_output(mass_phantom_dir: Path, tmp_path: Path) -> None:
+    from cad.report.sr.reader import read_mammography_cad_sr
+
+    outputs = {}
+    for runtime in ("onnxruntime", "onnxruntime-int8"):
+        out = tmp_path / runtime
+        result = run("detect", str(mass_phantom_dir), "--out", str(out), "--no-overlays", "--runtime", runtime)
+        assert result.returncode == 0, result.stderr
+        (folder,) = [p.parent for p in out.rglob("findings.json")]
+        outputs[runtime] = (json.loads((folder / "findings.json").read_text()),
+                            read_mammography_cad_sr(folder / "cad-sr.dcm"),
+                            json.loads((out / "detect_run.json").read_text()))
+    (fp32, fp32_sr, _), (int8, int8_sr, run_file) = outputs["onnxruntime"], outputs["onnxruntime-int8"]
+    assert "runtime_variant" not in fp32["algorithm"] and fp32_sr.algorithm.runtime_variant is None
+    assert int8["algorithm"]["runtime_variant"] == "int8" and int8_sr.algorithm.runtime_variant == "int8"
+    assert int8["algorithm"]["model_sha256"] == fp32["algorithm"]["model_sha256"] and run_file["runtime"] == "onnxruntime-int8"
+    # the strongest fp32 finding is found by the int8 variant at the same place with a close score
+    best = fp32["findings"][0]
+
+    def overlap(finding: dict[str, Any]) -> float:
+        return max([_box_iou(v["box"], w["box"]) for v in finding["views"] for w in best["views"]
+                    if v["sop_instance_uid"] == w["sop_instance_uid"]], default=0.0)
+
+    partner = max(int8["findings"], key=overlap)
+    assert overlap(partner) >= 0.5 and abs(partner["score"] - best["score"]) <= 0.1
+
+
+@pytest.mark.req("SRS-RT-008")
+def test_a_damaged_int8_file_is_refused(mass_phantom_dir: Path, tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    shutil.copytree(DEFAULT_MODEL_DIR, model)
+    raw = bytearray((model / "detector-int8.onnx").read_bytes())
+    raw[len(raw) // 3] ^= 0x01
+    (model / "detector-int8.onnx").write_bytes(bytes(raw))
+    result = run("detect", str(mass_phantom_dir), "--out", str(tmp_path / "out"), "--model", str(model),
+                 "--runtime", "onnxruntime-int8")
+    assert result.returncode == 3 and "int8 ONNX model does not match the manifest" in result.stderr
     assert not (tmp_path / "out").exists()
