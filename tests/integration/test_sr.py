@@ -124,7 +124,7 @@ def test_sr_reads_back_to_findings_json(cases: dict[str, Path], case: str) -> No
         assert any(not f["linked"] and f["laterality"] == "L" for f in findings)
 
 
-@pytest.mark.req("SRS-DCM-001")
+@pytest.mark.req("SRS-DCM-001", "SRS-OUT-004")
 def test_sr_is_a_tid_4000_mammography_cad_report(cases: dict[str, Path], mass_phantom_dir: Path) -> None:
     ds = pydicom.dcmread(cases["both-breasts"] / SR_NAME)
     source = pydicom.dcmread(next(mass_phantom_dir.rglob("R_CC.dcm")))
@@ -138,15 +138,16 @@ def test_sr_is_a_tid_4000_mammography_cad_report(cases: dict[str, Path], mass_ph
     texts = set(_texts(ds))
     assert f"model_sha256={findings['algorithm']['model_sha256']}" in texts
     assert findings["algorithm"]["version"] in texts and findings["algorithm"]["name"] in texts
-    # one Individual Impression/Recommendation per finding, linked ones as a mass Composite Feature
+    # one Individual Impression/Recommendation per CAD mark (the findings at or above the
+    # threshold, all to be presented), linked ones as a mass Composite Feature; the findings
+    # below it stay in findings.json only
     summary = next(c for c in ds.ContentSequence if c.ConceptNameCodeSequence[0].CodeValue == "111017")
     impressions = summary.ContentSequence
-    assert len(impressions) == len(findings["findings"])
-    for impression, finding in zip(impressions, findings["findings"]):
+    marks = [f for f in findings["findings"] if f["score"] >= findings["operating_point"]["threshold"]]
+    assert 0 < len(marks) < len(findings["findings"]) and len(impressions) == len(marks)
+    for impression, finding in zip(impressions, marks):
         intent = impression.ContentSequence[0].ConceptCodeSequence[0].CodeValue
-        shown = finding["score"] >= findings["operating_point"]["threshold"]
-        assert intent == (sr.RenderingIntent.PRESENTATION_REQUIRED if shown
-                          else sr.RenderingIntent.NOT_FOR_PRESENTATION).value.value
+        assert intent == sr.RenderingIntent.PRESENTATION_REQUIRED.value.value
         content = impression.ContentSequence[1]
         assert content.ConceptNameCodeSequence[0].CodeValue == (
             sr.COMPOSITE_FEATURE.value if finding["linked"] else sr.SINGLE_IMAGE_FINDING.value)

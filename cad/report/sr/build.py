@@ -3,9 +3,11 @@
 Carried in the SR: study, algorithm name and version, model and settings hashes and the
 operating point (as TID 4019 Algorithm Parameters), every identifiable input image with its
 laterality, view and whether detection succeeded or failed (with the reason, also an Algorithm
-Parameter of the failed detection), and every finding with its ID (Tracking Identifier), score,
-views and boxes. Not carried: input file names (local paths mean nothing to a PACS) and link
-costs (internal to the linker).
+Parameter of the failed detection), and every CAD mark (finding at or above the operating
+threshold: :attr:`StudyResult.marks`) with its ID (Tracking Identifier), score, views and boxes.
+Not carried: the findings below the threshold (a workstation does not show them; they stay in
+findings.json for FROC analysis, and writing them cost most of the exam's output time), input
+file names (local paths mean nothing to a PACS) and link costs (internal to the linker).
 """
 
 from __future__ import annotations
@@ -72,9 +74,8 @@ def _view(status: ImageStatus) -> View | None:
         return None
 
 
-def _intent(mark: bool) -> sr.RenderingIntent:
-    """A CAD mark (:attr:`StudyResult.marks`) must be presented; other findings are not for presentation."""
-    return sr.RenderingIntent.PRESENTATION_REQUIRED if mark else sr.RenderingIntent.NOT_FOR_PRESENTATION
+#: every finding the SR carries is a CAD mark, which a workstation must present
+PRESENTATION = sr.RenderingIntent.PRESENTATION_REQUIRED
 
 
 def _collocation(analysed: Sequence[ImageStatus]) -> tuple[list[ImageStatus], list[tuple[ImageStatus, str]]]:
@@ -99,9 +100,9 @@ def _box(box: Sequence[float]) -> tuple[float, ...]:
 
 
 def _finding_content(
-    finding: Finding, mark: bool, algorithm: AlgorithmIdentification, library: CADImageLibrary,
+    finding: Finding, algorithm: AlgorithmIdentification, library: CADImageLibrary,
 ) -> CompositeFeature | SingleImageFinding:
-    intent = _intent(mark)
+    intent = PRESENTATION
     if finding.linked:
         singles = [
             SingleImageFinding(_box(v.box), v.score, intent, algorithm, library.path_of(v.sop_instance_uid), INFERRED_FROM)
@@ -170,11 +171,8 @@ def build_mammography_cad_sr(
         for s, reason in linked_failed
     ]
     impressions = [
-        IndividualImpressionRecommendation(
-            _finding_content(f, findings.is_mark(f.score), finding_algorithm, library),
-            _intent(findings.is_mark(f.score)),
-        )
-        for f in findings.findings
+        IndividualImpressionRecommendation(_finding_content(f, finding_algorithm, library), PRESENTATION)
+        for f in findings.marks
     ]
     # "with findings" means the document reports findings (PS3.16 TID 4001); which of them a
     # workstation shows is each finding's Rendering Intent.

@@ -210,9 +210,11 @@ def read_mammography_cad_sr(path: Path | str) -> StudyResult:
 
 
 def carried(findings: dict[str, Any]) -> dict[str, Any]:
-    """The part of a findings.json document an SR carries: without file names, ingest error codes
-    and link costs, and only images identified by a SOP Instance UID."""
+    """The part of a findings.json document an SR carries: the CAD marks (findings at or above
+    the operating threshold) without link costs, and the images identified by a SOP Instance UID
+    without file names and ingest error codes."""
     out = copy.deepcopy(findings)
+    out["findings"] = [f for f in out["findings"] if f["score"] >= out["operating_point"]["threshold"]]
     out["images"] = [{**{k: v for k, v in i.items() if k != "error_code"}, "file": None}
                      for i in out["images"] if i["sop_instance_uid"]]
     for finding in out["findings"]:
