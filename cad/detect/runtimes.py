@@ -12,7 +12,15 @@ import torch
 
 from cad.detect.detector import DEFAULT_MAX_BATCH
 from cad.detect.locked import LockedModel
-from cad.detect.runtime import DEFAULT_RUNTIME, OnnxRuntime, Runtime, RuntimeName, RuntimeUnavailableError, TorchRuntime
+from cad.detect.runtime import (
+    DEFAULT_RUNTIME,
+    ONNX_INT8_EXPORT,
+    OnnxRuntime,
+    Runtime,
+    RuntimeName,
+    RuntimeUnavailableError,
+    TorchRuntime,
+)
 from cad.detect.tensorrt import TensorRTRuntime
 
 
@@ -21,15 +29,34 @@ def tensorrt_available() -> bool:
     return torch.cuda.is_available() and importlib.util.find_spec("tensorrt") is not None
 
 
+def variant_acceptance(model: LockedModel, key: str) -> str | None:
+    """Why a runtime variant may not run at a site (None when it may): a variant runs only after
+    its acceptance under the change protocol is recorded beside it in the manifest
+    (``runtimes.<key>.acceptance.verdict == "accepted"``, written by `cad release compare`)."""
+    entry = model.manifest.runtimes.get(key, {})
+    acceptance = entry.get("acceptance") if isinstance(entry, dict) else None
+    if not isinstance(acceptance, dict):
+        return "it has not been evaluated under the change protocol (docs/change-control.md)"
+    if acceptance.get("verdict") != "accepted":
+        return (f"the change protocol rejected it ({acceptance.get('protocol')}, record "
+                f"{acceptance.get('record')})")
+    return None
+
+
 def make_runtime(
-    model: LockedModel, name: str | RuntimeName = DEFAULT_RUNTIME, max_batch: int = DEFAULT_MAX_BATCH
+    model: LockedModel, name: str | RuntimeName = DEFAULT_RUNTIME, max_batch: int = DEFAULT_MAX_BATCH,
+    evaluation: bool = False,
 ) -> Runtime:
     """The runtime called ``name`` for ``model`` (verified; errors are ModelIntegrityError or
-    RuntimeUnavailableError)."""
+    RuntimeUnavailableError). A runtime variant (int8) runs only when accepted under the change
+    protocol, except for ``evaluation`` (the protocol's own runs)."""
     kind = RuntimeName(name)
     if kind is RuntimeName.ONNXRUNTIME:
         return OnnxRuntime(model, max_batch=max_batch)
     if kind is RuntimeName.ONNXRUNTIME_INT8:
+        refused = None if evaluation else variant_acceptance(model, ONNX_INT8_EXPORT.key)
+        if refused is not None:
+            raise RuntimeUnavailableError(f"{model.path}: the int8 variant may not run: {refused}")
         return OnnxRuntime(model, max_batch=max_batch, int8=True)
     if kind is RuntimeName.TENSORRT:
         if not tensorrt_available():

@@ -115,7 +115,7 @@ def bench_batches(model: LockedModel, paths: tuple[Path, ...], names: list[str],
     view = prepare_view(load(paths).images[0], model.config)
     result: dict[str, Any] = {"view_shape": list(view.array.shape), "views_per_s": {}}
     for name in names:
-        runtime = make_runtime(model, name, max_batch=max(BATCH_SIZES))
+        runtime = make_runtime(model, name, max_batch=max(BATCH_SIZES), evaluation=True)
         runtime.detect([view])
         rates = {}
         for size in BATCH_SIZES:
@@ -206,7 +206,7 @@ def run_bench(
     unavailable: dict[str, str] = {}
     for name in runtimes:
         try:
-            engines[name] = make_runtime(model, name)
+            engines[name] = make_runtime(model, name, evaluation=True)
         except RuntimeUnavailableError as exc:
             unavailable[name] = str(exc)
     if not engines:
@@ -215,7 +215,7 @@ def run_bench(
         out = Path(tmp)
         pairs = {name: (model, runtime) for name, runtime in engines.items()}
         if baseline is not None:  # the same runtimes on the baseline model, in the same turns
-            pairs.update({f"baseline/{name}": (baseline, make_runtime(baseline, name)) for name in engines})
+            pairs.update({f"baseline/{name}": (baseline, make_runtime(baseline, name, evaluation=True)) for name in engines})
         both = bench_engines(exams, pairs, repeats, out)
         timed = {name: both[name] for name in engines}
         result: dict[str, Any] = {"runtimes": {**timed, **{n: {"available": False, "reason": r}

@@ -55,7 +55,7 @@ def prepare_data(protocol: Protocol, data_dir: Path, workers: int = 2) -> tuple[
 
 def run_model(model: LockedModel, runtime_name: str, folders: list[Path], out: Path) -> dict[str, StudyResult]:
     """Every study of ``folders`` through ``model``; the results, also written as findings.json."""
-    runtime = make_runtime(model, runtime_name)
+    runtime = make_runtime(model, runtime_name, evaluation=True)
     results: dict[str, StudyResult] = {}
     for folder in folders:
         studies = load([folder]).studies
@@ -79,3 +79,20 @@ def release_compare(protocol: Protocol, released: LockedModel, candidate: Locked
     write_verdict(verdict, out / "verdict.json")
     write_report(verdict, out, command)
     return verdict
+
+
+def record_variant_acceptance(model: LockedModel, runtime_name: str, verdict: dict[str, Any], record: Path) -> None:
+    """Write the protocol's verdict on a runtime variant beside its export in the manifest
+    (``runtimes.<key>.acceptance``), which decides whether a site may run it."""
+    from cad.detect.locked import register_export
+    from cad.detect.runtime import ONNX_INT8_EXPORT, RuntimeName
+
+    if RuntimeName(runtime_name) is not RuntimeName.ONNXRUNTIME_INT8:
+        return
+    entry = dict(model.manifest.runtimes[ONNX_INT8_EXPORT.key])
+    entry["acceptance"] = {
+        "verdict": verdict["verdict"], "protocol": f"{verdict['protocol']['id']} {verdict['protocol']['version']}",
+        "protocol_sha256": verdict["protocol"]["sha256"], "record": record.as_posix(),
+        "verdict_sha256": truth_sha256(record), "failed_criteria": verdict["failed_criteria"],
+    }
+    register_export(model.path, ONNX_INT8_EXPORT.key, entry)

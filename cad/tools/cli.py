@@ -388,6 +388,10 @@ def release_compare(
     if record is not None:
         record.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(out / "verdict.json", record)
+        if candidate_runtime:  # a runtime variant: its verdict goes beside it in the manifest
+            from cad.tools.change import record_variant_acceptance
+
+            record_variant_acceptance(models[1], candidate_runtime, verdict, record)
     console.print(f"verdict: {out / 'verdict.json'}; report: {out / 'report.html'} and {out / 'report.pdf'}")
     if verdict["verdict"] != ACCEPTED:
         err.print(f"error: candidate rejected: {', '.join(verdict['failed_criteria'])}")

@@ -119,14 +119,42 @@ def _box_iou(a: list[float], b: list[float]) -> float:
     return ix * iy / union if union else 0.0
 
 
+def _with_int8_verdict(tmp_path: Path, verdict: str | None) -> Path:
+    """A copy of the released model whose int8 entry records ``verdict`` (None: no evaluation)."""
+    model = tmp_path / "model"
+    shutil.copytree(DEFAULT_MODEL_DIR, model)
+    manifest = json.loads((model / "manifest.json").read_text())
+    entry = manifest["runtimes"]["onnxruntime_int8"]
+    entry.pop("acceptance", None)
+    if verdict is not None:
+        entry["acceptance"] = {"verdict": verdict, "protocol": "MCP-001 1.0", "record": "docs/acceptance/x.json"}
+    (model / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return model
+
+
+@pytest.mark.req("SRS-RT-008")
+def test_an_int8_variant_not_accepted_under_the_protocol_does_not_run(mass_phantom_dir: Path, tmp_path: Path) -> None:
+    released = json.loads((DEFAULT_MODEL_DIR / "manifest.json").read_text())["runtimes"]["onnxruntime_int8"]
+    assert released["acceptance"]["verdict"] in ("accepted", "rejected")  # the released variant was judged
+    for verdict, why in ((None, "has not been evaluated under the change protocol"),
+                         ("rejected", "the change protocol rejected it")):
+        model = _with_int8_verdict(tmp_path / str(verdict), verdict)
+        result = run("detect", str(mass_phantom_dir), "--out", str(tmp_path / "out"), "--model", str(model),
+                     "--runtime", "onnxruntime-int8")
+        assert result.returncode == 2 and why in result.stderr and "Traceback" not in result.stderr
+        assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.req("SRS-RT-008")
 def test_the_int8_variant_runs_verified_and_is_named_in_every_output(mass_phantom_dir: Path, tmp_path: Path) -> None:
     from cad.report.sr.reader import read_mammography_cad_sr
 
+    model = _with_int8_verdict(tmp_path, "accepted")  # the mechanism, whatever the released variant's verdict
     outputs = {}
     for runtime in ("onnxruntime", "onnxruntime-int8"):
         out = tmp_path / runtime
-        result = run("detect", str(mass_phantom_dir), "--out", str(out), "--no-overlays", "--runtime", runtime)
+        result = run("detect", str(mass_phantom_dir), "--out", str(out), "--no-overlays", "--runtime", runtime,
+                     "--model", str(model))
         assert result.returncode == 0, result.stderr
         (folder,) = [p.parent for p in out.rglob("findings.json")]
         outputs[runtime] = (json.loads((folder / "findings.json").read_text()),
@@ -149,8 +177,7 @@ def test_the_int8_variant_runs_verified_and_is_named_in_every_output(mass_phanto
 
 @pytest.mark.req("SRS-RT-008")
 def test_a_damaged_int8_file_is_refused(mass_phantom_dir: Path, tmp_path: Path) -> None:
-    model = tmp_path / "model"
-    shutil.copytree(DEFAULT_MODEL_DIR, model)
+    model = _with_int8_verdict(tmp_path, "accepted")
     raw = bytearray((model / "detector-int8.onnx").read_bytes())
     raw[len(raw) // 3] ^= 0x01
     (model / "detector-int8.onnx").write_bytes(bytes(raw))
