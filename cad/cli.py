@@ -194,7 +194,8 @@ def detect(
     ] = None,
     overlays: Annotated[bool, typer.Option("--overlays/--no-overlays", help="Write overlay PNGs.")] = True,
     runtime: Annotated[str, typer.Option(
-        "--runtime", help="Network runtime: onnxruntime (default), torch or tensorrt.")] = "",
+        "--runtime",
+        help="Network runtime: onnxruntime (default), torch, tensorrt, or an accepted variant (onnxruntime-int8).")] = "",
     batch_exams: Annotated[int, typer.Option(
         "--batch-exams", min=1, help="Studies analysed together (their equal-size views share network batches).")] = 1,
 ) -> None:
@@ -304,7 +305,8 @@ def serve(
     max_attempts: Annotated[int, typer.Option("--max-attempts", min=1, help="Tries per study when the PACS errs.")] = 5,
     retry_seconds: Annotated[float, typer.Option(
         "--retry-seconds", min=0.0, help="First retry delay; doubles per attempt (capped at 5 min).")] = 2.0,
-    runtime: Annotated[str, typer.Option("--runtime", help="Network runtime: onnxruntime, torch or tensorrt.")] = "",
+    runtime: Annotated[str, typer.Option(
+        "--runtime", help="Network runtime: onnxruntime, torch, tensorrt, or an accepted variant.")] = "",
     model: Annotated[
         Path | None, typer.Option("--model", help="Locked model folder (default: the released model).")
     ] = None,

@@ -100,7 +100,7 @@ def test_detect_refuses_a_damaged_onnx(mass_phantom_dir: Path, tmp_path: Path) -
 @pytest.mark.req("SRS-RT-004")
 def test_unknown_runtime_is_a_usage_error(mass_phantom_dir: Path, tmp_path: Path) -> None:
     result = run("detect", str(mass_phantom_dir), "--out", str(tmp_path), "--runtime", "openvino")
-    assert result.returncode == 2 and "use torch, onnxruntime, tensorrt" in result.stderr
+    assert result.returncode == 2 and "use torch, onnxruntime, onnxruntime-int8, tensorrt" in result.stderr
 
 
 @pytest.mark.req("SRS-RT-004")
