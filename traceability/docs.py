@@ -385,7 +385,8 @@ def acceptance_section(folder: Path) -> str:
         c, r = v["candidate"]["algorithm"], v["released"]["algorithm"]
         endpoints = "; ".join(f"{e['id']} {e['difference']:+.4f} [{e['ci'][0]}, {e['ci'][1]}] "
                               f"{'pass' if e['passed'] else 'FAIL'}" for e in v["criteria"])
-        rows.append([path.stem, f"{c.get('model_name')} {c['model_sha256'][:12]} (threshold "
+        variant = f" {c['runtime_variant']} variant" if c.get("runtime_variant") else ""
+        rows.append([path.stem, f"{c.get('model_name')} {c['model_sha256'][:12]}{variant} (threshold "
                                 f"{v['candidate']['operating_point']['threshold']}) vs {r.get('model_name')} "
                                 f"{r['model_sha256'][:12]}",
                      f"{v['protocol']['id']} {v['protocol']['version']}", v["verdict"], endpoints])
