@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from cad.detect.manifest import known_keys
 from cad.result.model import StudyResult
 from verification import bootstrap as bs
 from verification.standalone import Criteria, StandaloneAnalysis, analyse
@@ -42,13 +43,7 @@ class ProtocolError(ValueError):
 
 
 def _known(where: str, data: Any, known: set[str], required: set[str]) -> dict[str, Any]:
-    if not isinstance(data, dict):
-        raise ProtocolError(f"{where}: expected a mapping")
-    if unknown := sorted(set(data) - known):
-        raise ProtocolError(f"{where}: unknown key(s) {', '.join(unknown)}")
-    if missing := sorted(required - set(data)):
-        raise ProtocolError(f"{where}: missing key(s) {', '.join(missing)}")
-    return data
+    return known_keys(where, data, known, required, ProtocolError)
 
 
 @dataclass(frozen=True)
@@ -219,10 +214,6 @@ def compare(protocol: Protocol, truth: dict[str, Any], released: Mapping[str, St
         "subgroups": subgroups,
     }
     return verdict, a, b
-
-
-def truth_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def write_verdict(verdict: dict[str, Any], path: Path) -> Path:

@@ -3,7 +3,6 @@ with the same content (style of the standalone report), and the release-notes en
 
 from __future__ import annotations
 
-import io
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from matplotlib.figure import Figure
 
 import cad
 from verification.html import esc, figure, fmt, page, table
-from verification.pdf import PdfDocument
+from verification.pdf import PdfDocument, png_bytes
 
 TITLE = "Model change: acceptance under the pre-specified protocol"
 CRITERIA_HEADER = ["ID", "endpoint", "released", "candidate", "difference", "CI", "margin", "result"]
@@ -79,12 +78,6 @@ def forest_plot(verdict: dict[str, Any]) -> Figure:
     return fig
 
 
-def _png(fig: Figure) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=130)
-    return buffer.getvalue()
-
-
 def _data_rows(verdict: dict[str, Any]) -> list[list[Any]]:
     p, d, r, c = verdict["protocol"], verdict["data"], verdict["released"], verdict["candidate"]
     sets = "; ".join(f"{s['name']} (seed {s['seed']}, {s['exams']} exams)" for s in d["sets"])
@@ -115,7 +108,7 @@ def write_html(verdict: dict[str, Any], path: Path, command: str, when: datetime
         "<h2>2. Endpoints (non-inferiority)</h2><p>An endpoint passes when the bound of the paired "
         "difference's interval on the worse side clears its margin.</p>"
         + table(CRITERIA_HEADER, criteria_rows(verdict), left_columns=2)
-        + figure(_png(forest_plot(verdict)), "Paired differences with intervals; dashed: margin; shaded: the "
+        + figure(png_bytes(forest_plot(verdict), dpi=130), "Paired differences with intervals; dashed: margin; shaded: the "
                                               "side that fails"),
         "<h2>3. Subgroups (sensitivity at the operating point)</h2>"
         + table(SUBGROUP_HEADER, subgroup_rows(verdict), left_columns=1),

@@ -3,6 +3,7 @@ the reader-study and change-control reports so that both look alike and need not
 
 from __future__ import annotations
 
+import io
 import textwrap
 from collections.abc import Sequence
 
@@ -15,6 +16,13 @@ from matplotlib.figure import Figure
 
 A4 = (8.27, 11.69)
 ROW_HEIGHT = 0.0175  # of the A4 page height
+
+
+def png_bytes(fig: Figure, dpi: int = 110) -> bytes:
+    """A figure as PNG bytes for an HTML report (tight box, no software stamp: reruns are identical)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.15, metadata={"Software": None})
+    return buffer.getvalue()
 
 
 class PdfDocument:

@@ -71,10 +71,6 @@ def algorithm_of(model: LockedModel, runtime: Runtime | None = None) -> Algorith
                      runtime.variant if runtime is not None else None)
 
 
-def linking_config(model: LockedModel) -> LinkingConfig:
-    return model.linking
-
-
 def detect_views(
     model: LockedModel, images: list[MammogramImage], runtime: Runtime | None = None,
     clock: StageClock = NO_CLOCK,
@@ -153,7 +149,7 @@ def _rescored_findings(
     def linking(selected: list[int]) -> list[Candidate]:
         return [replace(inputs.linking[r], index=k, score=float(dual[r])) for k, r in enumerate(selected)]
 
-    links = link(linking(cc_rows), linking(mlo_rows), linking_config(model))
+    links = link(linking(cc_rows), linking(mlo_rows), model.linking)
 
     def fview(row: int) -> FindingView:
         position = int(inputs.view_of[row])
@@ -255,7 +251,7 @@ def _study_findings(
     rescored: dict[tuple[str, Laterality], RescoredBreast] | None = None, runtime: Runtime | None = None,
 ) -> StudyResult:
     """Per-breast linking and fusion of one study's detections, and every image's status."""
-    config = linking_config(model)
+    config = model.linking
     statuses = [ImageStatus(v.image.sop_instance_uid, v.image.laterality, v.image.view, ANALYZED, None,
                             v.image.path.name) for v in analysed]
     statuses += refused + [_failure_status(f) for f in study.failures]

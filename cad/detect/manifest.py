@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -37,15 +37,18 @@ class ManifestError(ValueError):
     """A manifest that is not one this version reads."""
 
 
-def _known(section: str, data: Any, known: frozenset[str], required: frozenset[str] = frozenset()) -> dict[str, Any]:
+def known_keys(section: str, data: Any, known: Collection[str], required: Collection[str] = (),
+               error: type[ValueError] = ManifestError) -> dict[str, Any]:
+    """``data`` when it is a mapping holding every ``required`` key and no key outside ``known``;
+    ``error`` naming the section and the keys otherwise (also used for the change protocol)."""
     if not isinstance(data, dict):
-        raise ManifestError(f"{section}: expected an object, not {type(data).__name__}")
-    unknown = sorted(set(data) - known)
+        raise error(f"{section}: expected an object, not {type(data).__name__}")
+    unknown = sorted(set(data) - set(known))
     if unknown:
-        raise ManifestError(f"{section}: unknown key(s) {', '.join(unknown)}")
-    missing = sorted(required - set(data))
+        raise error(f"{section}: unknown key(s) {', '.join(unknown)}")
+    missing = sorted(set(required) - set(data))
     if missing:
-        raise ManifestError(f"{section}: missing key(s) {', '.join(missing)}")
+        raise error(f"{section}: missing key(s) {', '.join(missing)}")
     return data
 
 
@@ -110,13 +113,13 @@ def parse_manifest(data: Any, calibrated: bool = True) -> ModelManifest:
     """The typed manifest of ``data`` (manifest.json's object); ManifestError naming the key
     otherwise. ``calibrated=False`` accepts a training run's model with no threshold yet."""
     try:
-        top = _known("manifest", data, TOP_LEVEL_KEYS, frozenset({"name", "weights", "detector", "operating_point"}))
+        top = known_keys("manifest", data, TOP_LEVEL_KEYS, frozenset({"name", "weights", "detector", "operating_point"}))
         version = str(top.get("manifest_version", MANIFEST_VERSION))
         if version != MANIFEST_VERSION:
             raise ManifestError(f"manifest_version {version} (this version reads {MANIFEST_VERSION})")
-        weights = _known("weights", top["weights"], frozenset({"file", "sha256", "bytes", "dtype"}),
+        weights = known_keys("weights", top["weights"], frozenset({"file", "sha256", "bytes", "dtype"}),
                          frozenset({"sha256"}))
-        point = _known("operating_point", top["operating_point"],
+        point = known_keys("operating_point", top["operating_point"],
                        frozenset({"threshold", "fpi", "definition", "validation"}), frozenset({"threshold"}))
         threshold = point["threshold"]
         if threshold is None and calibrated:
@@ -125,8 +128,8 @@ def parse_manifest(data: Any, calibrated: bool = True) -> ModelManifest:
             threshold = float(threshold)
             if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
                 raise ManifestError(f"operating_point.threshold {threshold} is not in [0, 1]")
-        algorithm = _known("algorithm", top.get("algorithm", {}), frozenset({"name", "version"}))
-        runtimes = _known(RUNTIMES_KEY, top.get(RUNTIMES_KEY, {}), frozenset(top.get(RUNTIMES_KEY, {})))
+        algorithm = known_keys("algorithm", top.get("algorithm", {}), frozenset({"name", "version"}))
+        runtimes = known_keys(RUNTIMES_KEY, top.get(RUNTIMES_KEY, {}), frozenset(top.get(RUNTIMES_KEY, {})))
         for key, entry in runtimes.items():
             if not isinstance(entry, dict) or not EXPORT_REQUIRED_KEYS <= set(entry):
                 raise ManifestError(f"{RUNTIMES_KEY}.{key}: an export entry names "

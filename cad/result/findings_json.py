@@ -124,7 +124,3 @@ def read_result(path: Path) -> StudyResult:
     except ResultError as exc:
         raise ResultError(f"{path}: {exc}") from None
 
-
-def read_results(folder: Path) -> dict[str, StudyResult]:
-    """Every findings.json below ``folder``, by StudyInstanceUID."""
-    return {r.study_instance_uid: r for r in (read_result(p) for p in sorted(folder.rglob(FINDINGS_FILE)))}

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from cad.analysis.pipeline import analyse_studies
-from cad.detect.locked import LockedModel
+from cad.detect.locked import LockedModel, sha256_file
 from cad.detect.runtimes import make_runtime
 from cad.io import load
 from cad.result.findings_json import FINDINGS_FILE, write_result
 from cad.result.model import StudyResult
 from cad.tools.phantom.generate import PhantomConfig, generate
-from verification.change_control import Protocol, ProtocolError, compare, truth_sha256, write_verdict
+from verification.change_control import Protocol, ProtocolError, compare, write_verdict
 from verification.change_report import write_report
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def prepare_data(protocol: Protocol, data_dir: Path, workers: int = 2) -> tuple[
             log.info("generating %s (%d exams, seed %d)", test_set.name, test_set.exams, test_set.seed)
             generate(folder, test_set.exams, test_set.seed, PhantomConfig(spacing_mm=test_set.spacing_mm),
                      workers=workers)
-        digest = truth_sha256(truth_path)
+        digest = sha256_file(truth_path)
         if test_set.truth_sha256 is not None and digest != test_set.truth_sha256:
             raise ProtocolError(f"{truth_path}: truth SHA-256 {digest[:16]}… is not the sequestered set's "
                                 f"{test_set.truth_sha256[:16]}… (regenerated with another generator version?)")
@@ -93,6 +93,6 @@ def record_variant_acceptance(model: LockedModel, runtime_name: str, verdict: di
     entry["acceptance"] = {
         "verdict": verdict["verdict"], "protocol": f"{verdict['protocol']['id']} {verdict['protocol']['version']}",
         "protocol_sha256": verdict["protocol"]["sha256"], "record": record.as_posix(),
-        "verdict_sha256": truth_sha256(record), "failed_criteria": verdict["failed_criteria"],
+        "verdict_sha256": sha256_file(record), "failed_criteria": verdict["failed_criteria"],
     }
     register_export(model.path, ONNX_INT8_EXPORT.key, entry)

@@ -366,15 +366,12 @@ def release_compare(
     try:
         verdict = run_compare(rules, models[0], models[1], out, data or out / "data",
                               shlex.join(["cad", *sys.argv[1:]]), candidate_runtime)
-    except ProtocolError as exc:
+    except (ProtocolError, RuntimeUnavailableError) as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(EXIT_USAGE) from None
     except ModelIntegrityError as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(EXIT_MODEL) from None
-    except RuntimeUnavailableError as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(EXIT_USAGE) from None
     table = Table(title=f"{rules.id} {rules.version}: {verdict['verdict']}")
     for column in ("criterion", "released", "candidate", "difference", "CI", "margin", "result"):
         table.add_column(column)

@@ -8,7 +8,6 @@ drawn with matplotlib only (curves and tables on A4 pages), so neither needs any
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -24,7 +23,7 @@ from matplotlib.figure import Figure, SubFigure
 
 import cad
 from verification.html import esc, figure, fmt, page, table
-from verification.pdf import A4, PdfDocument
+from verification.pdf import A4, PdfDocument, png_bytes
 from verification.readerstudy.data import Paradigm
 from verification.readerstudy.fom import FigureOfMerit, empirical_curve
 from verification.readerstudy.mrmc import ANALYSES, Method, ReaderStudyResult
@@ -180,12 +179,6 @@ def curves_figure(result: ReaderStudyResult) -> Figure:
     return fig
 
 
-def _png(fig: Figure) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight", pad_inches=0.15, metadata={"Software": None})
-    return buffer.getvalue()
-
-
 # --------------------------------------------------------------------------- HTML
 
 
@@ -274,7 +267,7 @@ def write_report(result: ReaderStudyResult, out: Path, command: str) -> list[Pat
     when = datetime.now(UTC)
     fig = curves_figure(result)
     try:
-        png = _png(fig)
+        png = png_bytes(fig)
     finally:
         plt.close(fig)
     (out / "curves.png").write_bytes(png)

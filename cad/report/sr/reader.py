@@ -8,7 +8,7 @@ findings.json a round trip must reproduce exactly.
 
 from __future__ import annotations
 
-import copy
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from cad.io.codes import VIEW_CODES
 from cad.io.image import Laterality, View
 from cad.report.sr import enum as sr
 from cad.report.sr.build import PARAMETER_KEYS, REASON_KEY
+from cad.result.findings_json import result_from_dict, result_to_dict
 from cad.result.model import (
     ANALYZED,
     BOX_DIGITS,
@@ -210,13 +211,11 @@ def read_mammography_cad_sr(path: Path | str) -> StudyResult:
 
 
 def carried(findings: dict[str, Any]) -> dict[str, Any]:
-    """The part of a findings.json document an SR carries: the CAD marks (findings at or above
-    the operating threshold) without link costs, and the images identified by a SOP Instance UID
-    without file names and ingest error codes."""
-    out = copy.deepcopy(findings)
-    out["findings"] = [f for f in out["findings"] if f["score"] >= out["operating_point"]["threshold"]]
-    out["images"] = [{**{k: v for k, v in i.items() if k != "error_code"}, "file": None}
-                     for i in out["images"] if i["sop_instance_uid"]]
-    for finding in out["findings"]:
-        finding["link_cost"] = None
-    return out
+    """The part of a findings.json document an SR carries: the CAD marks (:attr:`StudyResult.marks`)
+    without link costs, and the images identified by a SOP Instance UID without file names and
+    ingest error codes."""
+    result = result_from_dict(findings)
+    kept = replace(result,
+                   images=tuple(replace(i, file=None, error_code=None) for i in result.images if i.sop_instance_uid),
+                   findings=tuple(replace(f, link_cost=None) for f in result.marks))
+    return result_to_dict(kept)
