@@ -51,7 +51,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)  # messages name files: no markup
 
 
 def require_existing(paths: list[Path]) -> None:
@@ -230,7 +230,7 @@ def detect(
     if result.studies:
         summary = run.summary
         console.print(f"analysis time per study: {summary['mean_wall_seconds_per_study']:.2f} s wall, "
-                      f"{summary['mean_cpu_seconds_per_study']:.2f} s CPU ({summary['torch_threads']} threads, "
+                      f"{summary['mean_cpu_seconds_per_study']:.2f} s CPU ({summary['threads']} threads, "
                       f"{engine.name}, ingest to outputs)")
     console.print(f"results: {out}")
     if not run.images_analysed:
@@ -258,16 +258,22 @@ def export(
 ) -> None:
     """Export the locked detector's backbone, FPN and heads: ONNX (float32 compute, float16-exact
     weights), or a TensorRT FP16 engine built from it on this GPU after a parity check against
-    ONNX Runtime. Postprocessing stays the shared Python code.
+    ONNX Runtime. Postprocessing stays the shared numpy code. Needs the dev extra (torch).
 
     When --out is the model folder itself, the export is recorded in its manifest.json
     (runtimes.onnxruntime / runtimes.tensorrt), which is what `cad detect --runtime` verifies and
     runs; otherwise a separate manifest is written beside the export."""
-    from cad.export import ExportError, export_model
+    from cad.detect.runtimes import torch_available
 
     if export_format not in {"onnx", "onnx-int8", "tensorrt"}:
         err.print(f"error: --format {export_format}: use onnx, onnx-int8 or tensorrt")
         raise typer.Exit(EXIT_USAGE)
+    if not torch_available():
+        err.print("error: cad export makes the exports from the PyTorch weights and needs torch and torchvision "
+                  "(pip install 'mammo-cad[dev]'); a site install runs the exports shipped with the model")
+        raise typer.Exit(EXIT_USAGE)
+    from cad.export import ExportError, export_model
+
     locked = verified_model(model)
     try:
         summary = export_model(locked, out, export_format, parity_input, calibration)

@@ -19,7 +19,7 @@ from pydicom.dataset import Dataset
 
 from cad.analysis.pipeline import AnalysedView, analyse_studies
 from cad.detect.locked import LockedModel
-from cad.detect.runtime import Runtime
+from cad.detect.runtime import Runtime, default_threads
 from cad.io.image import IngestResult, Study
 from cad.io.uids import uid_tail
 from cad.report.outputs import DicomOutputs, write_dicom_outputs
@@ -85,7 +85,7 @@ def write_study_outputs(
 
 
 def run_studies(
-    studies: list[Study], model: LockedModel, runtime: Runtime | None, out: Path,
+    studies: list[Study], model: LockedModel, runtime: Runtime, out: Path,
     overlays: bool = True, clock: StageClock = NO_CLOCK,
     previous_srs: Mapping[str, Sequence[Dataset]] | None = None,
 ) -> list[StudyOutcome]:
@@ -144,8 +144,6 @@ class DetectRun:
         return sum(o.dicom is None for o in self.outcomes)
 
     def _write_summary(self, studies: int, started: tuple[float, float]) -> None:
-        import torch
-
         wall_s = (time.perf_counter() - started[0]) / studies
         cpu_s = (time.process_time() - started[1]) / studies
         self.summary = {
@@ -153,7 +151,7 @@ class DetectRun:
             "mean_wall_seconds_per_study": round(wall_s, 3),
             "mean_cpu_seconds_per_study": round(cpu_s, 3),
             "stage_seconds_per_study": {k: round(v / studies, 4) for k, v in self.clock.as_dict().items()},
-            "torch_threads": torch.get_num_threads(), "model_sha256": self.model.sha256, "runtime": self.runtime.name,
+            "threads": default_threads(), "model_sha256": self.model.sha256, "runtime": self.runtime.name,
             "batch_exams": self.batch_exams,
             "note": "timing of this run (not part of findings.json, which is deterministic)",
         }

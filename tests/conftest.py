@@ -110,7 +110,8 @@ def two_stage_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     this keeps the second stage's code paths verified."""
     import torch
 
-    from cad.detect.locked import MANIFEST_FILE, load_locked_model, register_export, write_locked_model
+    from cad.detect.locked import MANIFEST_FILE, load_locked_model, register_export
+    from cad.detect.model import locked_network, write_locked_model
     from cad.detect.rescore import RescoreSettings
     from cad.detect.rescore_model import DualViewRescorer
     from cad.export.onnx import RESCORER_RUNTIME_KEY, export_onnx, export_rescorer, register_onnx
@@ -119,7 +120,7 @@ def two_stage_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(20261202)
     network = DualViewRescorer().eval()
     folder = tmp_path_factory.mktemp("two-stage") / "model"
-    write_locked_model(folder, first.network, first.config, "two-stage-test", {"threshold": 0.5, "fpi": 1.0},
+    write_locked_model(folder, locked_network(first), first.config, "two-stage-test", {"threshold": 0.5, "fpi": 1.0},
                        {"note": "test fixture"}, {}, rescorer=(network, RescoreSettings(network.config)))
     manifest = json.loads((folder / MANIFEST_FILE).read_text())
     manifest["linking"] = first.manifest.raw["linking"]

@@ -65,10 +65,10 @@ def _requires(name: str, extras: tuple[str, ...] = ()) -> list[str]:
     return out
 
 
-def runtime_closure(root: str = DISTRIBUTION) -> tuple[set[str], set[str], dict[str, set[str]]]:
-    """The distributions the device needs at run time (no extras), those it names directly, and
-    who requires each."""
-    direct = set(_requires(root))
+def runtime_closure(root: str = DISTRIBUTION, extras: tuple[str, ...] = ()) -> tuple[set[str], set[str], dict[str, set[str]]]:
+    """The distributions the device needs at run time (no extras, or with ``extras``), those it
+    names directly, and who requires each."""
+    direct = set(_requires(root, extras))
     required_by: dict[str, set[str]] = {name: {root} for name in direct}
     todo, seen = list(direct), set(direct)
     while todo:
@@ -83,6 +83,24 @@ def runtime_closure(root: str = DISTRIBUTION) -> tuple[set[str], set[str], dict[
                 seen.add(child)
                 todo.append(child)
     return seen, direct, required_by
+
+
+def installed_bytes(names: set[str]) -> int:
+    """Bytes on disk of the installed distributions ``names`` (their RECORD files; what is not
+    installed here counts nothing)."""
+    total = 0
+    for name in names:
+        try:
+            files = metadata.distribution(name).files or []
+        except metadata.PackageNotFoundError:
+            continue
+        for file in files:
+            if file.size is not None:
+                total += file.size
+            else:  # RECORD lists itself and the .pyc files pip compiled without sizes
+                path = Path(str(file.locate()))
+                total += path.stat().st_size if path.is_file() else 0
+    return total
 
 
 def licence_of(meta: Any) -> str:

@@ -7,6 +7,8 @@ an image that fails here (for example no breast found) never stops the rest of t
 from __future__ import annotations
 
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
@@ -18,7 +20,7 @@ from cad.detect.detector import ViewDetections
 from cad.detect.inputs import ViewInput, prepare_view
 from cad.detect.linking import Candidate, LinkingConfig, candidates, fuse, link
 from cad.detect.locked import LockedModel
-from cad.detect.runtime import Runtime, TorchRuntime
+from cad.detect.runtime import Runtime, default_threads
 from cad.io.image import IngestFailure, Laterality, MammogramImage, Study, View
 from cad.preprocess.mask import NoBreastError
 from cad.result.model import (
@@ -60,39 +62,63 @@ def _failure_status(failure: IngestFailure) -> ImageStatus:
                        failure.code.value)
 
 
-def torch_runtime(model: LockedModel) -> Runtime:
-    """The default runtime of the analysis: the PyTorch reference, one view at a time (the one
-    PyTorch path; `cad detect` chooses its runtime with :func:`cad.detect.runtimes.make_runtime`)."""
-    return TorchRuntime(model, max_batch=1)
-
-
 def algorithm_of(model: LockedModel, runtime: Runtime | None = None) -> Algorithm:
     return Algorithm(cad.ALGORITHM_NAME, cad.__version__, model.sha256, model.name, model.settings_sha256,
                      runtime.variant if runtime is not None else None)
 
 
+def _prepare(image: MammogramImage, model: LockedModel) -> ViewInput | str:
+    """One image's model input, or why it cannot be analysed (an unexpected exception is an
+    internal error, logged with its traceback, never a clinical statement)."""
+    try:
+        return prepare_view(image, model.config)
+    except NoBreastError as exc:
+        reason = f"breast region could not be found ({exc})"
+        log.warning("not analysed: %s: %s", image.path.name, reason)
+    except Exception as exc:
+        reason = f"internal error ({type(exc).__name__}); the traceback is in the log"
+        log.error("not analysed: %s: %s", image.path.name, reason, exc_info=True)
+    return reason
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _forget_pool() -> None:
+    global _POOL
+    _POOL = None  # a forked child has none of its parent's threads
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _pool() -> ThreadPoolExecutor:
+    """The threads that prepare views: one per CPU the runtime may use (numpy and scipy release
+    the GIL in the heavy steps, so views are prepared in parallel; the result of each view does
+    not depend on which thread prepared it)."""
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=default_threads(), thread_name_prefix="cad-prepare")
+    return _POOL
+
+
 def detect_views(
-    model: LockedModel, images: list[MammogramImage], runtime: Runtime | None = None,
+    model: LockedModel, images: list[MammogramImage], runtime: Runtime,
     clock: StageClock = NO_CLOCK,
 ) -> tuple[list[AnalysedView], list[ImageStatus]]:
-    """Prepare every image, then run the prepared views together on ``runtime`` (default:
-    :func:`torch_runtime`); images that cannot be prepared are returned as not analysed."""
-    runtime = runtime or torch_runtime(model)
+    """Prepare every image (in parallel, :func:`_pool`), then run the prepared views together on
+    ``runtime``; images that cannot be prepared are returned as not analysed."""
     prepared: list[tuple[MammogramImage, ViewInput]] = []
     refused: list[ImageStatus] = []
     with clock.stage(Stage.PREPROCESS):
-        for image in images:
-            try:
-                prepared.append((image, prepare_view(image, model.config)))
-                continue
-            except NoBreastError as exc:
-                reason = f"breast region could not be found ({exc})"
-                log.warning("not analysed: %s: %s", image.path.name, reason)
-            except Exception as exc:
-                reason = f"internal error ({type(exc).__name__}); the traceback is in the log"
-                log.error("not analysed: %s: %s", image.path.name, reason, exc_info=True)
-            refused.append(ImageStatus(image.sop_instance_uid, image.laterality, image.view, NOT_ANALYZED, reason,
-                                       image.path.name))
+        outcomes = list(_pool().map(lambda image: _prepare(image, model), images)) if len(images) > 1 \
+            else [_prepare(image, model) for image in images]
+        for image, outcome in zip(images, outcomes):
+            if isinstance(outcome, ViewInput):
+                prepared.append((image, outcome))
+            else:
+                refused.append(ImageStatus(image.sop_instance_uid, image.laterality, image.view, NOT_ANALYZED, outcome,
+                                           image.path.name))
     inputs = [view_input for _, view_input in prepared]
     with clock.stage(Stage.MODEL):
         detections = runtime.detect(inputs)
@@ -112,16 +138,16 @@ class RescoredBreast:
     rows: list[int]
 
 
-def rescore_breast(views: list[AnalysedView], model: LockedModel, runtime: Runtime | None = None) -> RescoredBreast:
+def rescore_breast(views: list[AnalysedView], model: LockedModel, runtime: Runtime) -> RescoredBreast:
     """Candidates of both sources rescored with both views; per view, those scoring at least
     the floor survive non-maximum suppression on the dual-view score, at most the detector's
     per-view limit."""
     settings = model.rescore_settings
-    assert model.rescorer is not None and settings is not None
+    assert settings is not None
     inputs = rescore.breast_inputs([(v.view_input, v.image.view, v.detections) for v in views], settings.blobs)
     if len(inputs) == 0:
         return RescoredBreast(inputs, np.zeros(0), np.zeros(0), [])
-    single_logit, dual_logit = (runtime or torch_runtime(model)).rescore(inputs)
+    single_logit, dual_logit = runtime.rescore(inputs)
     single, dual = rescore.sigmoid(single_logit), rescore.sigmoid(dual_logit)
     rows: list[int] = []
     for position in range(len(inputs.views)):
@@ -212,23 +238,21 @@ def _breast_findings(
 
 
 def analyse_study(
-    study: Study, model: LockedModel, runtime: Runtime | None = None, clock: StageClock = NO_CLOCK
+    study: Study, model: LockedModel, runtime: Runtime, clock: StageClock = NO_CLOCK
 ) -> tuple[StudyResult, list[AnalysedView]]:
     """Findings for one study, and the analysed views (for overlays)."""
     return analyse_studies([study], model, runtime, clock)[0]
 
 
 def analyse_studies(
-    studies: list[Study], model: LockedModel, runtime: Runtime | None = None, clock: StageClock = NO_CLOCK
+    studies: list[Study], model: LockedModel, runtime: Runtime, clock: StageClock = NO_CLOCK
 ) -> list[tuple[StudyResult, list[AnalysedView]]]:
     """Findings for several studies whose views go to the runtime together, so that views of
-    equal shape from different exams share batches; linking stays per study and breast.
-    Without a ``runtime``, :func:`torch_runtime`."""
-    runtime = runtime or torch_runtime(model)
+    equal shape from different exams share batches; linking stays per study and breast."""
     analysed, refused = detect_views(model, [image for study in studies for image in study.images],
                                      runtime, clock)
     rescored: dict[tuple[str, Laterality], RescoredBreast] = {}
-    if model.rescorer is not None:
+    if model.rescore_settings is not None:
         with clock.stage(Stage.RESCORE):
             for study in studies:
                 for laterality in (Laterality.RIGHT, Laterality.LEFT):
@@ -258,7 +282,7 @@ def _study_findings(
     scored: list[Scored] = []
     for laterality in (Laterality.RIGHT, Laterality.LEFT):
         views = [v for v in analysed if v.image.laterality is laterality]
-        if model.rescorer is not None:
+        if model.rescore_settings is not None:
             breast = (rescored or {})[(study.study_instance_uid, laterality)]
             scored += _rescored_findings(laterality, views, breast, model)
         else:

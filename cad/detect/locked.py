@@ -4,6 +4,10 @@ A model folder holds ``weights.safetensors`` (float16), ``manifest.json`` (SHA-2
 weights, detector configuration, operating point, training-data description and hash,
 measured metrics) and ``MODEL_CARD.md``. Loading recomputes the SHA-256 and refuses a
 mismatch, so the model that runs is byte for byte the model that was verified.
+
+Torch-free: a site verifies the weights here and runs their verified ONNX export; the PyTorch
+network and second stage are built from the same verified bytes only when asked for
+(:func:`cad.detect.model.locked_network`, the development extra).
 """
 
 from __future__ import annotations
@@ -11,22 +15,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as load_safetensors
-from safetensors.torch import save_file
-from torchvision.models.detection import RetinaNet
+from safetensors import SafetensorError, deserialize
 
-import cad
 from cad.detect.config import DetectorConfig
 from cad.detect.linking import LinkingConfig
 from cad.detect.manifest import (
     MANIFEST_FILE,
-    MANIFEST_VERSION,
     RESCORER_KEY,
     RUNTIMES_KEY,
     WEIGHTS_FILE,
@@ -34,9 +32,11 @@ from cad.detect.manifest import (
     ModelManifest,
     read_manifest_file,
 )
-from cad.detect.model import build_detector
 from cad.detect.rescore import RescoreSettings
-from cad.detect.rescore_model import DualViewRescorer
+
+__all__ = ["DEFAULT_MODEL_DIR", "MANIFEST_FILE", "MODEL_ENV", "RESCORER_PREFIX", "WEIGHTS_FILE", "ExportKind",
+           "LockedModel", "ModelIntegrityError", "default_model_dir", "load_locked_model", "read_manifest",
+           "register_export", "sha256_file", "verified_export"]
 
 #: the prefix of the second stage's tensors in the weights file
 RESCORER_PREFIX = "rescorer."
@@ -49,11 +49,10 @@ class ModelIntegrityError(RuntimeError):
     """The model folder is missing, malformed, or its weights do not match the manifest."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LockedModel:
-    """A verified, ready-to-run detector with the facts every result must carry."""
+    """A verified locked model with the facts every result must carry."""
 
-    network: RetinaNet
     config: DetectorConfig
     sha256: str
     manifest: ModelManifest
@@ -61,9 +60,10 @@ class LockedModel:
     #: SHA-256 of the canonical JSON of every setting that changes the output besides the
     #: weights (detector limits, second stage, linking, operating point): reported with every result
     settings_sha256: str = ""
-    #: the second stage (dual-view rescoring of the candidates), None for a one-stage model
-    rescorer: DualViewRescorer | None = None
+    #: the second stage's settings, None for a one-stage model
     rescore_settings: RescoreSettings | None = None
+    #: the verified weights file (safetensors bytes): what the PyTorch modules are built from
+    weights: bytes = field(default=b"", repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -119,64 +119,15 @@ def load_locked_model(model_dir: Path | None = None, calibrated: bool = True) ->
             f"{weights}: weights do not match the manifest (SHA-256 {digest[:16]}…, manifest "
             f"says {expected[:16]}…); refusing to run a model that is not the locked one"
         )
-    rescorer = None
-    config, settings = manifest.detector, manifest.rescorer
     try:
-        network = build_detector(config)
-        state = {k: v.float() if v.is_floating_point() else v for k, v in load_safetensors(raw).items()}
-        second = {k[len(RESCORER_PREFIX):]: v for k, v in state.items() if k.startswith(RESCORER_PREFIX)}
-        network.load_state_dict({k: v for k, v in state.items() if not k.startswith(RESCORER_PREFIX)}, strict=True)
-        if settings is not None:
-            rescorer = DualViewRescorer(settings.network)
-            rescorer.load_state_dict(second, strict=True)
-            rescorer.eval()
-        elif second:
-            raise ValueError(f"the weights hold a second stage that the manifest does not describe ({RESCORER_KEY})")
-    except (ValueError, TypeError, KeyError, RuntimeError, SafetensorError) as exc:
-        raise ModelIntegrityError(
-            f"{model_dir}: model does not load ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})"
-        ) from None
-    network.eval()
-    return LockedModel(network, config, digest, manifest, model_dir, manifest.settings_sha256(), rescorer, settings)
-
-
-def write_locked_model(
-    out_dir: Path,
-    network: torch.nn.Module,
-    config: DetectorConfig,
-    name: str,
-    operating_point: dict[str, Any],
-    training: dict[str, Any],
-    metrics: dict[str, Any],
-    rescorer: tuple[DualViewRescorer, RescoreSettings] | None = None,
-) -> Path:
-    """Write weights (float16 safetensors; a second stage's under ``rescorer.``, in the same
-    file and so under the same hash) and a manifest naming their SHA-256."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tensors = dict(network.state_dict())
-    if rescorer is not None:
-        tensors.update({RESCORER_PREFIX + k: v for k, v in rescorer[0].state_dict().items()})
-    state = {
-        k: (v.detach().to(torch.float16) if v.is_floating_point() else v.detach()).contiguous()
-        for k, v in tensors.items()
-    }
-    weights = out_dir / WEIGHTS_FILE
-    save_file(state, str(weights), metadata={"name": name, "dtype": "float16"})
-    manifest = {
-        "manifest_version": MANIFEST_VERSION,
-        "name": name,
-        "algorithm": {"name": cad.ALGORITHM_NAME, "version": cad.__version__},
-        "weights": {"file": WEIGHTS_FILE, "sha256": sha256_file(weights),
-                    "bytes": weights.stat().st_size, "dtype": "float16"},
-        "detector": config.to_dict(),
-        "operating_point": operating_point,
-        "training": training,
-        "metrics": metrics,
-    }
-    if rescorer is not None:
-        manifest[RESCORER_KEY] = rescorer[1].to_dict()
-    (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    return out_dir
+        names = {name for name, _ in deserialize(raw)}  # type: ignore[no-untyped-call]  # safetensors ships no hints for it
+    except (SafetensorError, ValueError) as exc:
+        raise ModelIntegrityError(f"{weights}: not a safetensors weights file ({str(exc).splitlines()[0][:160]})") from None
+    if manifest.rescorer is None and any(n.startswith(RESCORER_PREFIX) for n in names):
+        raise ModelIntegrityError(f"{model_dir}: model does not load (the weights hold a second stage that the "
+                                  f"manifest does not describe ({RESCORER_KEY}))")
+    return LockedModel(manifest.detector, digest, manifest, model_dir, manifest.settings_sha256(), manifest.rescorer,
+                       raw)
 
 
 @dataclass(frozen=True)

@@ -1,25 +1,26 @@
-"""Inference runtimes for the locked detector's network: PyTorch, ONNX Runtime, TensorRT.
+"""Inference runtimes for the locked detector's network: what they share, and ONNX Runtime.
 
 Every runtime turns prepared views into :class:`~cad.detect.detector.ViewDetections`, and one
-breast's candidates into second-stage logits (:mod:`cad.detect.rescore`). They
-differ only in what computes the backbone, FPN and heads; anchors, box decoding, NMS,
-clipping and sorting are the same torchvision/Python code for all of them. The ONNX file that
-runs is verified against the SHA-256 in the model manifest before use, like the weights.
+breast's candidates into second-stage logits (:mod:`cad.detect.rescore`). ONNX Runtime (here),
+PyTorch (:mod:`cad.detect.torch_runtime`, the reference) and TensorRT (:mod:`cad.detect.tensorrt`)
+differ only in what computes the backbone, FPN and heads; anchors, box decoding, NMS, clipping
+and sorting are the numpy code of :mod:`cad.detect.detector` for ONNX Runtime and TensorRT, so a
+site runs without torch. The ONNX file that runs is verified against the SHA-256 in the model
+manifest before use, like the weights.
 """
 
 from __future__ import annotations
 
+import os
 from enum import Enum
 from typing import Any, Protocol
 
 import numpy as np
-import torch
 
-from cad.detect.detector import DEFAULT_MAX_BATCH, ViewDetections, detect_with_heads, run_network
+from cad.detect.detector import DEFAULT_MAX_BATCH, ViewDetections, detect_with_heads
 from cad.detect.inputs import ViewInput
 from cad.detect.locked import ExportKind, LockedModel, ModelIntegrityError, verified_export
 from cad.detect.rescore import BreastInputs
-from cad.detect.rescore_model import run_rescorer
 
 
 class RuntimeName(str, Enum):
@@ -56,23 +57,13 @@ class Runtime(Protocol):
     def rescore(self, inputs: BreastInputs) -> tuple[np.ndarray, np.ndarray]: ...
 
 
-class TorchRuntime:
-    """The reference: the locked PyTorch network (:func:`run_network`) and second stage."""
-
-    name = RuntimeName.TORCH.value
-    variant: str | None = None
-
-    def __init__(self, model: LockedModel, max_batch: int = DEFAULT_MAX_BATCH) -> None:
-        self.model = model
-        self.max_batch = max_batch
-
-    def detect(self, inputs: list[ViewInput]) -> list[ViewDetections]:
-        return run_network(self.model.network, inputs, self.max_batch)
-
-    def rescore(self, inputs: BreastInputs) -> tuple[np.ndarray, np.ndarray]:
-        if self.model.rescorer is None:
-            raise ValueError(f"{self.model.path}: the model has no second stage")
-        return run_rescorer(self.model.rescorer, inputs)
+def default_threads() -> int:
+    """Threads a CPU runtime uses: the CPUs this process may run on (``CAD_THREADS`` overrides);
+    fixed per machine, so a session is built the same way on every run."""
+    configured = os.environ.get("CAD_THREADS", "").strip()
+    if configured.isdigit() and int(configured) > 0:
+        return int(configured)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 #: the second stage's ONNX export as the manifest records it (cad export --format onnx)
@@ -102,7 +93,7 @@ class OnnxRescorer:
 def _session(ort: Any, raw: bytes, model: LockedModel, threads: int | None) -> Any:
     """A deterministic CPU session (fixed threads, sequential, fixed graph optimisation)."""
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.intra_op_num_threads = threads or default_threads()
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OnnxRuntime.GRAPH_OPTIMIZATION)
@@ -123,11 +114,12 @@ ONNX_INT8_EXPORT = ExportKind("onnxruntime_int8", "int8 ONNX model", "int8 ONNX 
 
 
 class OnnxRuntime:
-    """Backbone, FPN and heads in ONNX Runtime (CPU); postprocessing as :class:`TorchRuntime`.
+    """Backbone, FPN and heads in ONNX Runtime (CPU); postprocessing in numpy
+    (:func:`cad.detect.detector.detect_with_heads`).
 
-    Session: CPUExecutionProvider, intra-op threads = ``torch.get_num_threads()`` (the same
-    budget as the PyTorch path), one inter-op thread, sequential execution, graph optimisation
-    level ORT_ENABLE_ALL (fixed, so the fused graph is the same on every run).
+    Session: CPUExecutionProvider, intra-op threads = :func:`default_threads` (on this machine the
+    same budget as PyTorch's default), one inter-op thread, sequential execution, graph
+    optimisation level ORT_ENABLE_ALL (fixed, so the fused graph is the same on every run).
     """
 
     GRAPH_OPTIMIZATION = "ORT_ENABLE_ALL"
@@ -140,18 +132,18 @@ class OnnxRuntime:
         self.variant: str | None = "int8" if int8 else None
         raw, _, _ = verified_export(model, ONNX_INT8_EXPORT if int8 else ONNX_EXPORT)
         self.session = _session(ort, raw, model, threads)
-        self.rescorer = OnnxRescorer(model, threads) if model.rescorer is not None else None
+        self.rescorer = OnnxRescorer(model, threads) if model.rescore_settings is not None else None
         self.model = model
         self.max_batch = max_batch
         self.input_name = self.session.get_inputs()[0].name
 
-    def run_heads(self, array: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def run_heads(self, array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Head outputs of a float32 batch [N, 1, H, W]."""
         cls_logits, bbox_regression = self.session.run(None, {self.input_name: array})
-        return torch.from_numpy(cls_logits), torch.from_numpy(bbox_regression)
+        return cls_logits, bbox_regression
 
     def detect(self, inputs: list[ViewInput]) -> list[ViewDetections]:
-        return detect_with_heads(self.model.network, inputs, self.max_batch, self.run_heads)
+        return detect_with_heads(self.model.config, inputs, self.max_batch, self.run_heads)
 
     def rescore(self, inputs: BreastInputs) -> tuple[np.ndarray, np.ndarray]:
         if self.rescorer is None:

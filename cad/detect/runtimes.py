@@ -2,13 +2,13 @@
 
 Apart from :mod:`cad.detect.runtime` so that the TensorRT runtime (which reuses the ONNX
 Runtime second stage) and the chooser import in one direction: runtime <- tensorrt <- runtimes.
+The PyTorch and TensorRT runtimes are imported only when chosen: a site install has neither
+torch nor tensorrt, and ONNX Runtime needs neither.
 """
 
 from __future__ import annotations
 
 import importlib.util
-
-import torch
 
 from cad.detect.detector import DEFAULT_MAX_BATCH
 from cad.detect.locked import LockedModel
@@ -19,14 +19,24 @@ from cad.detect.runtime import (
     Runtime,
     RuntimeName,
     RuntimeUnavailableError,
-    TorchRuntime,
 )
-from cad.detect.tensorrt import TensorRTRuntime
+
+#: what `--runtime torch` needs beyond the site install
+TORCH_EXTRA = "the PyTorch runtime needs torch and torchvision (pip install 'mammo-cad[dev]')"
+
+
+def torch_available() -> bool:
+    """Whether torch and torchvision are installed (the development extra)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("torch", "torchvision"))
 
 
 def tensorrt_available() -> bool:
-    """Whether a CUDA GPU and the ``tensorrt`` package are both present."""
-    return torch.cuda.is_available() and importlib.util.find_spec("tensorrt") is not None
+    """Whether a CUDA GPU, torch and the ``tensorrt`` package are all present."""
+    if not torch_available() or importlib.util.find_spec("tensorrt") is None:
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 def variant_acceptance(model: LockedModel, key: str) -> str | None:
@@ -61,5 +71,11 @@ def make_runtime(
     if kind is RuntimeName.TENSORRT:
         if not tensorrt_available():
             raise RuntimeUnavailableError("TensorRT needs a CUDA GPU and the tensorrt package; not available here")
+        from cad.detect.tensorrt import TensorRTRuntime
+
         return TensorRTRuntime(model, max_batch=max_batch)
+    if not torch_available():
+        raise RuntimeUnavailableError(TORCH_EXTRA)
+    from cad.detect.torch_runtime import TorchRuntime
+
     return TorchRuntime(model, max_batch=max_batch)

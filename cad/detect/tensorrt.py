@@ -5,7 +5,7 @@ built at the site (`cad export --format tensorrt --out <model folder>`, :mod:`ca
 and recorded in the model manifest under ``runtimes.tensorrt`` with its SHA-256, the GPU, the
 TensorRT version and the parity measured against ONNX Runtime at build time. The runtime refuses
 an engine whose hash, source weights or GPU do not match. Postprocessing (anchors, decoding,
-NMS) is the shared torchvision code, as for every runtime.
+NMS) is the numpy code of :mod:`cad.detect.detector`, as for ONNX Runtime.
 
 Nothing here runs without a CUDA GPU and the ``tensorrt`` package; tests that need them skip.
 """
@@ -65,9 +65,9 @@ class TensorRTRuntime:
         self.model = model
         self.max_batch = min(max_batch, PROFILE["max"][0])
         self.stream = torch.cuda.Stream()  # type: ignore[no-untyped-call]  # torch's Stream() has no type hints
-        self.rescorer = OnnxRescorer(model) if model.rescorer is not None else None
+        self.rescorer = OnnxRescorer(model) if model.rescore_settings is not None else None
 
-    def run_heads(self, array: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def run_heads(self, array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Head outputs (on the CPU) of a float32 batch [N, 1, H, W]."""
         with torch.cuda.stream(self.stream):
             image = torch.from_numpy(array).cuda(non_blocking=False)
@@ -81,10 +81,10 @@ class TensorRTRuntime:
             if not self.context.execute_async_v3(self.stream.cuda_stream):
                 raise RuntimeError("TensorRT execution failed")
         self.stream.synchronize()
-        return outputs["cls_logits"].cpu(), outputs["bbox_regression"].cpu()
+        return outputs["cls_logits"].cpu().numpy(), outputs["bbox_regression"].cpu().numpy()
 
     def detect(self, inputs: list[ViewInput]) -> list[ViewDetections]:
-        return detect_with_heads(self.model.network, inputs, self.max_batch, self.run_heads)
+        return detect_with_heads(self.model.config, inputs, self.max_batch, self.run_heads)
 
     def rescore(self, inputs: BreastInputs) -> tuple[np.ndarray, np.ndarray]:
         """The second stage in ONNX Runtime on the CPU (milliseconds per breast)."""

@@ -47,7 +47,7 @@ def _export_onnx(model: LockedModel, out: Path, registered: bool) -> tuple[dict[
     if registered:
         register_onnx(model.path, entry)
     detail = f"opset {entry['opset']}"
-    if model.rescorer is not None:
+    if model.rescore_settings is not None:
         second = export_rescorer(model, out)
         if registered:
             register_export(model.path, RESCORER_RUNTIME_KEY, second)

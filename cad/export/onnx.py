@@ -1,7 +1,7 @@
 """ONNX export of the locked detector's network part (backbone + FPN + heads).
 
 Only the convolutional part goes to ONNX: anchors, box decoding and NMS stay in Python and are
-torchvision's own RetinaNet code (:func:`cad.detect.detector.decode_head_outputs`), so the
+torchvision's own RetinaNet code (:func:`cad.detect.torch_runtime.decode_head_outputs`), so the
 ONNX Runtime path and the PyTorch path share every step after the heads.
 
 The weights are stored as float16 in ``weights.safetensors``; the export keeps every
@@ -26,6 +26,7 @@ from torchvision.models.detection import RetinaNet
 from cad.detect.detector import INPUT_NAME, OUTPUT_NAMES
 from cad.detect.inputs import SIZE_DIVISIBLE
 from cad.detect.locked import LockedModel, register_export, sha256_file
+from cad.detect.model import locked_network, locked_rescorer
 from cad.detect.rescore import OWN_FEATURES, PAIR_FEATURES, PATCH
 from cad.detect.rescore_model import DualViewRescorer
 
@@ -136,7 +137,7 @@ def export_onnx(
     Returns the entry (also what :func:`register_onnx` records in a model manifest).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    proto = export_proto(HeadNetwork(model.network).eval(), opset)
+    proto = export_proto(HeadNetwork(locked_network(model)).eval(), opset)
     converted = _fp16_initializers(proto)
     onnx.checker.check_model(proto)
     path = out_dir / ONNX_FILE
@@ -190,10 +191,11 @@ def export_rescorer_proto(network: DualViewRescorer, opset: int = OPSET) -> onnx
 
 def export_rescorer(model: LockedModel, out_dir: Path, opset: int = OPSET) -> dict[str, Any]:
     """Export ``model``'s second stage to ``out_dir/rescorer.onnx``; returns its manifest entry."""
-    if model.rescorer is None:
+    rescorer = locked_rescorer(model)
+    if rescorer is None:
         raise ValueError(f"{model.path}: the model has no second stage to export")
     out_dir.mkdir(parents=True, exist_ok=True)
-    proto = export_rescorer_proto(model.rescorer, opset)
+    proto = export_rescorer_proto(rescorer, opset)
     converted = _fp16_initializers(proto)
     onnx.checker.check_model(proto)
     path = out_dir / RESCORER_ONNX_FILE

@@ -23,6 +23,7 @@ from torchvision.ops import box_iou
 from cad.detect.detector import INPUT_NAME, ViewDetections
 from cad.detect.inputs import ViewInput
 from cad.detect.locked import LockedModel, register_export, sha256_file
+from cad.detect.model import locked_network
 from cad.detect.runtime import OnnxRuntime
 from cad.detect.tensorrt import ENGINE_FILE, PROFILE, RUNTIME_KEY, TensorRTRuntime, _trt, gpu_identity
 from cad.export.onnx import HeadNetwork, export_proto
@@ -48,7 +49,7 @@ class Fp16HeadNetwork(torch.nn.Module):
 
 def export_fp16_onnx(model: LockedModel, path: Path) -> str:
     """Write the float16 ONNX graph TensorRT builds from; returns its SHA-256."""
-    proto = export_proto(Fp16HeadNetwork(HeadNetwork(copy.deepcopy(model.network))).eval())
+    proto = export_proto(Fp16HeadNetwork(HeadNetwork(copy.deepcopy(locked_network(model)))).eval())
     onnx.checker.check_model(proto)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save_model(proto, str(path))

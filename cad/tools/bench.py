@@ -40,6 +40,7 @@ from cad.io import load
 from cad.io.loader import iter_input_files
 from cad.job import run_studies
 from cad.stages import Stage, StageClock
+from traceability.soup import installed_bytes, runtime_closure
 
 #: batch sizes of the model-stage throughput scan
 BATCH_SIZES = (1, 2, 4, 8)
@@ -129,24 +130,54 @@ def bench_batches(model: LockedModel, paths: tuple[Path, ...], names: list[str],
     return result
 
 
-def cold_start(paths: tuple[Path, ...], model_dir: Path | None) -> dict[str, Any]:
-    """``cad detect`` on one exam in a fresh Python process: total wall time, and the part the
-    process itself reports as analysis (the rest is start-up: imports, model verification,
-    runtime session)."""
+#: a fresh ``cad detect`` that writes its own peak resident memory (KiB) to the file given first;
+#: VmHWM, not getrusage: Linux carries ru_maxrss across exec from the forking (benchmark) process
+_CHILD = ("import atexit, re, sys\n"
+          "report = sys.argv.pop(1)\n"
+          "def peak():\n"
+          "    status = open('/proc/self/status').read()\n"
+          "    open(report, 'w').write(re.search(r'VmHWM:\\s*(\\d+)', status).group(1))\n"
+          "atexit.register(peak)\n"
+          "from cad.cli import main\n"
+          "main()\n")
+
+
+def cold_start(paths: tuple[Path, ...], model_dir: Path | None, runtime: str = RuntimeName.ONNXRUNTIME.value,
+               python: str = sys.executable) -> dict[str, Any]:
+    """``cad detect --runtime RUNTIME`` on one exam in a fresh process of ``python`` (another venv,
+    for example a site install, when given): total wall time, the part the process itself reports
+    as analysis (the rest is start-up: imports, model verification, runtime session), and the
+    process's peak resident memory."""
     with tempfile.TemporaryDirectory() as tmp:
-        command = [sys.executable, "-c", "from cad.cli import main; main()", "detect", *map(str, paths),
-                   "--out", tmp, "--no-overlays"]
+        report = Path(tmp) / "rss"
+        command = [python, "-c", _CHILD, str(report), "detect", *map(str, paths),
+                   "--out", str(Path(tmp) / "out"), "--no-overlays", "--runtime", runtime]
         if model_dir is not None:
             command += ["--model", str(model_dir)]
         start = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         total = time.perf_counter() - start
         if done.returncode != 0:
-            return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
-        run = json.loads((Path(tmp) / "detect_run.json").read_text())
+            return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1], "python": python}
+        run = json.loads((Path(tmp) / "out" / "detect_run.json").read_text())
+        peak_mb = int(report.read_text()) / 1024 if report.is_file() else None
     analysis = float(run["mean_wall_seconds_per_study"])
     return {"total_s": round(total, 3), "analysis_s": round(analysis, 3), "startup_s": round(total - analysis, 3),
-            "runtime": run["runtime"]}
+            "runtime": run["runtime"], "peak_rss_mb": round(peak_mb, 1) if peak_mb else None, "python": python}
+
+
+#: distributions a runtime needs beyond the site install (the default install)
+RUNTIME_PACKAGES = {RuntimeName.TORCH.value: ("torch", "torchvision"),
+                    RuntimeName.TENSORRT.value: ("torch", "tensorrt-cu13")}
+
+
+def installed_size(runtime: str) -> dict[str, Any]:
+    """Distributions and megabytes on disk that running ``runtime`` needs: the site install's
+    dependency closure, plus the runtime's own packages (as installed here)."""
+    names, _, _ = runtime_closure()
+    for extra in RUNTIME_PACKAGES.get(runtime, ()):
+        names = names | {extra} | runtime_closure(extra)[0]
+    return {"packages": len(names), "mb": round(installed_bytes(names) / 1e6, 1)}
 
 
 def _pixels(paths: tuple[Path, ...]) -> int:
@@ -197,6 +228,7 @@ def machine() -> dict[str, Any]:
 def run_bench(
     inputs: list[Path], model: LockedModel, runtimes: list[str], repeats: int = 3, max_exams: int = 4,
     size_inputs: list[Path] | None = None, with_cold_start: bool = True, baseline: LockedModel | None = None,
+    site_python: str | None = None,
 ) -> dict[str, Any]:
     """Every measurement of `cad bench`, as the JSON document it writes."""
     exams = exam_files(inputs)[:max_exams]
@@ -237,8 +269,14 @@ def run_bench(
         default = engines.get(RuntimeName.ONNXRUNTIME.value) or next(iter(engines.values()))
         if size_inputs:
             result["image_size"] = bench_sizes([inputs[0], *size_inputs], model, default, repeats, out, max_exams)
+    for name in engines:
+        result["runtimes"][name]["installed"] = installed_size(name)
     if with_cold_start:
-        result["cold_start"] = cold_start(exams[0], model.path)
+        for name in engines:
+            result["runtimes"][name]["cold_start"] = cold_start(exams[0], model.path, name)
+        result["cold_start"] = result["runtimes"][default.name]["cold_start"]
+        if site_python:
+            result["cold_start_site_install"] = cold_start(exams[0], model.path, default.name, site_python)
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     result["machine"] = machine()
     result["settings"] = {"inputs": [str(p) for p in inputs], "exams": len(exams), "repeats": repeats,

@@ -83,9 +83,13 @@ def bench(
     baseline_model: Annotated[Path | None, typer.Option(
         "--baseline-model", help="Another locked model (e.g. the previous release) timed in the same turns; "
                                  "the exam-time ratio is reported.")] = None,
+    site_python: Annotated[str | None, typer.Option(
+        "--site-python", help="The python of a site install (a venv of `pip install mammo-cad`): its cold start "
+                              "is timed too.")] = None,
 ) -> None:
     """Benchmark (not a test): model stage per view, warm end-to-end exam latency p50/p95,
-    throughput and stage times for each runtime, batch scaling, cold start, image size, memory."""
+    throughput and stage times for each runtime, batch scaling, cold start, peak memory and
+    installed size per runtime, image size."""
     from cad.detect.locked import ModelIntegrityError
     from cad.detect.runtime import RuntimeName, RuntimeUnavailableError
     from cad.tools.bench import run_bench
@@ -99,7 +103,8 @@ def bench(
     locked = verified_model(model)
     baseline = verified_model(baseline_model) if baseline_model is not None else None
     try:
-        result = run_bench(inputs, locked, names, repeats, max_exams, list(size_input or []), cold, baseline)
+        result = run_bench(inputs, locked, names, repeats, max_exams, list(size_input or []), cold, baseline,
+                           site_python)
     except ModelIntegrityError as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(EXIT_MODEL) from None
@@ -109,15 +114,20 @@ def bench(
     json_out.parent.mkdir(parents=True, exist_ok=True)
     json_out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     table = Table(title=f"cad bench: {result['machine']['cpu']}, {result['machine']['torch_threads']} threads")
-    for column in ("runtime", "model s/view", "exam p50 s", "exam p95 s", "exams/min", "non-model share"):
+    for column in ("runtime", "model s/view", "exam p50 s", "exam p95 s", "exams/min", "non-model share",
+                   "cold start s", "peak MB", "installed MB"):
         table.add_column(column)
     for name, row in result["runtimes"].items():
         if row.get("available") is False:
-            table.add_row(name, "unavailable: " + row["reason"], "", "", "", "")
+            table.add_row(name, "unavailable: " + row["reason"], "", "", "", "", "", "", "")
             continue
+        started = row.get("cold_start", {})
         table.add_row(name, f"{row['model_s_per_view']:.3f}", f"{row['exam_latency_p50_s']:.3f}",
                       f"{row['exam_latency_p95_s']:.3f}", f"{row['exams_per_min']:.1f}",
-                      f"{row['non_model_fraction']:.0%}")
+                      f"{row['non_model_fraction']:.0%}",
+                      f"{started['total_s']:.2f}" if "total_s" in started else ("refused" if started else "-"),
+                      f"{started['peak_rss_mb']:.0f}" if started.get("peak_rss_mb") else "-",
+                      f"{row['installed']['mb']:.0f}")
     console.print(table)
     if baseline is not None:
         ratios = ", ".join(f"{name} {ratio:.2f}x" for name, ratio in result["baseline"]["exam_time_ratio"].items())

@@ -12,7 +12,8 @@ import torch
 from cad.analysis.pipeline import detect_views
 from cad.detect.config import DetectorConfig
 from cad.detect.locked import load_locked_model
-from cad.detect.model import build_detector
+from cad.detect.model import build_detector, locked_network
+from cad.detect.torch_runtime import TorchRuntime
 from cad.io import read_image
 
 
@@ -39,8 +40,8 @@ def test_mirrored_image_gives_mirrored_detections(mass_phantom_dir: Path) -> Non
     model = load_locked_model()
     image = read_image(mass_phantom_dir / "exam00000" / "R_CC.dcm")
     mirrored = replace(image, pixels=np.ascontiguousarray(image.pixels[:, ::-1]), patient_orientation=None)
-    (a,), _ = detect_views(model, [image])
-    (b,), _ = detect_views(model, [mirrored])
+    (a,), _ = detect_views(model, [image], TorchRuntime(model, max_batch=1))
+    (b,), _ = detect_views(model, [mirrored], TorchRuntime(model, max_batch=1))
     width = image.shape[1]
     strong_a = a.detections.scores >= model.operating_threshold
     assert strong_a.any(), "the fixture exam's right CC should carry a mark"
@@ -61,7 +62,7 @@ def test_level_shapes_match_the_torchvision_backbone(shape: tuple[int, int]) -> 
 
     from cad.detect.detector import level_shapes
 
-    network = load_locked_model().network.eval()
+    network = locked_network(load_locked_model())
     with torch.inference_mode():
         features = network.backbone(torch.zeros(1, 1, *shape))
     assert level_shapes(*shape, len(features)) == [tuple(f.shape[-2:]) for f in features.values()]

@@ -19,6 +19,7 @@ from pydicom.sequence import Sequence
 
 from cad.analysis.pipeline import AnalysedView, analyse_study
 from cad.detect.locked import LockedModel, load_locked_model
+from cad.detect.torch_runtime import TorchRuntime
 from cad.io import load, read_image
 from cad.io.uids import is_valid_uid, output_uids
 from cad.report.gsps import build_presentation_state
@@ -42,7 +43,7 @@ def model() -> LockedModel:
 def mass_analysis(mass_phantom_dir: Path, model: LockedModel) -> Analysis:
     """The locked model run on the two-mass phantom exam (once for the module)."""
     (study,) = load([mass_phantom_dir]).studies
-    return analyse_study(study, model)
+    return analyse_study(study, model, TorchRuntime(model, max_batch=1))
 
 
 @pytest.fixture(scope="module")

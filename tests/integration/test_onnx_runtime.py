@@ -13,8 +13,9 @@ from onnx import TensorProto
 
 from cad.analysis.pipeline import detect_views
 from cad.detect.locked import DEFAULT_MODEL_DIR, ModelIntegrityError, load_locked_model
-from cad.detect.runtime import OnnxRuntime, RuntimeUnavailableError, TorchRuntime
+from cad.detect.runtime import OnnxRuntime, RuntimeUnavailableError
 from cad.detect.runtimes import make_runtime, tensorrt_available
+from cad.detect.torch_runtime import TorchRuntime
 from cad.export.onnx import ONNX_FILE, ONNX_MANIFEST_FILE, export_onnx, register_onnx
 from cad.io import load
 
@@ -89,7 +90,7 @@ def test_shipped_onnx_gives_the_pytorch_detections(mass_phantom_dir: Path, phant
     onnx_runtime = OnnxRuntime(model)
     for folder in (mass_phantom_dir, phantom_dir):
         images = load([folder]).images
-        reference, _ = detect_views(model, images)
+        reference, _ = detect_views(model, images, TorchRuntime(model, max_batch=1))
         candidate, _ = detect_views(model, images, onnx_runtime)
         assert sum(len(v.detections) for v in reference) > 0
         box, score = _compare(reference, candidate)

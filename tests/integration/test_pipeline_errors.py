@@ -12,6 +12,7 @@ import pytest
 
 import cad.analysis.pipeline as pipeline
 from cad.detect.locked import load_locked_model
+from cad.detect.torch_runtime import TorchRuntime
 from cad.io import load
 from cad.io.image import MammogramImage
 from cad.result.model import NOT_ANALYZED
@@ -34,7 +35,7 @@ def test_a_blank_image_has_no_breast_and_a_defect_is_an_internal_error(
 
     monkeypatch.setattr(pipeline, "prepare_view", prepare_with_a_defect)
     with caplog.at_level(logging.ERROR, logger="cad"):
-        analysed, refused = pipeline.detect_views(model, [blank, *images[1:]])
+        analysed, refused = pipeline.detect_views(model, [blank, *images[1:]], TorchRuntime(model, max_batch=1))
     reasons = {status.sop_instance_uid: status.reason for status in refused}
     assert all(status.status == NOT_ANALYZED for status in refused)
     assert reasons[blank.sop_instance_uid].startswith("breast region could not be found")

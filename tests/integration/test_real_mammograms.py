@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cad.detect.torch_runtime import TorchRuntime
 from cad.io.image import Laterality, MammogramImage
 from cad.preprocess import compute_geometry
 
@@ -53,7 +54,7 @@ def test_detections_on_real_mammograms_lie_inside_the_breast(real_mammograms: di
 
     model = load_locked_model()
     images = list(real_mammograms.values())
-    analysed, refused = detect_views(model, images)
+    analysed, refused = detect_views(model, images, TorchRuntime(model, max_batch=1))
     assert refused == [] and len(analysed) == len(FILES)
     # every view keeps detections down to the score floor, so an empty loop below means a defect
     assert all(len(view.detections.boxes) > 0 for view in analysed)

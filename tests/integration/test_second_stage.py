@@ -22,7 +22,9 @@ from cad.detect.locked import (
     load_locked_model,
     sha256_file,
 )
-from cad.detect.runtime import OnnxRuntime, TorchRuntime
+from cad.detect.model import locked_rescorer
+from cad.detect.runtime import OnnxRuntime
+from cad.detect.torch_runtime import TorchRuntime
 from cad.io import load
 from cad.io.image import Laterality, MammogramImage
 from cad.result.findings_json import result_to_dict
@@ -33,14 +35,14 @@ LOGIT = 1e-4
 @pytest.fixture(scope="module")
 def model(two_stage_model_dir: Path):  # type: ignore[no-untyped-def]
     locked = load_locked_model(two_stage_model_dir)
-    assert locked.rescorer is not None
+    assert locked_rescorer(locked) is not None
     return locked
 
 
 @pytest.mark.req("SRS-DET-006", "SRS-RT-003")
 def test_second_stage_onnx_gives_the_pytorch_logits(model, mass_phantom_dir: Path) -> None:  # type: ignore[no-untyped-def]
     images = load([mass_phantom_dir]).images
-    views, _ = detect_views(model, images)
+    views, _ = detect_views(model, images, TorchRuntime(model, max_batch=1))
     onnx_runtime, torch_runtime = OnnxRuntime(model), TorchRuntime(model)
     checked = 0
     for laterality in (Laterality.RIGHT, Laterality.LEFT):
@@ -70,12 +72,12 @@ def test_findings_agree_across_runtimes_and_runs(model, mass_phantom_dir: Path) 
 @pytest.mark.req("SRS-DET-006", "SRS-LNK-002")
 def test_view_scores_are_single_view_and_finding_scores_dual_view(model, mass_phantom_dir: Path) -> None:  # type: ignore[no-untyped-def]
     (study,) = load([mass_phantom_dir]).studies
-    findings, views = analyse_study(study, model)
+    findings, views = analyse_study(study, model, TorchRuntime(model, max_batch=1))
     settings = model.rescore_settings
     expected: dict[tuple[str, tuple[float, ...]], tuple[float, float]] = {}
     for laterality in (Laterality.RIGHT, Laterality.LEFT):
         breast = [v for v in views if v.image.laterality is laterality]
-        rescored = rescore_breast(breast, model, None)
+        rescored = rescore_breast(breast, model, TorchRuntime(model, max_batch=1))
         inputs = rescored.inputs
         for row in rescored.rows:
             position = int(inputs.view_of[row])
@@ -120,10 +122,10 @@ def test_second_stage_marks_on_real_mammograms_lie_inside_the_breast(  # type: i
     model, real_mammograms: dict[str, MammogramImage]
 ) -> None:
     images = list(real_mammograms.values())
-    views, refused = detect_views(model, images)
+    views, refused = detect_views(model, images, TorchRuntime(model, max_batch=1))
     assert refused == [] and len(views) == 4
     for view in views:
-        rescored = rescore_breast([view], model, None)
+        rescored = rescore_breast([view], model, TorchRuntime(model, max_batch=1))
         (found,) = rescored.inputs.found
         assert rescored.rows and found.from_blob.any()  # blobs are candidates too
         mask = view.view_input.geometry.mask

@@ -19,6 +19,7 @@ from pydicom.dataset import Dataset
 
 from cad.analysis.pipeline import analyse_study
 from cad.detect.locked import load_locked_model
+from cad.detect.torch_runtime import TorchRuntime
 from cad.io import load
 from cad.io.uids import is_valid_uid, output_uids
 from cad.report.outputs import PR_NAME, SR_NAME, write_dicom_outputs
@@ -88,11 +89,11 @@ def cases(tmp_path_factory: pytest.TempPathFactory, mass_phantom_dir: Path) -> d
             # The model marks something on every phantom exam, so this case is the real analysed
             # exam reported with an empty finding list: the writer's no-findings path.
             (study,) = load([root / "in" / "both-breasts" / "input"]).studies
-            findings, _ = analyse_study(study, model)
+            findings, _ = analyse_study(study, model, TorchRuntime(model, max_batch=1))
             findings = dataclasses.replace(findings, findings=[])
         else:
             (study,) = load([_make_case(name, mass_phantom_dir, root / "in")]).studies
-            findings, _ = analyse_study(study, model)
+            findings, _ = analyse_study(study, model, TorchRuntime(model, max_batch=1))
         folder = root / name
         write_result(findings, folder / "findings.json")
         write_dicom_outputs(findings, study, folder)

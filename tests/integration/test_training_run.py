@@ -12,10 +12,10 @@ import torch
 from safetensors.torch import load_file
 
 from cad.detect.config import DetectorConfig
-from cad.detect.detector import run_network
 from cad.detect.inputs import prepare_view
 from cad.detect.locked import MANIFEST_FILE, ModelIntegrityError, default_model_dir, load_locked_model, sha256_file
-from cad.detect.model import build_detector
+from cad.detect.model import build_detector, locked_network, locked_rescorer
+from cad.detect.torch_runtime import run_network
 from cad.io import load
 from cad.tools.training.datasets import load_dataset
 from cad.tools.training.prepare import PreparedImage, prepare_all
@@ -178,13 +178,13 @@ def test_second_stage_run_locks_both_stages_under_one_hash(tmp_path: Path, mass_
     (model_dir / MANIFEST_FILE).write_text(json.dumps(manifest))
     model = load_locked_model(model_dir)
     first = load_locked_model(default_model_dir())
-    assert model.rescorer is not None and model.rescore_settings is not None
+    assert locked_rescorer(model) is not None and model.rescore_settings is not None
     assert model.rescore_settings.network.channels == (8, 8) and model.rescore_settings.blobs.per_view == 4
     record = manifest["training"]["rescorer"]
     assert record["first_stage_sha256"] == first.sha256
     assert record["data"]["train_candidates"] > 0 and "stage: second" in record["config"]
-    for name, tensor in first.network.state_dict().items():  # the first stage is carried unchanged
-        assert torch.equal(model.network.state_dict()[name].half(), tensor.half())
+    for name, tensor in locked_network(first).state_dict().items():  # the first stage is carried unchanged
+        assert torch.equal(locked_network(model).state_dict()[name].half(), tensor.half())
     cached = sorted((run_dir / "cache").glob("*.npz"))
     assert len(cached) == 1  # train and validation are the same set here: one cache entry
     stamp = cached[0].stat().st_mtime_ns

@@ -100,7 +100,10 @@ def test_the_device_soup_holds_none_of_the_dev_extra() -> None:
     # (packaging stays device SOUP: highdicom and onnxruntime require it)
     assert not device & {"matplotlib", "openpyxl", "jsonschema", "pyyaml", "hypothesis", "pytest",
                          "import-linter", "ruff", "mypy", "sphinx"}
-    assert {"torch", "torchvision", "pydicom", "highdicom", "onnxruntime"} <= device
+    assert {"pydicom", "highdicom", "onnxruntime", "numpy"} <= device
+    # the site install runs without the PyTorch side (SRS-RT-009): it is development SOUP only
+    assert not device & {"torch", "torchvision", "onnx", "onnxscript", "triton"}
+    assert not any(name.startswith(("nvidia-", "cuda-")) for name in device)
 
 
 @pytest.mark.req("SRS-PRD-001", "SRS-PRD-008")

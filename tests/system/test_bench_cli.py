@@ -41,6 +41,11 @@ def test_bench_reports_each_runtime_batches_cold_start_and_machine(mass_phantom_
         assert set(rates) == {"1", "2", "4", "8"} and all(r > 0 for r in rates.values())
     cold = bench["cold_start"]
     assert cold["total_s"] > cold["analysis_s"] > 0 and cold["runtime"] == "onnxruntime"
+    for name, row in timed.items():  # each runtime's own cold start, memory and what it needs installed
+        assert row["cold_start"]["runtime"] == name and row["cold_start"]["peak_rss_mb"] > 50
+    # the PyTorch runtime needs torch on top of the site install; ONNX Runtime does not
+    assert timed["torch"]["installed"]["mb"] > timed["onnxruntime"]["installed"]["mb"] > 10
+    assert timed["torch"]["installed"]["packages"] > timed["onnxruntime"]["installed"]["packages"]
     assert bench["peak_rss_mb"] > 100
     assert bench["machine"]["logical_cpus"] >= 1 and bench["machine"]["torch"]
 

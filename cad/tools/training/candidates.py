@@ -25,6 +25,7 @@ from cad.detect import rescore
 from cad.detect.blobs import BlobConfig
 from cad.detect.locked import LockedModel
 from cad.detect.runtime import Runtime
+from cad.detect.torch_runtime import TorchRuntime
 from cad.io import load
 from verification.froc import localises
 
@@ -84,7 +85,7 @@ def collect(phantom_dir: Path, model: LockedModel, runtime: Runtime | None = Non
             folder = phantom_dir / Path(exam["images"][0]["path"]).parent
             studies = load([folder]).studies
             images = [image for study in studies for image in study.images]
-            analysed, _ = detect_views(model, images, runtime)
+            analysed, _ = detect_views(model, images, runtime or TorchRuntime(model, max_batch=1))
             boxes: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {im["sop_instance_uid"]: [] for im in exam["images"]}
             for lesion in exam["lesions"]:
                 for view in lesion["views"]:

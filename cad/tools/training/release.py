@@ -19,6 +19,7 @@ import cad
 from cad.analysis.pipeline import analyse_study
 from cad.detect.linking import LinkingConfig
 from cad.detect.locked import MANIFEST_FILE, WEIGHTS_FILE, load_locked_model, sha256_file
+from cad.detect.torch_runtime import TorchRuntime
 from cad.io import load
 from verification.standalone import evaluate
 
@@ -42,7 +43,7 @@ def calibrate(run_model: Path, validation: Path, out: Path, linking: LinkingConf
     truth = json.loads((validation / "truth.json").read_text())
     findings = {}
     for study in load([validation]).studies:
-        result, _ = analyse_study(study, model)
+        result, _ = analyse_study(study, model, TorchRuntime(model, max_batch=1))
         findings[study.study_instance_uid] = result
     metrics = evaluate(truth, findings)
     threshold = metrics["dual_view"]["threshold_at_fpi"][f"{OPERATING_FPI:g}"]

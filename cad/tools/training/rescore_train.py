@@ -27,7 +27,8 @@ import yaml
 from torch import nn
 
 from cad.detect.blobs import BlobConfig
-from cad.detect.locked import LockedModel, load_locked_model, sha256_file, write_locked_model
+from cad.detect.locked import LockedModel, load_locked_model, sha256_file
+from cad.detect.model import locked_network, write_locked_model
 from cad.detect.rescore import RescorerConfig, RescoreSettings
 from cad.detect.rescore_model import DualViewRescorer
 from cad.detect.runtime import Runtime
@@ -278,7 +279,7 @@ def train_second_stage(config_path: Path, run_dir: Path) -> Path:
     metrics = dict(first.manifest.metrics)
     metrics["rescorer_validation"] = {"first_stage": result["first_stage"], "best": result["best"]}
     return write_locked_model(
-        run_dir / "model", first.network, first.config, recipe.name,
+        run_dir / "model", locked_network(first), first.config, recipe.name,
         operating_point={"threshold": None, "definition": "set by calibration on validation phantoms"},
         training=training, metrics=metrics, rescorer=(network, recipe.settings),
     )

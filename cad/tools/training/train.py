@@ -27,8 +27,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from cad.detect.config import DetectorConfig
 from cad.detect.detector import ViewDetections
 from cad.detect.inputs import pad_to_stride
-from cad.detect.locked import sha256_file, write_locked_model
-from cad.detect.model import build_detector
+from cad.detect.locked import sha256_file
+from cad.detect.model import build_detector, write_locked_model
 from cad.tools.training.datasets import AnnotatedImage, load_dataset
 from cad.tools.training.prepare import PreparedImage, prepare_all
 from cad.tools.training.sampler import AugmentConfig, PatchSampler
