@@ -386,6 +386,8 @@ def acceptance_section(folder: Path) -> str:
         endpoints = "; ".join(f"{e['id']} {e['difference']:+.4f} [{e['ci'][0]}, {e['ci'][1]}] "
                               f"{'pass' if e['passed'] else 'FAIL'}" for e in v["criteria"])
         variant = f" {c['runtime_variant']} variant" if c.get("runtime_variant") else ""
+        if c.get("settings_sha256") and c.get("settings_sha256") != r.get("settings_sha256"):
+            variant += f", settings {c['settings_sha256'][:12]}"
         rows.append([path.stem, f"{c.get('model_name')} {c['model_sha256'][:12]}{variant} (threshold "
                                 f"{v['candidate']['operating_point']['threshold']}) vs {r.get('model_name')} "
                                 f"{r['model_sha256'][:12]}",

@@ -30,6 +30,9 @@ class DetectorConfig:
     max_detections_per_view: int = 20
     #: normalised intensities are clipped to +-clip standard deviations
     clip: float = 6.0
+    #: working resolution of the breast geometry (mask, crop, landmarks), mm per pixel; a model
+    #: manifest without it means 0.5, the resolution every model up to 0.3.0 was trained with
+    geometry_mm: float = 0.5
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -39,6 +42,8 @@ class DetectorConfig:
             raise ValueError("anchor_sizes needs one size per FPN level P3..P7 (5 values)")
         if not 0.05 <= self.target_mm <= 2.0:
             raise ValueError(f"target_mm {self.target_mm} is outside 0.05-2.0 mm")
+        if not 0.2 <= self.geometry_mm <= 2.0:
+            raise ValueError(f"geometry_mm {self.geometry_mm} is outside 0.2-2.0 mm")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

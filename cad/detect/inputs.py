@@ -57,7 +57,7 @@ def prepare_view(
 ) -> ViewInput:
     """Geometry (if not given), canonical resampling at ``config.target_mm`` and normalisation."""
     if geometry is None:
-        geometry = compute_geometry(image, config.target_mm)
+        geometry = compute_geometry(image, config.target_mm, config.geometry_mm)
     canonical = geometry.transform.apply(image.pixels)
     array = normalise(canonical, geometry.mask.threshold, config.clip)
     return ViewInput(pad_to_stride(array), geometry, (array.shape[1], array.shape[0]))

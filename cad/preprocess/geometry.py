@@ -9,7 +9,7 @@ from scipy import ndimage
 
 from cad.io.image import Laterality, MammogramImage, View
 from cad.preprocess.landmarks import PectoralLine, find_nipple, find_pectoral_line
-from cad.preprocess.mask import BreastMask, segment_breast
+from cad.preprocess.mask import WORKING_MM, BreastMask, segment_breast
 from cad.preprocess.transform import CanonicalTransform
 
 #: Model input resolution (mm per pixel) and the breast margin kept around the crop.
@@ -67,13 +67,14 @@ def _crop_window(
 
 
 def compute_geometry(
-    image: MammogramImage, target_mm: float = DEFAULT_TARGET_MM
+    image: MammogramImage, target_mm: float = DEFAULT_TARGET_MM, working_mm: float = WORKING_MM
 ) -> BreastGeometry:
-    """Segment the breast, choose the canonical orientation and find the landmarks."""
+    """Segment the breast, choose the canonical orientation and find the landmarks, working at
+    about ``working_mm`` per pixel (a locked model's ``geometry_mm``)."""
     pixels = image.pixels
     height, width = pixels.shape
     spacing = image.spacing.mean_mm
-    mask = segment_breast(pixels, spacing)
+    mask = segment_breast(pixels, spacing, working_mm)
     warnings: list[str] = []
     header_left, flip_y = _orientation_from_header(image)
     if header_left is not None and header_left != mask.chest_wall_left:
@@ -101,6 +102,7 @@ def compute_geometry(
     # landmarks on the oriented working-resolution grid
     f = mask.factor
     grid_h, grid_w = mask.mask.shape
+    scale = WORKING_MM / working_mm  # the landmark lengths were tuned on the default grid
 
     def orient_grid(a: np.ndarray) -> np.ndarray:
         a = a[:, ::-1] if flip_x else a
@@ -110,10 +112,10 @@ def compute_geometry(
     boundary = oriented_mask & ~ndimage.binary_erosion(oriented_mask, border_value=1)
     pectoral: PectoralLine | None = None
     if image.view is View.MLO:
-        pectoral, why = find_pectoral_line(orient_grid(mask.working_image), oriented_mask)
+        pectoral, why = find_pectoral_line(orient_grid(mask.working_image), oriented_mask, scale)
         if pectoral is None:
             warnings.append(f"pectoral line not found: {why}")
-    nx, ny = find_nipple(oriented_mask, boundary, pectoral)
+    nx, ny = find_nipple(oriented_mask, boundary, pectoral, scale)
 
     def to_original(x: float, y: float) -> tuple[float, float]:
         gx = grid_w - x if flip_x else x

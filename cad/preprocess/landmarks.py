@@ -6,7 +6,9 @@
 * Nipple: the skin-contour point farthest from the chest wall (CC) or from the pectoral line
   (MLO), the standard posterior-nipple-line construction.
 
-All coordinates here are (x, y) in working-mask pixels of the oriented image.
+All coordinates here are (x, y) in working-mask pixels of the oriented image. Lengths below are
+given in pixels of the default 0.5 mm working grid; ``scale``
+(0.5 mm over the nominal working resolution) keeps them about the same in millimetres on another grid.
 """
 
 from __future__ import annotations
@@ -43,16 +45,22 @@ class PectoralLine:
         return distance
 
 
-def find_pectoral_line(image: np.ndarray, mask: np.ndarray) -> tuple[PectoralLine | None, str]:
+def _px(length: float, scale: float) -> int:
+    """A length in default-grid pixels as whole pixels of a grid ``scale`` times as fine."""
+    return max(1, int(round(length * scale)))
+
+
+def find_pectoral_line(image: np.ndarray, mask: np.ndarray, scale: float = 1.0) -> tuple[PectoralLine | None, str]:
     """Fit the pectoral edge on an oriented MLO working image; (None, why) when it is not found."""
     rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size < 10:
+    if rows.size < 10 * scale:
         return None, "breast too small to find the pectoral muscle"
     # normalised smoothing inside the breast, so the skin edge does not look like an edge
-    weight = ndimage.gaussian_filter(mask.astype(np.float64), 2.0)
-    smooth = ndimage.gaussian_filter(np.where(mask, image, 0.0), 2.0) / np.maximum(weight, 1e-6)
+    sigma = 2.0 * scale
+    weight = ndimage.gaussian_filter(mask.astype(np.float64), sigma)
+    smooth = ndimage.gaussian_filter(np.where(mask, image, 0.0), sigma) / np.maximum(weight, 1e-6)
     gradient = ndimage.sobel(smooth, axis=1)  # along x; muscle edge is a drop (negative)
-    interior = ndimage.binary_erosion(mask, iterations=SKIN_MARGIN_PX, border_value=1)
+    interior = ndimage.binary_erosion(mask, iterations=_px(SKIN_MARGIN_PX, scale), border_value=1)
     gradient = np.where(interior, gradient, 0.0)
     top, bottom = int(rows[0]), int(rows[0] + 0.6 * (rows[-1] - rows[0]))
     xs: list[int] = []
@@ -71,7 +79,7 @@ def find_pectoral_line(image: np.ndarray, mask: np.ndarray) -> tuple[PectoralLin
     if len(xs) < 10:
         return None, "no pectoral edge candidates"
     x_arr, y_arr = np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
-    tolerance = max(3.0, 0.04 * mask.shape[1])
+    tolerance = max(3.0 * scale, 0.04 * mask.shape[1])
     # the muscle is always present in the upper quarter of an MLO: fit there first, then
     # extend down to the rows whose edge continues the same line
     upper = y_arr <= top + 0.25 * (rows[-1] - rows[0])
@@ -82,13 +90,13 @@ def find_pectoral_line(image: np.ndarray, mask: np.ndarray) -> tuple[PectoralLin
         return None, "pectoral edge not a consistent straight line"
     inliers = np.abs(x_arr - (intercept + slope * y_arr)) < tolerance
     slope, intercept, _, _ = stats.theilslopes(x_arr[inliers], y_arr[inliers])
-    if slope >= -0.05 or intercept <= 2:
+    if slope >= -0.05 or intercept <= 2 * scale:
         return None, "pectoral line has an implausible angle"
     return PectoralLine(float(intercept), float(slope)), "ok"
 
 
 def find_nipple(
-    mask: np.ndarray, boundary: np.ndarray, pectoral: PectoralLine | None = None
+    mask: np.ndarray, boundary: np.ndarray, pectoral: PectoralLine | None = None, scale: float = 1.0
 ) -> tuple[float, float]:
     """The nipple as the most anterior skin-contour point, as (x, y).
 
@@ -101,11 +109,11 @@ def find_nipple(
     valid = (xs > 0) & (ys > 0) & (ys < mask.shape[0] - 1) & (xs < mask.shape[1] - 1)
     if valid.any():
         xs, ys = xs[valid], ys[valid]
-    tip = xs >= xs.max() - TIP_BAND_PX
+    tip = xs >= xs.max() - TIP_BAND_PX * scale
     xs, ys = xs[tip], ys[tip]
     if pectoral is not None:
         score = pectoral.distance(xs + 0.5, ys + 0.5)
-        best = score >= score.max() - 0.5
+        best = score >= score.max() - 0.5 * scale
     else:
         best = np.ones(xs.shape, dtype=bool)
     order = np.argsort(ys[best])

@@ -122,15 +122,18 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     return filled
 
 
-def segment_breast(pixels: np.ndarray, spacing_mm: float) -> BreastMask:
-    """Segment the breast in a display-space image (values in [0, 1], breast bright)."""
-    factor = max(1, int(round(WORKING_MM / spacing_mm)))
+def segment_breast(pixels: np.ndarray, spacing_mm: float, working_mm: float = WORKING_MM) -> BreastMask:
+    """Segment the breast in a display-space image (values in [0, 1], breast bright), on a
+    block-averaged copy at about ``working_mm`` per pixel."""
+    factor = max(1, int(round(working_mm / spacing_mm)))
+    # lengths below are in pixels of the 0.5 mm grid they were tuned on
+    steps = max(1, int(round(2 * WORKING_MM / working_mm)))
     working = block_mean(pixels, factor)
     small = ndimage.uniform_filter(_suppress_markers(working, spacing_mm * factor), size=3)
     threshold = float(np.clip(0.35 * otsu_threshold(small), 0.02, 0.2))
     fg = _remove_collimation(small > threshold)
     # detach thin bridges (labels, markers touching the skin) before choosing the breast
-    opened = ndimage.binary_opening(fg, structure=np.ones((3, 3), bool), iterations=2)
+    opened = ndimage.binary_opening(fg, structure=np.ones((3, 3), bool), iterations=steps)
     labels, count = ndimage.label(opened, structure=np.ones((3, 3), bool))
     if count == 0:
         raise NoBreastError("no breast found: the image has no region brighter than background")
@@ -140,7 +143,7 @@ def segment_breast(pixels: np.ndarray, spacing_mm: float) -> BreastMask:
     chosen = candidates[0] if candidates else int(np.argmax(sizes)) + 1
     mask = fill_holes(labels == chosen)
     # restore the skin pixels the opening shaved off, without re-attaching other components
-    mask = ndimage.binary_dilation(mask, iterations=2) & fg
+    mask = ndimage.binary_dilation(mask, iterations=steps) & fg
     mask = fill_holes(mask)
     left = int(mask[:, :2].sum())
     right = int(mask[:, -2:].sum())

@@ -14,12 +14,17 @@ from cad.preprocess import compute_geometry
 from cad.tools.phantom.anatomy import DensityCategory, sample_breast
 from cad.tools.phantom.render import gland_volume, render_view
 
+#: working resolutions of the geometry a locked model may set (DetectorConfig.geometry_mm): the
+#: default every released model uses, and the coarser one evaluated as a change (docs/change-control.md)
+WORKING_RESOLUTIONS = (0.5, 1.0)
 
-@pytest.fixture(scope="module")
-def analysed(phantom_dir: Path, truth: dict[str, Any]) -> list[tuple[MammogramImage, Any, dict[str, Any]]]:
+
+@pytest.fixture(scope="module", params=WORKING_RESOLUTIONS, ids=[f"{mm}mm" for mm in WORKING_RESOLUTIONS])
+def analysed(request: pytest.FixtureRequest, phantom_dir: Path,
+             truth: dict[str, Any]) -> list[tuple[MammogramImage, Any, dict[str, Any]]]:
     by_uid = {i["sop_instance_uid"]: i for e in truth["exams"] for i in e["images"]}
     result = load([phantom_dir])
-    return [(im, compute_geometry(im), by_uid[im.sop_instance_uid]) for im in result.images]
+    return [(im, compute_geometry(im, working_mm=request.param), by_uid[im.sop_instance_uid]) for im in result.images]
 
 
 def _as_image(stored: np.ndarray, laterality: str, view: str, spacing: float) -> MammogramImage:
@@ -31,8 +36,9 @@ def _as_image(stored: np.ndarray, laterality: str, view: str, spacing: float) ->
 
 
 @pytest.mark.req("SRS-GEO-001")
+@pytest.mark.parametrize("working_mm", WORKING_RESOLUTIONS)
 @pytest.mark.parametrize(("laterality", "view", "seed"), [("L", "CC", 1), ("R", "MLO", 2), ("R", "CC", 3)])
-def test_mask_excludes_label_marker_and_collimation(laterality: str, view: str, seed: int) -> None:
+def test_mask_excludes_label_marker_and_collimation(laterality: str, view: str, seed: int, working_mm: float) -> None:
     spacing = 0.25
     renders = {}
     for extras in (False, True):
@@ -46,7 +52,7 @@ def test_mask_excludes_label_marker_and_collimation(laterality: str, view: str, 
     plain, marked = renders[False], renders[True]
     added = marked.stored != plain.stored  # label, marker and collimation pixels only
     assert added.sum() > 200
-    geometry = compute_geometry(_as_image(marked.stored, laterality, view, spacing))
+    geometry = compute_geometry(_as_image(marked.stored, laterality, view, spacing), working_mm=working_mm)
     m = geometry.mask
     ys, xs = np.nonzero(added)
     inside = [m.contains(x + 0.5, y + 0.5) for x, y in zip(xs, ys)]
@@ -95,3 +101,14 @@ def test_pectoral_line_on_mlo_within_10mm(analysed: list) -> None:
     for image, geometry, _ in analysed:
         if image.view is View.CC:
             assert geometry.pectoral_line is None
+
+
+@pytest.mark.req("SRS-GEO-001")
+def test_model_input_uses_the_models_geometry_resolution(phantom_dir: Path) -> None:
+    from cad.detect.config import DetectorConfig
+    from cad.detect.inputs import prepare_view
+
+    image = load([phantom_dir]).images[0]
+    for working_mm in WORKING_RESOLUTIONS:
+        view = prepare_view(image, DetectorConfig(geometry_mm=working_mm))
+        assert view.geometry.mask.factor == max(1, round(working_mm / image.spacing.mean_mm))

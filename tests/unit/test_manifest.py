@@ -52,3 +52,15 @@ def test_the_released_manifest_parses_with_its_settings_hash_unchanged() -> None
     assert parse_manifest(changed(["operating_point", "threshold"], None), calibrated=False).operating_point.threshold is None
     exported = manifest.with_export("tensorrt", {"file": "e.plan", "sha256": "0" * 64, "source_weights_sha256": "1" * 64})
     assert exported.runtimes["tensorrt"]["file"] == "e.plan" and exported.settings_sha256() == manifest.settings_sha256()
+
+
+@pytest.mark.req("SRS-MOD-004")
+def test_the_geometry_resolution_is_a_locked_setting() -> None:
+    released = parse_manifest(RELEASED)
+    assert "geometry_mm" not in RELEASED["detector"] and released.detector.geometry_mm == 0.5
+    coarse = parse_manifest(changed(["detector", "geometry_mm"], 1.0))
+    assert coarse.detector.geometry_mm == 1.0
+    # another geometry is another model output: its settings hash (and so its output UIDs) differ
+    assert coarse.settings_sha256() != released.settings_sha256()
+    with pytest.raises(ManifestError, match="geometry_mm 5.0 is outside"):
+        parse_manifest(changed(["detector", "geometry_mm"], 5.0))

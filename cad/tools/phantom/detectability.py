@@ -84,7 +84,7 @@ class _InputSpace:
     def of(cls, image: MammogramImage, breast_mask: np.ndarray, config: DetectorConfig) -> _InputSpace:
         """The geometry and normalisation :func:`cad.detect.inputs.prepare_view` applies;
         ``breast_mask`` is the phantom's exact breast (original pixels), the region searched."""
-        geometry = compute_geometry(image, config.target_mm)
+        geometry = compute_geometry(image, config.target_mm, config.geometry_mm)
         canonical = geometry.transform.apply(image.pixels)
         above = canonical > geometry.mask.threshold
         values = canonical[above] if above.sum() >= 64 else canonical.ravel()
