@@ -316,6 +316,11 @@ def serve(
     model: Annotated[
         Path | None, typer.Option("--model", help="Locked model folder (default: the released model).")
     ] = None,
+    late_after: Annotated[float, typer.Option(
+        "--late-after", min=1.0, help="Alert when a study waits or runs longer than this many seconds (RC-029).")
+    ] = 900.0,
+    alert_webhook: Annotated[str | None, typer.Option(
+        "--alert-webhook", help="POST each new alert as JSON to this URL (a chat or paging gateway).")] = None,
 ) -> None:
     """Run the CAD as a service: find new MG studies (DICOMweb polling, C-STORE, or a watched
     folder), analyse each (study, instance set) exactly once, deliver SR and GSPS, audit every
@@ -332,7 +337,8 @@ def serve(
             state, dicomweb=dicomweb, since=since, watch=watch, scp=scp, scp_allow=scp_allow,
             dicomweb_auth_file=dicomweb_auth_file, tls_cert=tls_cert, tls_key=tls_key, send=send, api=api,
             token_file=token_file, poll_seconds=poll_seconds, quiet_seconds=quiet_seconds,
-            retry=RetryPolicy(max_attempts=max_attempts, base_seconds=retry_seconds))
+            retry=RetryPolicy(max_attempts=max_attempts, base_seconds=retry_seconds), late_seconds=late_after,
+            alert_webhook=alert_webhook)
     except ValueError as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(EXIT_USAGE) from None

@@ -1,5 +1,5 @@
 """HTTP API of `cad serve` (FastAPI, served by uvicorn): health, readiness, study status,
-requeue and manual submission.
+requeue, manual submission, alerts and their acknowledgement, Prometheus metrics.
 
 Every route except ``/health`` and ``/ready`` needs ``Authorization: Bearer <token>``; a missing
 or wrong token gets 401 and is logged without the token. The two probes are open because
@@ -15,11 +15,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request, status
+from fastapi import Depends, FastAPI, HTTPException, Request, Response, status
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 import cad
-from cad.service import audit, store
+from cad.service import alerts, audit, store
+from cad.service.metrics import CONTENT_TYPE, ServiceMetrics
 from cad.service.queue import STATES, JobQueue
 
 log = logging.getLogger(__name__)
@@ -37,13 +39,24 @@ def read_token(path: Path) -> str:
     return token
 
 
+class Acknowledgement(BaseModel):
+    """Who acknowledges an alert and what they did about it (both go to the audit log)."""
+
+    by: str = Field(min_length=1, max_length=80, description="the person acknowledging (name or staff ID)")
+    note: str = Field(min_length=1, max_length=1000, description="what was done or decided")
+
+
 def create_app(state: Path, token: str, readiness: Callable[[], dict[str, bool]],
-               submit: Callable[[str], dict[str, Any]] | None = None) -> FastAPI:
+               submit: Callable[[str], dict[str, Any]] | None = None, metrics: ServiceMetrics | None = None,
+               identity: dict[str, Any] | None = None) -> FastAPI:
     """The API over the service's state folder.
 
     ``readiness`` returns named checks (model verified, database, PACS reachable...);
-    ``submit`` enqueues a study by UID from the configured PACS (None: not available).
+    ``submit`` enqueues a study by UID from the configured PACS (None: not available);
+    ``metrics`` serves /metrics (None: a registry of the database gauges only); ``identity``
+    names the service, model and runtime (/about).
     """
+    metrics = metrics or ServiceMetrics(state)
     app = FastAPI(title="mammo-cad service", version=cad.__version__, docs_url=None, redoc_url=None)
     expected = token.encode()
 
@@ -104,6 +117,31 @@ def create_app(state: Path, token: str, readiness: Callable[[], dict[str, bool]]
             return submit(study_uid)
         except LookupError:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "the PACS has no MG images for this study") from None
+
+    @app.get("/about")
+    def about(_: str = Depends(authorised)) -> dict[str, Any]:
+        return {"version": cad.__version__, **(identity or {})}
+
+    @app.get("/alerts")
+    def list_alerts(state_filter: str | None = None, limit: int = 200, _: str = Depends(authorised),
+                    q: JobQueue = Depends(queue)) -> dict[str, Any]:
+        try:
+            found = alerts.alerts(q.db, state_filter, limit)
+        except ValueError as exc:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
+        return {"open": sum(alerts.open_counts(q.db).values()), "alerts": [a.public() for a in found]}
+
+    @app.post("/alerts/{alert_id}/acknowledge")
+    def acknowledge(alert_id: int, body: Acknowledgement, _: str = Depends(authorised),
+                    q: JobQueue = Depends(queue)) -> dict[str, Any]:
+        alert = alerts.acknowledge(q.db, alert_id, body.by, body.note)
+        if alert is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such alert")
+        return alert.public()
+
+    @app.get("/metrics")
+    def prometheus(_: str = Depends(authorised)) -> Response:
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE)
 
     @app.get("/audit/verify")
     def verify_audit(_: str = Depends(authorised), q: JobQueue = Depends(queue)) -> dict[str, Any]:

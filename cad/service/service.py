@@ -18,10 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cad
 from cad.detect.locked import LockedModel, sha256_file
 from cad.detect.manifest import WEIGHTS_FILE
 from cad.detect.runtime import Runtime
 from cad.service import store
+from cad.service.alerts import AlertMonitor, Webhook
+from cad.service.metrics import ServiceMetrics
 from cad.service.queue import JobQueue, RetryPolicy
 from cad.service.sources import DicomWebPacs, PacsError, StoreScp, StoreScu, WatchFolder
 from cad.service.worker import Source, Worker
@@ -68,6 +71,12 @@ class ServiceConfig:
     poll_seconds: float = 30.0
     quiet_seconds: float = 10.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    #: a study pending or running longer than this is late: an alert (RC-029)
+    late_seconds: float = 900.0
+    #: URL each new alert is POSTed to (None: alerts go to the log, the API and /metrics only)
+    alert_webhook: str | None = None
+    #: seconds between two rounds of alert checks
+    alert_seconds: float = 5.0
 
     def __post_init__(self) -> None:
         if not (self.dicomweb or self.watch or self.scp):
@@ -84,7 +93,7 @@ class ServiceConfig:
         scp: str | None = None, scp_allow: str | None = None, dicomweb_auth_file: Path | None = None,
         tls_cert: Path | None = None, tls_key: Path | None = None, send: str | None = None, api: str | None = None,
         token_file: Path | None = None, poll_seconds: float = 30.0, quiet_seconds: float = 10.0,
-        retry: RetryPolicy | None = None,
+        retry: RetryPolicy | None = None, late_seconds: float = 900.0, alert_webhook: str | None = None,
     ) -> ServiceConfig:
         """The configuration from `cad serve`'s options as typed; ValueError (one line naming the
         option or file) for anything inconsistent, unreadable or missing."""
@@ -97,6 +106,8 @@ class ServiceConfig:
             raise ValueError("--api needs --token-file: the API never runs without authentication")
         if (tls_cert is None) != (tls_key is None):
             raise ValueError("--tls-cert and --tls-key go together")
+        if alert_webhook is not None and not alert_webhook.startswith(("http://", "https://")):
+            raise ValueError(f"--alert-webhook {alert_webhook}: use an http:// or https:// URL")
         from cad.service.api import read_token
 
         return cls(
@@ -108,6 +119,7 @@ class ServiceConfig:
             scp_allow=tuple(a.strip() for a in (scp_allow or "").split(",") if a.strip()),
             dicomweb_auth=read_authorization(dicomweb_auth_file) if dicomweb_auth_file else None,
             tls=(tls_cert, tls_key) if tls_cert and tls_key else None,
+            late_seconds=late_seconds, alert_webhook=alert_webhook,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -141,8 +153,11 @@ class Service:
                                 allowed=config.scp_allow)
             self.sources[self.scp.name] = self.scp
         destination = StoreScu(config.send) if config.send else self.pacs
+        self.metrics = ServiceMetrics(config.state)
         self.worker = Worker(model, runtime, self.queue, config.state, self.sources, destination, results_in,
-                             overlays=bool(config.watch) and not config.dicomweb)
+                             overlays=bool(config.watch) and not config.dicomweb, metrics=self.metrics)
+        self.monitor = AlertMonitor(config.late_seconds,
+                                    Webhook(config.alert_webhook) if config.alert_webhook else None)
         self._stop = threading.Event()
         self._verified_key: tuple[int, int] | None = None
         self._verified = False
@@ -201,7 +216,7 @@ class Service:
         from cad.service.api import create_app
 
         app = create_app(self.config.state, self.config.token, self.readiness,
-                         self.submit if self.pacs else None)
+                         self.submit if self.pacs else None, self.metrics, self.identity())
         host, port = self.config.api
         tls: dict[str, Any] = ({"ssl_certfile": str(self.config.tls[0]), "ssl_keyfile": str(self.config.tls[1])}
                                if self.config.tls else {})
@@ -222,6 +237,21 @@ class Service:
                 self.last_poll_ok[name] = False
                 log.warning("%s: %s", name, exc)
 
+    def identity(self) -> dict[str, Any]:
+        """What the service is (for alerts, the API and the dashboard): version, model, runtime."""
+        variant = getattr(self.worker.runtime, "variant", None)
+        return {"version": cad.__version__, "model": self.model.name, "model_sha256": self.model.sha256,
+                "settings_sha256": self.model.settings_sha256, "runtime": self.worker.runtime.name,
+                "runtime_variant": variant, "state": str(self.config.state)}
+
+    def _check_alerts(self) -> None:
+        """One round of RC-029 checks; a defect here is logged, never stops the service."""
+        try:
+            for alert in self.monitor.check(self.queue, self.readiness(), self.identity()):
+                self.metrics.alert_raised(alert.kind)
+        except Exception:
+            log.error("alert checks failed (internal error); the traceback follows", exc_info=True)
+
     def _settling(self) -> bool:
         """Whether a pushed or dropped study is still within its quiet period."""
         return any(getattr(s, "unsettled", 0) for s in self.sources.values())
@@ -239,18 +269,22 @@ class Service:
         if self.config.api:
             self._start_api()
         log.info("serving %s", {k: v for k, v in self.config.describe().items() if v})
-        next_poll = 0.0
+        next_poll = next_check = 0.0
         try:
             while not self._stop.is_set():
                 now = time.time()
                 if now >= next_poll:
                     self._poll()
                     next_poll = now + (min(self.config.poll_seconds, 1.0) if once else self.config.poll_seconds)
+                if now >= next_check:
+                    self._check_alerts()
+                    next_check = now + self.config.alert_seconds
                 job = self.queue.claim()
                 if job is not None:
                     self.worker.process(job)
                     continue
                 if once and self.queue.idle() and not self._settling():
+                    self._check_alerts()  # the last word on what failed
                     break
                 self._stop.wait(max(0.05, min(next_poll - time.time(), 1.0)))
         finally:

@@ -1,4 +1,4 @@
-"""The service's state folder: one SQLite database (job queue and audit log) and its lock.
+"""The service's state folder: one SQLite database (job queue, alerts, audit log) and its lock.
 
 SQLite in WAL mode, one connection per thread, every change in a transaction: a process killed
 at any point leaves the database at the last committed state, which is what makes the queue
@@ -56,6 +56,24 @@ CREATE TABLE IF NOT EXISTS audit (
     prev_sha256 TEXT NOT NULL,
     sha256 TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    severity TEXT NOT NULL CHECK (severity IN ('warning', 'critical')),
+    message TEXT NOT NULL,
+    study_uid TEXT,
+    state TEXT NOT NULL CHECK (state IN ('open', 'acknowledged', 'resolved')),
+    first_raised REAL NOT NULL,
+    last_raised REAL NOT NULL,
+    occurrences INTEGER NOT NULL DEFAULT 1,
+    acknowledged_by TEXT,
+    acknowledged_at REAL,
+    note TEXT,
+    resolved_at REAL,
+    delivered INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX IF NOT EXISTS alerts_unresolved_key ON alerts (key) WHERE state != 'resolved';
 CREATE TRIGGER IF NOT EXISTS audit_append_only_update BEFORE UPDATE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_append_only_delete BEFORE DELETE ON audit

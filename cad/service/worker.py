@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,8 +25,10 @@ from cad.io import load
 from cad.io.uids import uid_tail
 from cad.job import StudyOutcome, run_studies
 from cad.result.findings_json import FINDINGS_FILE
+from cad.service.metrics import ServiceMetrics
 from cad.service.queue import DONE, FAILED, Job, JobQueue
 from cad.service.sources import Destination, PacsError
+from cad.stages import Stage, StageClock
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,9 @@ class Worker:
     #: where the results of a job are written, by source (default: state/results/<job id>)
     results_in: dict[str, Any] | None = None
     overlays: bool = False
+    #: counters and histograms of finished jobs (/metrics); None: not counted
+    metrics: ServiceMetrics | None = None
+    _last_record: dict[int, dict[str, Any]] = field(default_factory=dict, init=False, repr=False)
 
     def results_folder(self, job: Job) -> Path:
         finder = (self.results_in or {}).get(job.source)
@@ -65,7 +70,17 @@ class Worker:
         return []
 
     def process(self, job: Job) -> Job:
-        """Run ``job`` to its end state (or back to the queue after a PACS error)."""
+        """Run ``job`` to its end state (or back to the queue after a PACS error), counted in the
+        metrics when it ends."""
+        clock = StageClock()
+        finished = self._process(job, clock)
+        if self.metrics is not None and finished.state in (DONE, FAILED):
+            last = self._last_record.get(finished.id, {})
+            self.metrics.job_finished(finished.state, last, clock)
+        self._last_record.pop(finished.id, None)
+        return finished
+
+    def _process(self, job: Job, clock: StageClock) -> Job:
         started = time.time()
         base = self._record(job)
         source = self.sources.get(job.source)
@@ -76,7 +91,7 @@ class Worker:
                 return self.queue.finish(job, FAILED, {**base, "event": "analysis"},
                                          reason=f"source {job.source!r} is not configured in this service")
             paths = source.fetch(job, work)
-            outcome = self._analyse(job, paths)
+            outcome = self._analyse(job, paths, clock)
             if outcome.dicom is None:  # the SR could not be built: never "done" without it
                 reason = outcome.dicom_error or "DICOM outputs not written"
                 log.error("study %s: %s; will retry", uid_tail(job.study_uid), reason)
@@ -111,19 +126,21 @@ class Worker:
             "seconds": round(time.time() - started, 3),
             "queue_latency_s": round(started - job.enqueued, 3),
         }
+        self._last_record[job.id] = record
         if reason:
             log.warning("study %s: %s", uid_tail(job.study_uid), reason)
         else:
             log.info("study %s: analysed %d images, %d marks", uid_tail(job.study_uid), analysed, len(marks))
         return self.queue.finish(job, state, record, outputs=outputs, reason=reason)
 
-    def _analyse(self, job: Job, paths: list[Path]) -> StudyOutcome:
-        studies = [s for s in load(paths).studies if s.study_instance_uid == job.study_uid]
+    def _analyse(self, job: Job, paths: list[Path], clock: StageClock) -> StudyOutcome:
+        with clock.stage(Stage.DECODE):
+            studies = [s for s in load(paths).studies if s.study_instance_uid == job.study_uid]
         if not studies:
             raise ValueError("none of the job's files belongs to its study")
         out = self.results_folder(job)
         previous = {job.study_uid: self._previous_sr(job)}
-        (outcome,) = run_studies(studies, self.model, self.runtime, out, self.overlays, previous_srs=previous)
+        (outcome,) = run_studies(studies, self.model, self.runtime, out, self.overlays, clock, previous_srs=previous)
         return outcome
 
     def _outputs(self, outcome: StudyOutcome) -> dict[str, Any]:

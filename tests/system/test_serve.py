@@ -137,7 +137,7 @@ def test_a_killed_service_resumes_without_loss_or_duplicates(pacs: Orthanc, tmp_
         assert len(pacs.instances(job["study_uid"], SR_CLASS)) == 1
 
 
-@pytest.mark.req("SRS-SVC-003")
+@pytest.mark.req("SRS-SVC-003", "SRS-SVC-012")
 def test_pacs_errors_are_retried_then_the_job_fails_with_the_reason(tmp_path: Path) -> None:
     from cad.service import store
     from cad.service.queue import Instance, JobQueue
@@ -154,8 +154,12 @@ def test_pacs_errors_are_retried_then_the_job_fails_with_the_reason(tmp_path: Pa
     assert job["state"] == "failed" and job["attempts"] == 3
     assert "DICOMweb" in job["reason"] and "gave up after 3 attempts" in job["reason"]
     assert elapsed >= 0.2 + 0.4, "backoff doubles between attempts"
-    (record,) = audit_records(state)
+    records = audit_records(state)
+    (record,) = [r for r in records if not r["event"].startswith("alert_")]
     assert record["state"] == "failed" and record["attempt"] == 3
+    # RC-029: the failed study and the unreachable PACS are alerts (SRS-SVC-012)
+    assert sorted(r["key"] for r in records if r["event"] == "alert_raised") == [
+        "not-ready:source_dicomweb", f"study-failed:{job['id']}"]
 
 
 @pytest.mark.req("SRS-SVC-004")

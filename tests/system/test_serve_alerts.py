@@ -1,0 +1,135 @@
+"""RC-029 end to end: a running `cad serve --watch` raises, delivers, lists and acknowledges an
+alert for a study it cannot analyse, and serves /metrics (SRS-SVC-012, SRS-SVC-013)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from cad.tools.orthanc import free_port
+
+CAD = [sys.executable, "-m", "cad.cli"]
+TOKEN = "alerts-test-token-not-a-secret"
+
+
+def _exam(folder: Path, exam: int = 0) -> list[Path]:
+    truth = json.loads((folder / "truth.json").read_text())
+    return [folder / image["path"] for image in truth["exams"][exam]["images"]]
+
+
+class _Hook(BaseHTTPRequestHandler):
+    received: list[dict[str, Any]] = []
+
+    def do_POST(self) -> None:
+        type(self).received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture()
+def hook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    _Hook.received = []
+    server = HTTPServer(("127.0.0.1", free_port()), _Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/alerts", _Hook.received
+    server.shutdown()
+
+
+def _until(predicate: Any, seconds: float = 180) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except requests.RequestException:
+            value = None
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError("timed out")
+
+
+@pytest.mark.slow
+@pytest.mark.req("SRS-SVC-012", "SRS-SVC-013")
+def test_a_study_without_a_result_is_alerted_delivered_and_acknowledged(
+        phantom_dir: Path, hook: tuple[str, list[dict[str, Any]]], tmp_path: Path) -> None:
+    url, received = hook
+    inbox = tmp_path / "inbox"
+    good, broken = inbox / "good", inbox / "broken"
+    good.mkdir(parents=True)
+    broken.mkdir()
+    for path in _exam(phantom_dir, 0):
+        (good / path.name).write_bytes(path.read_bytes())
+    for path in _exam(phantom_dir, 1):  # every image cut to a third: nothing can be analysed
+        data = path.read_bytes()
+        (broken / path.name).write_bytes(data[: len(data) // 3])
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    port, state = free_port(), tmp_path / "state"
+    process = subprocess.Popen(
+        [*CAD, "serve", "--state", str(state), "--watch", str(inbox), "--quiet-seconds", "0.5", "--poll-seconds", "0.5",
+         "--api", f"127.0.0.1:{port}", "--token-file", str(tmp_path / "token"), "--alert-webhook", url],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base, auth = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        listed = _until(lambda: [a for a in requests.get(f"{base}/alerts", headers=auth, timeout=5).json()["alerts"]
+                                 if a["kind"] == "study-failed"])
+        (alert,) = listed
+        assert alert["severity"] == "critical" and alert["state"] == "open" and "no CAD result" in alert["message"]
+        assert "corrupt" in alert["message"] or "could be analysed" in alert["message"]
+        delivered = _until(lambda: [m for m in received if m["alert"]["id"] == alert["id"]])
+        assert len(delivered) == 1 and delivered[0]["service"]["model_sha256"]
+        assert requests.get(f"{base}/alerts", timeout=5).status_code == 401
+        assert requests.get(f"{base}/metrics", timeout=5).status_code == 401
+        assert requests.post(f"{base}/alerts/{alert['id']}/acknowledge", json={"by": "qa", "note": "x"},
+                             timeout=5).status_code == 401
+
+        def finished() -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
+            text = requests.get(f"{base}/metrics", headers=auth, timeout=5).text
+            samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                       for family in text_string_to_metric_families(text) for s in family.samples}
+            done = samples.get(("cad_studies_total", (("state", "done"),)), 0)
+            return samples if done == 1 and samples.get(("cad_studies_total", (("state", "failed"),))) == 1 else None
+
+        samples = _until(finished)
+        assert samples[("cad_queue_jobs", (("state", "failed"),))] == 1
+        assert samples[("cad_alerts_open", (("kind", "study-failed"), ("severity", "critical")))] == 1
+        assert samples[("cad_alerts_raised_total", (("kind", "study-failed"),))] == 1
+        assert samples[("cad_images_total", (("status", "analysed"),))] == 4
+        assert samples[("cad_stage_seconds_count", (("stage", "decode"),))] == 2  # one per finished study
+
+        acknowledged = requests.post(f"{base}/alerts/{alert['id']}/acknowledge", headers=auth, timeout=5,
+                                     json={"by": "QA physicist on duty", "note": "files re-sent from the modality"})
+        assert acknowledged.status_code == 200 and acknowledged.json()["state"] == "acknowledged"
+        assert requests.post(f"{base}/alerts/999/acknowledge", headers=auth, json={"by": "qa", "note": "x"},
+                             timeout=5).status_code == 404
+        assert requests.post(f"{base}/alerts/{alert['id']}/acknowledge", headers=auth, json={"by": "", "note": "x"},
+                             timeout=5).status_code == 422
+        verify = requests.get(f"{base}/audit/verify", headers=auth, timeout=5).json()
+        assert verify["intact"]
+        about = requests.get(f"{base}/about", headers=auth, timeout=5).json()
+        assert about["runtime"] == "onnxruntime" and len(about["model_sha256"]) == 64
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0
+    assert "ALERT study-failed" in stderr and TOKEN not in stderr
+    from cad.service import audit, store
+
+    records = audit.records(store.connect(state))
+    acks = [r for r in records if r["event"] == "alert_acknowledged"]
+    assert len(acks) == 1 and acks[0]["by"] == "QA physicist on duty" and acks[0]["note"].startswith("files re-sent")
+    assert [r["event"] for r in records].count("alert_raised") == 1
