@@ -25,7 +25,7 @@ from typing import Any
 import requests
 
 from cad.io.uids import uid_tail
-from cad.service import audit
+from cad.service import audit, drift
 from cad.service.queue import FAILED, PENDING, RUNNING, JobQueue
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,8 @@ class AlertKind(str, Enum):
     NOT_READY = "not-ready"
     #: the audit log's hash chain does not verify
     AUDIT_BROKEN = "audit-broken"
+    #: an output fact's EWMA chart left its control limits (cad.service.drift)
+    OUTPUT_DRIFT = "output-drift"
 
 
 @dataclass(frozen=True)
@@ -198,14 +200,16 @@ class Webhook:
 class AlertMonitor:
     """Checks the conditions of RC-029 on the service's state and raises or resolves alerts:
     failed studies, studies pending or running longer than ``late_seconds``, failing readiness
-    checks, and (every ``audit_every`` seconds) the audit chain."""
+    checks, (every ``audit_every`` seconds) the audit chain, and the output-drift charts."""
 
-    def __init__(self, late_seconds: float, webhook: Webhook | None = None, audit_every: float = 300.0) -> None:
+    def __init__(self, late_seconds: float, webhook: Webhook | None = None, audit_every: float = 300.0,
+                 drift_baseline: int = drift.BASELINE) -> None:
         if late_seconds <= 0:
             raise ValueError("the latency limit must be positive")
         self.late_seconds = late_seconds
         self.webhook = webhook
         self.audit_every = audit_every
+        self.drift_baseline = drift_baseline
         self._audit_checked = 0.0
 
     def check(self, queue: JobQueue, readiness: dict[str, bool], service: dict[str, Any],
@@ -252,6 +256,14 @@ class AlertMonitor:
             else:
                 note(raise_alert(connection, AlertKind.AUDIT_BROKEN, "", Severity.CRITICAL,
                                  f"the audit log does not verify: {verification.problems[0]}", None, now))
+        for state in drift.chart_states(drift.history(connection), self.drift_baseline):
+            if state.out_of_control and state.reference is not None:
+                note(raise_alert(connection, AlertKind.OUTPUT_DRIFT, state.fact, Severity.WARNING,
+                                 f"{state.fact}: moving average {state.ewma:.3g} outside {state.lower:.3g} to "
+                                 f"{state.upper:.3g} (reference mean {state.reference.mean:.3g}, sd "
+                                 f"{state.reference.sd:.3g}) after {state.studies} studies", None, now))
+            else:
+                resolve(connection, AlertKind.OUTPUT_DRIFT, state.fact, "back within the control limits")
         if self.webhook is not None:
             self.webhook.deliver_pending(connection, service)
         return new

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 import cad
-from cad.service import alerts, audit, store
+from cad.service import alerts, audit, drift, store
 from cad.service.metrics import CONTENT_TYPE, ServiceMetrics
 from cad.service.queue import STATES, JobQueue
 
@@ -138,6 +138,11 @@ def create_app(state: Path, token: str, readiness: Callable[[], dict[str, bool]]
         if alert is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such alert")
         return alert.public()
+
+    @app.get("/drift")
+    def output_drift(_: str = Depends(authorised), q: JobQueue = Depends(queue)) -> dict[str, Any]:
+        return {"baseline_studies": drift.BASELINE, "lambda": drift.LAMBDA, "width_sd": drift.WIDTH,
+                "charts": drift.summary(drift.chart_states(drift.history(q.db)))}
 
     @app.get("/metrics")
     def prometheus(_: str = Depends(authorised)) -> Response:

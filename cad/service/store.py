@@ -74,6 +74,11 @@ CREATE TABLE IF NOT EXISTS alerts (
     delivered INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS alerts_unresolved_key ON alerts (key) WHERE state != 'resolved';
+CREATE TABLE IF NOT EXISTS study_facts (
+    job_id INTEGER PRIMARY KEY REFERENCES jobs (id),
+    finished REAL NOT NULL,
+    facts TEXT NOT NULL
+);
 CREATE TRIGGER IF NOT EXISTS audit_append_only_update BEFORE UPDATE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_append_only_delete BEFORE DELETE ON audit

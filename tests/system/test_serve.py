@@ -454,3 +454,11 @@ def test_every_study_in_the_pacs_is_found(pacs: Orthanc, tmp_path: Path) -> None
     assert source.poll(queue) == 5
     assert len({j.study_uid for j in queue.jobs()}) == 5
     assert source.poll(queue) == 0
+
+
+@pytest.mark.req("SRS-SVC-012")
+def test_alert_options_are_checked_before_the_service_starts(tmp_path: Path) -> None:
+    bad_url = serve(tmp_path / "state", "--watch", str(tmp_path), "--alert-webhook", "ftp://gateway/alerts")
+    assert bad_url.returncode == 2 and "--alert-webhook ftp://gateway/alerts: use an http:// or https:// URL" in bad_url.stderr
+    bad_limit = serve(tmp_path / "state", "--watch", str(tmp_path), "--late-after", "0")
+    assert bad_limit.returncode == 2 and "--late-after" in bad_limit.stderr

@@ -1,5 +1,6 @@
 """RC-029 end to end: a running `cad serve --watch` raises, delivers, lists and acknowledges an
-alert for a study it cannot analyse, and serves /metrics (SRS-SVC-012, SRS-SVC-013)."""
+alert for a study it cannot analyse, serves /metrics and records output facts for the drift
+charts (SRS-SVC-012, SRS-SVC-013, SRS-SVC-014)."""
 
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ def _until(predicate: Any, seconds: float = 180) -> Any:
 
 
 @pytest.mark.slow
-@pytest.mark.req("SRS-SVC-012", "SRS-SVC-013")
+@pytest.mark.req("SRS-SVC-012", "SRS-SVC-013", "SRS-SVC-014")
 def test_a_study_without_a_result_is_alerted_delivered_and_acknowledged(
         phantom_dir: Path, hook: tuple[str, list[dict[str, Any]]], tmp_path: Path) -> None:
     url, received = hook
@@ -120,6 +121,9 @@ def test_a_study_without_a_result_is_alerted_delivered_and_acknowledged(
                              timeout=5).status_code == 422
         verify = requests.get(f"{base}/audit/verify", headers=auth, timeout=5).json()
         assert verify["intact"]
+        charts = requests.get(f"{base}/drift", headers=auth, timeout=5).json()["charts"]
+        assert set(charts) == {"marks", "any_mark", "max_score", "linked_fraction", "not_analysed_fraction", "seconds"}
+        assert all(c["reference"] is None and not c["out_of_control"] for c in charts.values()), "baseline not reached"
         about = requests.get(f"{base}/about", headers=auth, timeout=5).json()
         assert about["runtime"] == "onnxruntime" and len(about["model_sha256"]) == 64
     finally:
@@ -133,3 +137,5 @@ def test_a_study_without_a_result_is_alerted_delivered_and_acknowledged(
     acks = [r for r in records if r["event"] == "alert_acknowledged"]
     assert len(acks) == 1 and acks[0]["by"] == "QA physicist on duty" and acks[0]["note"].startswith("files re-sent")
     assert [r["event"] for r in records].count("alert_raised") == 1
+    facts = {row["job_id"]: json.loads(row["facts"]) for row in store.connect(state).execute("SELECT * FROM study_facts")}
+    assert sorted(f["not_analysed_fraction"] for f in facts.values()) == [0.0, 1.0], "both studies' outputs recorded"

@@ -1,0 +1,173 @@
+"""Output drift of `cad serve`: EWMA control charts of what the CAD outputs per study.
+
+Each finished study contributes its output facts (:class:`OutputFacts`): CAD marks, whether it
+has any, the highest finding score, the fraction of marks linked across CC and MLO, the fraction
+of images not analysed and the processing time. Each fact has an exponentially weighted moving
+average chart (Roberts 1959; Montgomery, *Statistical Quality Control*, ch. 9) of the means of
+consecutive groups of :data:`BATCH` studies, whose centre and spread come from a reference: the
+site's own first :data:`BASELINE` studies (the default), or given per fact. A chart outside its
+limits raises an ``output-drift:<fact>`` alert; back inside, the alert resolves.
+
+Written here rather than taken from a library: the chart is a few lines of arithmetic, and the
+statistics packages that offer it (statsmodels and the like) would be large new device SOUP.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from cad.result.model import StudyResult
+
+#: EWMA weight of the newest point and the width of the limits in standard deviations, chosen
+#: with `python -m cad.tools.drift_demo` for few false alarms on unchanged phantom streams
+#: (docs/service.md, Output drift)
+LAMBDA = 0.1
+WIDTH = 4.0
+#: studies whose facts define the site baseline before any chart can alarm (a few days of screening)
+BASELINE = 500
+#: consecutive studies averaged into one chart point: per-study facts are counts, 0/1 and
+#: fractions far from normal; means of 20 are close enough for normal-theory limits
+BATCH = 20
+#: facts a chart needs to have at least this spread (a constant baseline cannot be charted)
+MIN_SD = 1e-6
+
+
+@dataclass(frozen=True)
+class OutputFacts:
+    """What one study's CAD output looks like, as numbers a chart can follow."""
+
+    marks: float
+    any_mark: float
+    max_score: float
+    linked_fraction: float
+    not_analysed_fraction: float
+    seconds: float
+
+    @classmethod
+    def of(cls, result: StudyResult, seconds: float) -> OutputFacts:
+        marks = result.marks
+        images = len(result.images)
+        return cls(
+            marks=float(len(marks)), any_mark=float(bool(marks)),
+            max_score=max((f.score for f in result.findings), default=0.0),
+            linked_fraction=sum(f.linked for f in marks) / len(marks) if marks else 0.0,
+            not_analysed_fraction=sum(not i.analysed for i in result.images) / images if images else 1.0,
+            seconds=float(seconds),
+        )
+
+
+FACTS = tuple(f.name for f in fields(OutputFacts))
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Centre and standard deviation of one fact in an unchanged population."""
+
+    mean: float
+    sd: float
+
+
+@dataclass(frozen=True)
+class ChartState:
+    """Where one fact's chart stands after the latest study."""
+
+    fact: str
+    studies: int
+    ewma: float | None
+    lower: float | None
+    upper: float | None
+    reference: Reference | None
+
+    @property
+    def out_of_control(self) -> bool:
+        return (self.ewma is not None and self.lower is not None and self.upper is not None
+                and not self.lower <= self.ewma <= self.upper)
+
+
+def record(connection: sqlite3.Connection, job_id: int, finished: float, facts: OutputFacts) -> None:
+    """Store one finished study's facts (a requeued study's latest analysis replaces the earlier)."""
+    connection.execute("INSERT OR REPLACE INTO study_facts (job_id, finished, facts) VALUES (?, ?, ?)",
+                       (job_id, finished, json.dumps(asdict(facts), sort_keys=True)))
+
+
+def history(connection: sqlite3.Connection, limit: int = 20_000) -> list[OutputFacts]:
+    """Stored facts, oldest first (the latest ``limit`` studies)."""
+    rows = connection.execute("SELECT facts FROM study_facts ORDER BY finished DESC, job_id DESC LIMIT ?", (limit,))
+    return [OutputFacts(**json.loads(r["facts"])) for r in reversed(rows.fetchall())]
+
+
+def reference_of(values: Sequence[float]) -> Reference | None:
+    """The mean and standard deviation of ``values`` (None when they do not vary)."""
+    if len(values) < 2:
+        return None
+    mean = sum(values) / len(values)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return Reference(mean, sd) if sd > MIN_SD else None
+
+
+def chart(values: Sequence[float], reference: Reference | None, lam: float = LAMBDA,
+          width: float = WIDTH) -> tuple[float | None, float | None, float | None]:
+    """The EWMA of ``values`` started at the reference mean, and its exact time-varying limits
+    after the last value: (ewma, lower, upper); Nones without a reference or values."""
+    if reference is None or not values:
+        return None, None, None
+    z = reference.mean
+    for value in values:
+        z = lam * value + (1 - lam) * z
+    n = len(values)
+    half = width * reference.sd * math.sqrt(lam / (2 - lam) * (1 - (1 - lam) ** (2 * n)))
+    return z, reference.mean - half, reference.mean + half
+
+
+def batch_means(values: Sequence[float], batch: int = BATCH) -> list[float]:
+    """Means of consecutive, complete groups of ``batch`` values (a last partial group waits)."""
+    return [sum(values[k:k + batch]) / batch for k in range(0, len(values) - batch + 1, batch)]
+
+
+def batch_reference(values: Sequence[float], batch: int = BATCH) -> Reference | None:
+    """The reference of batch means from per-study baseline values (sd shrinks by sqrt(batch))."""
+    per_study = reference_of(values)
+    return Reference(per_study.mean, per_study.sd / math.sqrt(batch)) if per_study else None
+
+
+def chart_path(values: Sequence[float], reference: Reference, lam: float = LAMBDA,
+               width: float = WIDTH) -> list[tuple[float, float, float]]:
+    """The chart after each value: (ewma, lower, upper) per study, for plots and run lengths."""
+    path = []
+    z = reference.mean
+    for n, value in enumerate(values, start=1):
+        z = lam * value + (1 - lam) * z
+        half = width * reference.sd * math.sqrt(lam / (2 - lam) * (1 - (1 - lam) ** (2 * n)))
+        path.append((z, reference.mean - half, reference.mean + half))
+    return path
+
+
+def chart_states(facts: Sequence[OutputFacts], baseline: int = BASELINE, batch: int = BATCH,
+                 references: dict[str, Reference] | None = None) -> list[ChartState]:
+    """Every fact's chart of batch means over ``facts``: against the given per-study references,
+    or against the first ``baseline`` studies (which are then not charted themselves)."""
+    states = []
+    for name in FACTS:
+        values = [getattr(f, name) for f in facts]
+        if references is not None and name in references:
+            given = references[name]
+            reference: Reference | None = Reference(given.mean, given.sd / math.sqrt(batch))
+            charted = values
+        else:
+            reference = batch_reference(values[:baseline], batch) if len(values) >= baseline else None
+            charted = values[baseline:]
+        ewma, lower, upper = chart(batch_means(charted, batch), reference)
+        states.append(ChartState(name, len(charted), ewma, lower, upper, reference))
+    return states
+
+
+def summary(states: Sequence[ChartState]) -> dict[str, Any]:
+    """The charts as the API and the dashboard show them."""
+    return {s.fact: {"studies": s.studies, "ewma": s.ewma, "lower": s.lower, "upper": s.upper,
+                     "reference": asdict(s.reference) if s.reference else None,
+                     "out_of_control": s.out_of_control} for s in states}
