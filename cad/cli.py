@@ -1,4 +1,4 @@
-"""The `cad` command line of the device: inspect, detect, export, serve, audit.
+"""The `cad` command line of the device: inspect, detect, export, serve, audit, outcomes.
 
 Parse, call, print: the work is in the modules. Development and QA verbs (phantom, train,
 bench, evaluate, reader-study, trace) are added by the tooling's ``cad.commands`` plugin where
@@ -19,6 +19,7 @@ import json
 import logging
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -321,6 +322,9 @@ def serve(
     ] = 900.0,
     alert_webhook: Annotated[str | None, typer.Option(
         "--alert-webhook", help="POST each new alert as JSON to this URL (a chat or paging gateway).")] = None,
+    sensitivity_floor: Annotated[float | None, typer.Option(
+        "--sensitivity-floor", help="Alert when sensitivity against imported outcomes falls below this fraction.")
+    ] = None,
 ) -> None:
     """Run the CAD as a service: find new MG studies (DICOMweb polling, C-STORE, or a watched
     folder), analyse each (study, instance set) exactly once, deliver SR and GSPS, audit every
@@ -338,7 +342,7 @@ def serve(
             dicomweb_auth_file=dicomweb_auth_file, tls_cert=tls_cert, tls_key=tls_key, send=send, api=api,
             token_file=token_file, poll_seconds=poll_seconds, quiet_seconds=quiet_seconds,
             retry=RetryPolicy(max_attempts=max_attempts, base_seconds=retry_seconds), late_seconds=late_after,
-            alert_webhook=alert_webhook)
+            alert_webhook=alert_webhook, sensitivity_floor=sensitivity_floor)
     except ValueError as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(EXIT_USAGE) from None
@@ -358,6 +362,51 @@ def serve(
         err.print(f"error: {name}: could not be reached at the last poll")
     if once and (counts[FAILED] or unreachable):
         raise typer.Exit(EXIT_NOTHING_ANALYSED)
+
+
+outcomes_app = typer.Typer(help="Radiologists' outcomes and the CAD's performance against them.", no_args_is_help=True)
+app.add_typer(outcomes_app, name="outcomes")
+
+
+@outcomes_app.command("import")
+def outcomes_import(
+    csv_file: Annotated[Path, typer.Argument(help="Outcomes CSV (docs/service.md, Outcomes).")],
+    state: Annotated[Path, typer.Option("--state", help="State folder of `cad serve`.")],
+) -> None:
+    """Import outcomes: good rows are stored (UIDs and coded values only), each bad row is refused
+    with one line. Exit 0 when rows were imported, 1 when none could be, 2 when the file cannot be read."""
+    from cad.service import store
+    from cad.service.outcomes import OutcomesError, import_file
+
+    require_existing([csv_file])
+    try:
+        with closing(store.connect(state)) as connection:
+            report = import_file(connection, csv_file)
+    except OutcomesError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+    for line in report.refused:
+        err.print(f"error: {line}")
+    if report.ignored_columns:
+        err.print(f"note: {csv_file.name}: columns not read (not part of the format): {', '.join(report.ignored_columns)}")
+    console.print(f"imported {report.imported} outcome(s); refused {len(report.refused)}")
+    if not report.imported:
+        raise typer.Exit(EXIT_NOTHING_ANALYSED)
+
+
+@outcomes_app.command("report")
+def outcomes_report(
+    state: Annotated[Path, typer.Option("--state", help="State folder of `cad serve`.")],
+    window_days: Annotated[float, typer.Option("--window-days", min=1.0, help="Studies analysed in the last N days.")
+                           ] = 365.0,
+) -> None:
+    """Exam-level sensitivity, specificity and CAD-positive rates against the imported outcomes,
+    with exact 95 % intervals, as JSON."""
+    from cad.service import store
+    from cad.service.outcomes import performance
+
+    with closing(store.connect(state)) as connection:
+        console.print_json(data=performance(connection, window_days))
 
 
 audit_app = typer.Typer(help="The service's audit log (hash-chained, append-only).", no_args_is_help=True)

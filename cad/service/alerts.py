@@ -25,7 +25,7 @@ from typing import Any
 import requests
 
 from cad.io.uids import uid_tail
-from cad.service import audit, drift
+from cad.service import audit, drift, outcomes
 from cad.service.queue import FAILED, PENDING, RUNNING, JobQueue
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,8 @@ class AlertKind(str, Enum):
     AUDIT_BROKEN = "audit-broken"
     #: an output fact's EWMA chart left its control limits (cad.service.drift)
     OUTPUT_DRIFT = "output-drift"
+    #: sensitivity against radiologists' outcomes below the configured floor (cad.service.outcomes)
+    PERFORMANCE = "performance"
 
 
 @dataclass(frozen=True)
@@ -203,13 +205,17 @@ class AlertMonitor:
     checks, (every ``audit_every`` seconds) the audit chain, and the output-drift charts."""
 
     def __init__(self, late_seconds: float, webhook: Webhook | None = None, audit_every: float = 300.0,
-                 drift_baseline: int = drift.BASELINE) -> None:
+                 drift_baseline: int = drift.BASELINE, sensitivity_floor: float | None = None,
+                 min_cancers: int = 20, window_days: float = 365.0) -> None:
         if late_seconds <= 0:
             raise ValueError("the latency limit must be positive")
         self.late_seconds = late_seconds
         self.webhook = webhook
         self.audit_every = audit_every
         self.drift_baseline = drift_baseline
+        self.sensitivity_floor = sensitivity_floor
+        self.min_cancers = min_cancers
+        self.window_days = window_days
         self._audit_checked = 0.0
 
     def check(self, queue: JobQueue, readiness: dict[str, bool], service: dict[str, Any],
@@ -264,6 +270,17 @@ class AlertMonitor:
                                  f"{state.reference.sd:.3g}) after {state.studies} studies", None, now))
             else:
                 resolve(connection, AlertKind.OUTPUT_DRIFT, state.fact, "back within the control limits")
+        if self.sensitivity_floor is not None:
+            found = outcomes.performance(connection, self.window_days, now)
+            sensitivity = found["sensitivity"]
+            if found["cancers"] >= self.min_cancers and sensitivity["estimate"] < self.sensitivity_floor:
+                low, high = sensitivity["ci95"]
+                note(raise_alert(connection, AlertKind.PERFORMANCE, "sensitivity", Severity.CRITICAL,
+                                 f"sensitivity against outcomes {sensitivity['estimate']:.3f} (95 % CI {low:.3f} to "
+                                 f"{high:.3f}, {found['cancers']} cancers in {self.window_days:g} days) is below "
+                                 f"the floor {self.sensitivity_floor:g}", None, now))
+            else:
+                resolve(connection, AlertKind.PERFORMANCE, "sensitivity", "at or above the floor, or too few cancers")
         if self.webhook is not None:
             self.webhook.deliver_pending(connection, service)
         return new

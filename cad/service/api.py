@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 import cad
-from cad.service import alerts, audit, drift, store
+from cad.service import alerts, audit, drift, outcomes, store
 from cad.service.metrics import CONTENT_TYPE, ServiceMetrics
 from cad.service.queue import STATES, JobQueue
 
@@ -143,6 +143,24 @@ def create_app(state: Path, token: str, readiness: Callable[[], dict[str, bool]]
     def output_drift(_: str = Depends(authorised), q: JobQueue = Depends(queue)) -> dict[str, Any]:
         return {"baseline_studies": drift.BASELINE, "lambda": drift.LAMBDA, "width_sd": drift.WIDTH,
                 "charts": drift.summary(drift.chart_states(drift.history(q.db)))}
+
+    @app.get("/performance")
+    def performance(window_days: float = 365.0, _: str = Depends(authorised),
+                    q: JobQueue = Depends(queue)) -> dict[str, Any]:
+        return outcomes.performance(q.db, window_days)
+
+    @app.post("/outcomes")
+    async def import_outcomes(request: Request, _: str = Depends(authorised),
+                              q: JobQueue = Depends(queue)) -> dict[str, Any]:
+        body = await request.body()
+        if len(body) > outcomes.MAX_BYTES:
+            raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, "outcomes file too large; split it")
+        try:
+            report = outcomes.import_file(q.db, Path("outcomes.csv"), body.decode("utf-8-sig"))
+        except (outcomes.OutcomesError, UnicodeDecodeError) as exc:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc).splitlines()[0]) from None
+        return {"imported": report.imported, "refused": list(report.refused),
+                "ignored_columns": list(report.ignored_columns)}
 
     @app.get("/metrics")
     def prometheus(_: str = Depends(authorised)) -> Response:

@@ -89,10 +89,20 @@ class ChartState:
                 and not self.lower <= self.ewma <= self.upper)
 
 
-def record(connection: sqlite3.Connection, job_id: int, finished: float, facts: OutputFacts) -> None:
-    """Store one finished study's facts (a requeued study's latest analysis replaces the earlier)."""
-    connection.execute("INSERT OR REPLACE INTO study_facts (job_id, finished, facts) VALUES (?, ?, ?)",
-                       (job_id, finished, json.dumps(asdict(facts), sort_keys=True)))
+def marks_by_side(result: StudyResult) -> dict[str, int]:
+    """CAD marks per breast ("R", "L"): what performance against outcomes matches to a cancer's side."""
+    sides: dict[str, int] = {}
+    for finding in result.marks:
+        sides[finding.laterality.value] = sides.get(finding.laterality.value, 0) + 1
+    return sides
+
+
+def record(connection: sqlite3.Connection, job_id: int, study_uid: str, finished: float, facts: OutputFacts,
+           sides: dict[str, int] | None = None) -> None:
+    """Store one finished study's facts and its marks per breast."""
+    connection.execute("INSERT OR REPLACE INTO study_facts (job_id, study_uid, finished, facts, sides) "
+                       "VALUES (?, ?, ?, ?, ?)", (job_id, study_uid, finished, json.dumps(asdict(facts), sort_keys=True),
+                                                  json.dumps(sides or {}, sort_keys=True)))
 
 
 def history(connection: sqlite3.Connection, limit: int = 20_000) -> list[OutputFacts]:

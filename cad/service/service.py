@@ -77,6 +77,8 @@ class ServiceConfig:
     alert_webhook: str | None = None
     #: seconds between two rounds of alert checks
     alert_seconds: float = 5.0
+    #: alert when sensitivity against imported outcomes falls below this (None: not checked)
+    sensitivity_floor: float | None = None
 
     def __post_init__(self) -> None:
         if not (self.dicomweb or self.watch or self.scp):
@@ -94,6 +96,7 @@ class ServiceConfig:
         tls_cert: Path | None = None, tls_key: Path | None = None, send: str | None = None, api: str | None = None,
         token_file: Path | None = None, poll_seconds: float = 30.0, quiet_seconds: float = 10.0,
         retry: RetryPolicy | None = None, late_seconds: float = 900.0, alert_webhook: str | None = None,
+        sensitivity_floor: float | None = None,
     ) -> ServiceConfig:
         """The configuration from `cad serve`'s options as typed; ValueError (one line naming the
         option or file) for anything inconsistent, unreadable or missing."""
@@ -106,6 +109,8 @@ class ServiceConfig:
             raise ValueError("--api needs --token-file: the API never runs without authentication")
         if (tls_cert is None) != (tls_key is None):
             raise ValueError("--tls-cert and --tls-key go together")
+        if sensitivity_floor is not None and not 0 < sensitivity_floor < 1:
+            raise ValueError(f"--sensitivity-floor {sensitivity_floor}: use a fraction between 0 and 1")
         if alert_webhook is not None and not alert_webhook.startswith(("http://", "https://")):
             raise ValueError(f"--alert-webhook {alert_webhook}: use an http:// or https:// URL")
         from cad.service.api import read_token
@@ -119,7 +124,7 @@ class ServiceConfig:
             scp_allow=tuple(a.strip() for a in (scp_allow or "").split(",") if a.strip()),
             dicomweb_auth=read_authorization(dicomweb_auth_file) if dicomweb_auth_file else None,
             tls=(tls_cert, tls_key) if tls_cert and tls_key else None,
-            late_seconds=late_seconds, alert_webhook=alert_webhook,
+            late_seconds=late_seconds, alert_webhook=alert_webhook, sensitivity_floor=sensitivity_floor,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -157,7 +162,8 @@ class Service:
         self.worker = Worker(model, runtime, self.queue, config.state, self.sources, destination, results_in,
                              overlays=bool(config.watch) and not config.dicomweb, metrics=self.metrics)
         self.monitor = AlertMonitor(config.late_seconds,
-                                    Webhook(config.alert_webhook) if config.alert_webhook else None)
+                                    Webhook(config.alert_webhook) if config.alert_webhook else None,
+                                    sensitivity_floor=config.sensitivity_floor)
         self._stop = threading.Event()
         self._verified_key: tuple[int, int] | None = None
         self._verified = False

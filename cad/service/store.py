@@ -76,8 +76,21 @@ CREATE TABLE IF NOT EXISTS alerts (
 CREATE UNIQUE INDEX IF NOT EXISTS alerts_unresolved_key ON alerts (key) WHERE state != 'resolved';
 CREATE TABLE IF NOT EXISTS study_facts (
     job_id INTEGER PRIMARY KEY REFERENCES jobs (id),
+    study_uid TEXT NOT NULL,
     finished REAL NOT NULL,
-    facts TEXT NOT NULL
+    facts TEXT NOT NULL,
+    sides TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS study_facts_study ON study_facts (study_uid);
+CREATE TABLE IF NOT EXISTS outcomes (
+    study_uid TEXT PRIMARY KEY,
+    assessment INTEGER NOT NULL CHECK (assessment BETWEEN 0 AND 6),
+    recall INTEGER NOT NULL CHECK (recall IN (0, 1)),
+    pathology TEXT NOT NULL,
+    laterality TEXT NOT NULL,
+    location TEXT NOT NULL,
+    imported REAL NOT NULL,
+    source_sha256 TEXT NOT NULL
 );
 CREATE TRIGGER IF NOT EXISTS audit_append_only_update BEFORE UPDATE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;

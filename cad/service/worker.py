@@ -128,7 +128,8 @@ class Worker:
             "queue_latency_s": round(started - job.enqueued, 3),
         }
         self._last_record[job.id] = record
-        drift.record(self.queue.db, job.id, time.time(), drift.OutputFacts.of(result, record["seconds"]))
+        drift.record(self.queue.db, job.id, job.study_uid, time.time(), drift.OutputFacts.of(result, record["seconds"]),
+                     drift.marks_by_side(result))
         if reason:
             log.warning("study %s: %s", uid_tail(job.study_uid), reason)
         else:

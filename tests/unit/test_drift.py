@@ -53,7 +53,7 @@ def test_the_service_raises_and_resolves_an_output_drift_alert(tmp_path: Path) -
     for n, facts in enumerate(stream):
         connection.execute("INSERT INTO jobs (id, study_uid, instances_sha256, instances, source, state, next_attempt, "
                            "enqueued) VALUES (?, ?, ?, '[]', 'test', 'done', 0, 0)", (n + 1, f"1.2.{n}", f"{n}"))
-        drift.record(connection, n + 1, float(n), facts)
+        drift.record(connection, n + 1, f"1.2.{n}", float(n), facts)
     new = monitor.check(queue, {}, {})
     # three times the marks: more marks, and more studies with any mark
     assert sorted(a.key for a in new) == ["output-drift:any_mark", "output-drift:marks"]
@@ -62,7 +62,7 @@ def test_the_service_raises_and_resolves_an_output_drift_alert(tmp_path: Path) -
     for n, facts in enumerate(_facts(rng, 800, 1.0), start=len(stream)):
         connection.execute("INSERT INTO jobs (id, study_uid, instances_sha256, instances, source, state, next_attempt, "
                            "enqueued) VALUES (?, ?, ?, '[]', 'test', 'done', 0, 0)", (n + 1, f"1.2.{n}", f"{n}"))
-        drift.record(connection, n + 1, float(n), facts)
+        drift.record(connection, n + 1, f"1.2.{n}", float(n), facts)
     assert monitor.check(queue, {}, {}) == []
     assert {a.key: a.state for a in alerts.alerts(connection)} == {"output-drift:marks": "resolved",
                                                                    "output-drift:any_mark": "resolved"}
