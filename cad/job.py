@@ -41,6 +41,8 @@ class StudyOutcome:
     problems: tuple[str, ...]
     #: why the DICOM outputs could not be written (``dicom`` is then None)
     dicom_error: str | None = None
+    #: the analysed views (model inputs and detections), for the service's input monitoring
+    views: tuple[AnalysedView, ...] = ()
 
     @property
     def images_analysed(self) -> int:
@@ -81,7 +83,7 @@ def write_study_outputs(
     for image in result.images:
         if not image.analysed:
             problems.append(f"error: {image.file}: not analysed: {image.reason}")
-    return StudyOutcome(result, folder, dicom, written, tuple(problems), dicom_error)
+    return StudyOutcome(result, folder, dicom, written, tuple(problems), dicom_error, tuple(views))
 
 
 def run_studies(

@@ -25,7 +25,7 @@ from typing import Any
 import requests
 
 from cad.io.uids import uid_tail
-from cad.service import audit, drift, outcomes
+from cad.service import audit, drift, input_drift, outcomes
 from cad.service.queue import FAILED, PENDING, RUNNING, JobQueue
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,10 @@ class AlertKind(str, Enum):
     OUTPUT_DRIFT = "output-drift"
     #: sensitivity against radiologists' outcomes below the configured floor (cad.service.outcomes)
     PERFORMANCE = "performance"
+    #: an acquisition device (manufacturer, model, software versions) not seen before at the site
+    NEW_DEVICE = "new-device"
+    #: an input fact of a device left its site baseline (cad.service.input_drift)
+    INPUT_DRIFT = "input-drift"
 
 
 @dataclass(frozen=True)
@@ -270,6 +274,19 @@ class AlertMonitor:
                                  f"{state.reference.sd:.3g}) after {state.studies} studies", None, now))
             else:
                 resolve(connection, AlertKind.OUTPUT_DRIFT, state.fact, "back within the control limits")
+        for device in input_drift.devices(connection):
+            note(raise_alert(connection, AlertKind.NEW_DEVICE, device, Severity.WARNING,
+                             f"images from a device not seen before: {device}; check its images and that it is "
+                             "in the intended use (docs/instructions-for-use.md)", None, now))
+            for change in input_drift.compare(connection, device):
+                subject = f"{device}:{change.fact}"
+                if change.drifting:
+                    note(raise_alert(connection, AlertKind.INPUT_DRIFT, subject, Severity.WARNING,
+                                     f"{change.fact} of {device}: the last {change.window} images differ from the first "
+                                     f"{change.baseline} (KS distance {change.distance:.2f}, p {change.p_value:.1e})",
+                                     None, now))
+                else:
+                    resolve(connection, AlertKind.INPUT_DRIFT, subject, "back within the baseline")
         if self.sensitivity_floor is not None:
             found = outcomes.performance(connection, self.window_days, now)
             sensitivity = found["sensitivity"]

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 import cad
-from cad.service import alerts, audit, drift, outcomes, store
+from cad.service import alerts, audit, drift, input_drift, outcomes, store
 from cad.service.metrics import CONTENT_TYPE, ServiceMetrics
 from cad.service.queue import STATES, JobQueue
 
@@ -143,6 +143,12 @@ def create_app(state: Path, token: str, readiness: Callable[[], dict[str, bool]]
     def output_drift(_: str = Depends(authorised), q: JobQueue = Depends(queue)) -> dict[str, Any]:
         return {"baseline_studies": drift.BASELINE, "lambda": drift.LAMBDA, "width_sd": drift.WIDTH,
                 "charts": drift.summary(drift.chart_states(drift.history(q.db)))}
+
+    @app.get("/inputs")
+    def inputs(_: str = Depends(authorised), q: JobQueue = Depends(queue)) -> dict[str, Any]:
+        return {"baseline_images": input_drift.BASELINE, "window_images": input_drift.WINDOW,
+                "p_value": input_drift.P_VALUE, "min_ks_distance": input_drift.MIN_DISTANCE,
+                "devices": input_drift.summary(q.db)}
 
     @app.get("/performance")
     def performance(window_days: float = 365.0, _: str = Depends(authorised),

@@ -82,6 +82,15 @@ CREATE TABLE IF NOT EXISTS study_facts (
     sides TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS study_facts_study ON study_facts (study_uid);
+CREATE TABLE IF NOT EXISTS image_facts (
+    job_id INTEGER NOT NULL REFERENCES jobs (id),
+    sop_uid TEXT NOT NULL,
+    device TEXT NOT NULL,
+    finished REAL NOT NULL,
+    facts TEXT NOT NULL,
+    PRIMARY KEY (job_id, sop_uid)
+);
+CREATE INDEX IF NOT EXISTS image_facts_device ON image_facts (device, finished);
 CREATE TABLE IF NOT EXISTS outcomes (
     study_uid TEXT PRIMARY KEY,
     assessment INTEGER NOT NULL CHECK (assessment BETWEEN 0 AND 6),

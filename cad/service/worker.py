@@ -25,7 +25,7 @@ from cad.io import load
 from cad.io.uids import uid_tail
 from cad.job import StudyOutcome, run_studies
 from cad.result.findings_json import FINDINGS_FILE
-from cad.service import drift
+from cad.service import drift, input_drift
 from cad.service.metrics import ServiceMetrics
 from cad.service.queue import DONE, FAILED, Job, JobQueue
 from cad.service.sources import Destination, PacsError
@@ -130,6 +130,7 @@ class Worker:
         self._last_record[job.id] = record
         drift.record(self.queue.db, job.id, job.study_uid, time.time(), drift.OutputFacts.of(result, record["seconds"]),
                      drift.marks_by_side(result))
+        input_drift.record(self.queue.db, job.id, time.time(), list(outcome.views))
         if reason:
             log.warning("study %s: %s", uid_tail(job.study_uid), reason)
         else:

@@ -109,6 +109,8 @@ def test_a_study_without_a_result_is_alerted_delivered_and_acknowledged(
         assert samples[("cad_queue_jobs", (("state", "failed"),))] == 1
         assert samples[("cad_alerts_open", (("kind", "study-failed"), ("severity", "critical")))] == 1
         assert samples[("cad_alerts_raised_total", (("kind", "study-failed"),))] == 1
+        devices = requests.get(f"{base}/inputs", headers=auth, timeout=5).json()["devices"]
+        assert [d["images"] for d in devices.values()] == [4], "one device, the good study's four images"
         assert samples[("cad_images_total", (("status", "analysed"),))] == 4
         assert samples[("cad_stage_seconds_count", (("stage", "decode"),))] == 2  # one per finished study
 
@@ -136,6 +138,7 @@ def test_a_study_without_a_result_is_alerted_delivered_and_acknowledged(
     records = audit.records(store.connect(state))
     acks = [r for r in records if r["event"] == "alert_acknowledged"]
     assert len(acks) == 1 and acks[0]["by"] == "QA physicist on duty" and acks[0]["note"].startswith("files re-sent")
-    assert [r["event"] for r in records].count("alert_raised") == 1
+    raised = sorted(r["key"].split(":")[0] for r in records if r["event"] == "alert_raised")
+    assert raised == ["new-device", "study-failed"], "the failed study, and the phantom's device seen for the first time"
     facts = {row["job_id"]: json.loads(row["facts"]) for row in store.connect(state).execute("SELECT * FROM study_facts")}
     assert sorted(f["not_analysed_fraction"] for f in facts.values()) == [0.0, 1.0], "both studies' outputs recorded"
