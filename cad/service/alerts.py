@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from enum import Enum
@@ -210,7 +211,7 @@ class AlertMonitor:
 
     def __init__(self, late_seconds: float, webhook: Webhook | None = None, audit_every: float = 300.0,
                  drift_baseline: int = drift.BASELINE, sensitivity_floor: float | None = None,
-                 min_cancers: int = 20, window_days: float = 365.0) -> None:
+                 min_cancers: int = 20, window_days: float = 365.0, monitor_every: float = 60.0) -> None:
         if late_seconds <= 0:
             raise ValueError("the latency limit must be positive")
         self.late_seconds = late_seconds
@@ -220,6 +221,11 @@ class AlertMonitor:
         self.sensitivity_floor = sensitivity_floor
         self.min_cancers = min_cancers
         self.window_days = window_days
+        #: the monitoring checks (drift, devices, performance) read more of the database than the
+        #: RC-029 checks: they run when a study has finished since, or after this many seconds
+        self.monitor_every = monitor_every
+        self._monitored = -math.inf
+        self._latest_facts: int | None = None  # the newest finished study monitored
         self._audit_checked = 0.0
 
     def check(self, queue: JobQueue, readiness: dict[str, bool], service: dict[str, Any],
@@ -266,7 +272,18 @@ class AlertMonitor:
             else:
                 note(raise_alert(connection, AlertKind.AUDIT_BROKEN, "", Severity.CRITICAL,
                                  f"the audit log does not verify: {verification.problems[0]}", None, now))
-        for state in drift.chart_states(drift.history(connection), self.drift_baseline):
+        latest = connection.execute("SELECT MAX(job_id) FROM study_facts").fetchone()[0]
+        if latest != self._latest_facts or now - self._monitored >= self.monitor_every:
+            self._monitored, self._latest_facts = now, latest
+            self._monitor(connection, now, note)
+        if self.webhook is not None:
+            self.webhook.deliver_pending(connection, service)
+        return new
+
+    def _monitor(self, connection: sqlite3.Connection, now: float,
+                 note: Callable[[tuple[Alert, bool]], None]) -> None:
+        """Post-market monitoring: output drift, acquisition devices and input drift, performance."""
+        for state in drift.chart_states(drift.history(connection, self.drift_baseline), self.drift_baseline):
             if state.out_of_control and state.reference is not None:
                 note(raise_alert(connection, AlertKind.OUTPUT_DRIFT, state.fact, Severity.WARNING,
                                  f"{state.fact}: moving average {state.ewma:.3g} outside {state.lower:.3g} to "
@@ -298,6 +315,3 @@ class AlertMonitor:
                                  f"the floor {self.sensitivity_floor:g}", None, now))
             else:
                 resolve(connection, AlertKind.PERFORMANCE, "sensitivity", "at or above the floor, or too few cancers")
-        if self.webhook is not None:
-            self.webhook.deliver_pending(connection, service)
-        return new

@@ -105,10 +105,21 @@ def record(connection: sqlite3.Connection, job_id: int, study_uid: str, finished
                                                   json.dumps(sides or {}, sort_keys=True)))
 
 
-def history(connection: sqlite3.Connection, limit: int = 20_000) -> list[OutputFacts]:
-    """Stored facts, oldest first (the latest ``limit`` studies)."""
-    rows = connection.execute("SELECT facts FROM study_facts ORDER BY finished DESC, job_id DESC LIMIT ?", (limit,))
-    return [OutputFacts(**json.loads(r["facts"])) for r in reversed(rows.fetchall())]
+#: studies after the baseline that a chart is computed over: the EWMA forgets older groups (the
+#: start's weight after 100 groups of 20 is 0.9**100, about 3e-5), and each check stays bounded
+RECENT = 2000
+
+
+def history(connection: sqlite3.Connection, baseline: int = BASELINE, recent: int = RECENT) -> list[OutputFacts]:
+    """The site's first ``baseline`` studies' facts, then those of the latest ``recent`` studies
+    after them, oldest first: two bounded queries however long the site has run."""
+    first = connection.execute("SELECT job_id, facts FROM study_facts ORDER BY finished, job_id LIMIT ?",
+                               (baseline,)).fetchall()
+    seen = {r["job_id"] for r in first}
+    latest = connection.execute("SELECT job_id, facts FROM study_facts ORDER BY finished DESC, job_id DESC LIMIT ?",
+                                (recent,)).fetchall()
+    rows = first + [r for r in reversed(latest) if r["job_id"] not in seen]
+    return [OutputFacts(**json.loads(r["facts"])) for r in rows]
 
 
 def reference_of(values: Sequence[float]) -> Reference | None:

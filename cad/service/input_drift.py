@@ -102,11 +102,14 @@ def devices(connection: sqlite3.Connection) -> dict[str, int]:
 
 def compare(connection: sqlite3.Connection, device: str) -> list[FactDrift]:
     """Each fact of ``device``: its latest window against its baseline (nothing before both are full)."""
-    rows = [json.loads(r["facts"]) for r in connection.execute(
-        "SELECT facts FROM image_facts WHERE device = ? ORDER BY finished, job_id, sop_uid", (device,))]
-    if len(rows) < BASELINE + WINDOW:
+    count = connection.execute("SELECT COUNT(*) FROM image_facts WHERE device = ?", (device,)).fetchone()[0]
+    if count < BASELINE + WINDOW:
         return []
-    baseline, window = rows[:BASELINE], rows[-WINDOW:]
+    baseline = [json.loads(r["facts"]) for r in connection.execute(
+        "SELECT facts FROM image_facts WHERE device = ? ORDER BY finished, job_id, sop_uid LIMIT ?", (device, BASELINE))]
+    window = [json.loads(r["facts"]) for r in connection.execute(
+        "SELECT facts FROM image_facts WHERE device = ? ORDER BY finished DESC, job_id DESC, sop_uid DESC LIMIT ?",
+        (device, WINDOW))]
     out = []
     for fact in FACTS:
         before = [r[fact] for r in baseline if r.get(fact) is not None]

@@ -47,7 +47,7 @@ def test_charts_start_after_the_site_baseline_and_flag_a_shift() -> None:
 @pytest.mark.req("SRS-SVC-014")
 def test_the_service_raises_and_resolves_an_output_drift_alert(tmp_path: Path) -> None:
     connection = store.connect(tmp_path / "state")
-    queue, monitor = JobQueue(connection), AlertMonitor(late_seconds=600, audit_every=3600)
+    queue, monitor = JobQueue(connection), AlertMonitor(late_seconds=600, audit_every=3600, monitor_every=0)
     rng = np.random.default_rng(11)
     stream = _facts(rng, drift.BASELINE + 400, 1.0) + _facts(rng, 200, 3.0)
     for n, facts in enumerate(stream):
@@ -66,3 +66,17 @@ def test_the_service_raises_and_resolves_an_output_drift_alert(tmp_path: Path) -
     assert monitor.check(queue, {}, {}) == []
     assert {a.key: a.state for a in alerts.alerts(connection)} == {"output-drift:marks": "resolved",
                                                                    "output-drift:any_mark": "resolved"}
+
+
+@pytest.mark.req("SRS-SVC-014")
+def test_the_baseline_stays_the_sites_first_studies_however_long_it_runs(tmp_path: Path) -> None:
+    connection = store.connect(tmp_path / "state")
+    rng = np.random.default_rng(5)
+    stream = _facts(rng, 40, 5.0) + _facts(rng, 200, 1.0)
+    for n, facts in enumerate(stream):
+        connection.execute("INSERT INTO jobs (id, study_uid, instances_sha256, instances, source, state, next_attempt, "
+                           "enqueued) VALUES (?, ?, ?, '[]', 'test', 'done', 0, 0)", (n + 1, f"1.2.{n}", f"{n}"))
+        drift.record(connection, n + 1, f"1.2.{n}", float(n), facts)
+    bounded = drift.history(connection, baseline=40, recent=100)
+    assert bounded[:40] == stream[:40] and bounded[40:] == stream[-100:], "first 40, then the latest 100"
+    assert drift.history(connection, baseline=40, recent=10_000) == stream, "no study twice"
