@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -129,3 +131,27 @@ def two_stage_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     register_onnx(folder, export_onnx(model, folder, write_manifest=False))
     register_export(folder, RESCORER_RUNTIME_KEY, export_rescorer(model, folder))
     return folder
+
+
+class _WebhookHandler(BaseHTTPRequestHandler):
+    """Records every JSON body POSTed to it (a site's alert gateway, for the alert tests)."""
+
+    received: list[dict[str, Any]] = []
+
+    def do_POST(self) -> None:
+        type(self).received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture()
+def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """A real HTTP endpoint on loopback: (its URL, the JSON bodies POSTed to it so far)."""
+    _WebhookHandler.received = []
+    server = HTTPServer(("127.0.0.1", 0), _WebhookHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/alerts", _WebhookHandler.received
+    server.shutdown()

@@ -1,8 +1,9 @@
 """The locked detector's postprocessing in numpy: anchors, box decoding, score floor, top-k, NMS.
 
-Every runtime computes only the network's head outputs (``cls_logits``, ``bbox_regression``:
-ONNX Runtime, TensorRT, or PyTorch through the same heads); everything after the heads is the
-code here, so a site runs without torch. The steps are those of torchvision's RetinaNet
+The site's runtimes compute only the network's head outputs (``cls_logits``,
+``bbox_regression``: ONNX Runtime, TensorRT); everything after the heads is the code here, so a
+site runs without torch. The PyTorch reference runtime keeps torchvision's own postprocessing
+(:mod:`cad.detect.torch_runtime`), the independent code this is compared with. The steps are those of torchvision's RetinaNet
 (``AnchorGenerator``, ``BoxCoder`` with unit weights, ``postprocess_detections``, ``nms``), written
 again in numpy on purpose (the site install must not need torchvision); their equality with
 torchvision's is tested on random head outputs and on the parity phantoms

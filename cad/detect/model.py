@@ -77,13 +77,6 @@ def build_detector(config: DetectorConfig) -> RetinaNet:
 _BUILT: WeakKeyDictionary[LockedModel, tuple[RetinaNet, DualViewRescorer | None]] = WeakKeyDictionary()
 
 
-def _state(model: LockedModel) -> dict[str, torch.Tensor]:
-    try:
-        return {k: v.float() if v.is_floating_point() else v for k, v in load_safetensors(model.weights).items()}
-    except SafetensorError as exc:
-        raise ModelIntegrityError(f"{model.path}: model does not load ({exc})") from None
-
-
 def locked_network(model: LockedModel) -> RetinaNet:
     """The first stage of ``model`` as a PyTorch RetinaNet (eval mode) from its verified weights;
     built once per loaded model. ModelIntegrityError when the weights do not fit the manifest."""
@@ -96,36 +89,31 @@ def locked_rescorer(model: LockedModel) -> DualViewRescorer | None:
 
 
 def _built(model: LockedModel) -> tuple[RetinaNet, DualViewRescorer | None]:
+    """Both stages from one reading of the verified weights (the second stage's tensors carry
+    :data:`RESCORER_PREFIX`)."""
     if model not in _BUILT:
-        _BUILT[model] = (_network(model), _rescorer(model))
+        try:
+            state = {k: v.float() if v.is_floating_point() else v for k, v in load_safetensors(model.weights).items()}
+        except SafetensorError as exc:
+            raise ModelIntegrityError(f"{model.path}: model does not load ({exc})") from None
+        first = {k: v for k, v in state.items() if not k.startswith(RESCORER_PREFIX)}
+        second = {k[len(RESCORER_PREFIX):]: v for k, v in state.items() if k.startswith(RESCORER_PREFIX)}
+        settings = model.rescore_settings
+        network = _loaded(model, build_detector(model.config), first)
+        rescorer = _loaded(model, DualViewRescorer(settings.network), second) if settings is not None else None
+        _BUILT[model] = (network, rescorer)
     return _BUILT[model]
 
 
-def _network(model: LockedModel) -> RetinaNet:
+def _loaded(model: LockedModel, module: nn.Module, state: dict[str, torch.Tensor]) -> Any:
+    """``module`` with ``state`` loaded strictly, in eval mode; a mismatch is ModelIntegrityError."""
     try:
-        network = build_detector(model.config)
-        state = {k: v for k, v in _state(model).items() if not k.startswith(RESCORER_PREFIX)}
-        network.load_state_dict(state, strict=True)
+        module.load_state_dict(state, strict=True)
     except (ValueError, TypeError, KeyError, RuntimeError) as exc:
         raise ModelIntegrityError(
             f"{model.path}: model does not load ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})"
         ) from None
-    return network.eval()
-
-
-def _rescorer(model: LockedModel) -> DualViewRescorer | None:
-    settings = model.rescore_settings
-    if settings is None:
-        return None
-    try:
-        rescorer = DualViewRescorer(settings.network)
-        state = {k[len(RESCORER_PREFIX):]: v for k, v in _state(model).items() if k.startswith(RESCORER_PREFIX)}
-        rescorer.load_state_dict(state, strict=True)
-    except (ValueError, TypeError, KeyError, RuntimeError) as exc:
-        raise ModelIntegrityError(
-            f"{model.path}: model does not load ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})"
-        ) from None
-    return rescorer.eval()
+    return module.eval()
 
 
 def write_locked_model(

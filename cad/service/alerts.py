@@ -239,25 +239,29 @@ class AlertMonitor:
             if result[1]:
                 new.append(result[0])
 
-        failed = {j.id: j for j in queue.jobs(state=FAILED)}
-        for job in failed.values():
+        # failed jobs without an unresolved alert (however many failed before them)
+        unalerted = connection.execute(
+            "SELECT id FROM jobs j WHERE state = ? AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.state != ? "
+            "AND a.key = ? || j.id)", (FAILED, RESOLVED, f"{AlertKind.STUDY_FAILED.value}:")).fetchall()
+        for job in filter(None, (queue.get(row["id"]) for row in unalerted)):
             note(raise_alert(connection, AlertKind.STUDY_FAILED, str(job.id), Severity.CRITICAL,
                              f"study {uid_tail(job.study_uid)} has no CAD result: {job.reason}", job.study_uid, now))
-        late = {j.id: j for state in (PENDING, RUNNING) for j in queue.jobs(state=state)
-                if now - j.enqueued > self.late_seconds}
-        for job in late.values():
+        late = [j for state in (PENDING, RUNNING) for j in queue.jobs(state=state)  # oldest first: the late ones
+                if now - j.enqueued > self.late_seconds]
+        for job in late:
             minutes = (now - job.enqueued) / 60
             note(raise_alert(connection, AlertKind.STUDY_LATE, str(job.id), Severity.WARNING,
                              f"study {uid_tail(job.study_uid)} is {job.state} for {minutes:.0f} min, beyond the "
                              f"{self.late_seconds / 60:g} min limit: its CAD result is late", job.study_uid, now))
-        for alert in alerts(connection, limit=10_000):
-            if alert.state == RESOLVED:
-                continue
+        unresolved = connection.execute("SELECT * FROM alerts WHERE state != ? AND kind IN (?, ?)",
+                                        (RESOLVED, AlertKind.STUDY_FAILED.value, AlertKind.STUDY_LATE.value))
+        for alert in map(Alert.from_row, unresolved.fetchall()):
             subject = alert.key.partition(":")[2]
-            for kind, current in ((AlertKind.STUDY_FAILED, failed), (AlertKind.STUDY_LATE, late)):
-                if alert.kind == kind.value and int(subject) not in current:
-                    now_job = queue.get(int(subject))
-                    resolve(connection, kind, subject, f"job is {now_job.state if now_job else 'gone'}")
+            current = queue.get(int(subject))
+            kind = AlertKind(alert.kind)
+            lasting = (FAILED,) if kind is AlertKind.STUDY_FAILED else (PENDING, RUNNING)
+            if current is None or current.state not in lasting:  # a job once late stays late until it ends
+                resolve(connection, kind, subject, f"job is {current.state if current else 'gone'}")
         for name, ok in readiness.items():
             if ok:
                 resolve(connection, AlertKind.NOT_READY, name, "the check passes again")

@@ -137,12 +137,7 @@ def chart(values: Sequence[float], reference: Reference | None, lam: float = LAM
     after the last value: (ewma, lower, upper); Nones without a reference or values."""
     if reference is None or not values:
         return None, None, None
-    z = reference.mean
-    for value in values:
-        z = lam * value + (1 - lam) * z
-    n = len(values)
-    half = width * reference.sd * math.sqrt(lam / (2 - lam) * (1 - (1 - lam) ** (2 * n)))
-    return z, reference.mean - half, reference.mean + half
+    return chart_path(values, reference, lam, width)[-1]
 
 
 def batch_means(values: Sequence[float], batch: int = BATCH) -> list[float]:

@@ -73,18 +73,23 @@ class ImportReport:
     ignored_columns: tuple[str, ...]
 
 
+def read_text(path: Path) -> str:
+    """An outcomes file's text (UTF-8, a BOM dropped); OutcomesError naming the file otherwise."""
+    try:
+        if path.stat().st_size > MAX_BYTES:
+            raise OutcomesError(f"{path}: larger than {MAX_BYTES >> 20} MiB; split it")
+        return path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise OutcomesError(f"{path}: cannot be read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise OutcomesError(f"{path}: not UTF-8 text") from None
+
+
 def parse(path: Path, text: str | None = None) -> tuple[list[Outcome], list[str], list[str]]:
-    """Outcomes of a CSV file (or of ``text``): (good rows, one line per refused row, columns not
-    read). OutcomesError when the file cannot be read or lacks a required column."""
+    """Outcomes of a CSV file (or of ``text``, named ``path``): (good rows, one line per refused
+    row, columns not read). OutcomesError when the file cannot be read or lacks a required column."""
     if text is None:
-        try:
-            if path.stat().st_size > MAX_BYTES:
-                raise OutcomesError(f"{path}: larger than {MAX_BYTES >> 20} MiB; split it")
-            text = path.read_text(encoding="utf-8-sig")
-        except OSError as exc:
-            raise OutcomesError(f"{path}: cannot be read ({exc.strerror})") from None
-        except UnicodeDecodeError:
-            raise OutcomesError(f"{path}: not UTF-8 text") from None
+        text = read_text(path)
     reader = csv.DictReader(io.StringIO(text))
     header = [h.strip() for h in (reader.fieldnames or [])]
     missing = [c for c in REQUIRED if c not in header]
@@ -128,9 +133,10 @@ def _row(row: dict[str, str]) -> tuple[str | None, Outcome | None]:
 
 
 def import_file(connection: sqlite3.Connection, path: Path, text: str | None = None) -> ImportReport:
-    """Parse and store an outcomes file in one transaction; what was kept, refused and ignored."""
+    """Parse and store an outcomes file (or ``text``) in one transaction; what was kept, refused and ignored."""
+    text = read_text(path) if text is None else text
     good, refused, ignored = parse(path, text)
-    digest = hashlib.sha256((text if text is not None else path.read_text(encoding="utf-8-sig")).encode()).hexdigest()
+    digest = hashlib.sha256(text.encode()).hexdigest()
     now = time.time()
     connection.execute("BEGIN IMMEDIATE")
     try:

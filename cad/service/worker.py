@@ -128,9 +128,10 @@ class Worker:
             "queue_latency_s": round(started - job.enqueued, 3),
         }
         self._last_record[job.id] = record
-        drift.record(self.queue.db, job.id, job.study_uid, time.time(), drift.OutputFacts.of(result, record["seconds"]),
+        finished = time.time()
+        drift.record(self.queue.db, job.id, job.study_uid, finished, drift.OutputFacts.of(result, record["seconds"]),
                      drift.marks_by_side(result))
-        input_drift.record(self.queue.db, job.id, time.time(), list(outcome.views))
+        input_drift.record(self.queue.db, job.id, finished, list(outcome.views))
         if reason:
             log.warning("study %s: %s", uid_tail(job.study_uid), reason)
         else:

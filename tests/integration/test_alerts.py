@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -35,30 +32,6 @@ def _fail(queue: JobQueue, job_id: int, reason: str = "no image could be analyse
     job = queue.claim()
     assert job is not None and job.id == job_id
     queue.finish(job, FAILED, {"study_uid": job.study_uid, "event": "analysis"}, reason=reason)
-
-
-class _Receiver(BaseHTTPRequestHandler):
-    received: list[dict[str, Any]] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).received.append(json.loads(body))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture()
-def receiver() -> Iterator[tuple[str, list[dict[str, Any]], HTTPServer]]:
-    port = free_port()
-    _Receiver.received = []
-    server = HTTPServer(("127.0.0.1", port), _Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{port}/hook", _Receiver.received, server
-    server.shutdown()
 
 
 @pytest.mark.req("SRS-SVC-012")
@@ -128,8 +101,8 @@ def test_a_broken_audit_chain_is_an_alert(queue: JobQueue) -> None:
 
 @pytest.mark.req("SRS-SVC-012")
 def test_new_alerts_reach_the_webhook_and_are_retried_until_delivered(
-        queue: JobQueue, receiver: tuple[str, list[dict[str, Any]], HTTPServer]) -> None:
-    url, received, server = receiver
+        queue: JobQueue, webhook: tuple[str, list[dict[str, Any]]]) -> None:
+    url, received = webhook
     down = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens there
     _fail(queue, _job(queue))
     monitor = AlertMonitor(late_seconds=600, webhook=Webhook(down, timeout=1.0), audit_every=3600)
@@ -168,3 +141,17 @@ def test_metrics_are_prometheus_exposition_of_the_queue_alerts_and_jobs(queue: J
     assert samples[("cad_marks_total", ())] == 2
     assert samples[("cad_study_seconds_count", ())] == 2
     assert samples[("cad_queue_wait_seconds_bucket", (("le", "30.0"),))] == 1
+
+
+@pytest.mark.req("SRS-SVC-012")
+def test_every_failed_study_is_alerted_however_many_failed_before(queue: JobQueue) -> None:
+    # a long-running site: more failed jobs than one page of the job list (1000)
+    queue.db.executemany(
+        "INSERT INTO jobs (id, study_uid, instances_sha256, instances, source, state, next_attempt, enqueued, reason) "
+        "VALUES (?, ?, ?, '[]', 'test', 'failed', 0, 0, 'not MG')", [(n, f"1.2.{n}", str(n)) for n in range(1, 1202)])
+    monitor = AlertMonitor(late_seconds=600, audit_every=3600)
+    assert len(monitor.check(queue, {}, {})) == 1201
+    assert monitor.check(queue, {}, {}) == []
+    queue.requeue(1201, "qa")  # the newest: its alert resolves, and a new failure is a new alert
+    monitor.check(queue, {}, {})
+    assert {a.key: a.state for a in alerts.alerts(queue.db, limit=5)}["study-failed:1201"] == "resolved"

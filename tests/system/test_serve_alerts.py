@@ -8,10 +8,7 @@ import json
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -30,27 +27,6 @@ def _exam(folder: Path, exam: int = 0) -> list[Path]:
     return [folder / image["path"] for image in truth["exams"][exam]["images"]]
 
 
-class _Hook(BaseHTTPRequestHandler):
-    received: list[dict[str, Any]] = []
-
-    def do_POST(self) -> None:
-        type(self).received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture()
-def hook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    _Hook.received = []
-    server = HTTPServer(("127.0.0.1", free_port()), _Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/alerts", _Hook.received
-    server.shutdown()
-
-
 def _until(predicate: Any, seconds: float = 180) -> Any:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -67,8 +43,8 @@ def _until(predicate: Any, seconds: float = 180) -> Any:
 @pytest.mark.slow
 @pytest.mark.req("SRS-SVC-012", "SRS-SVC-013", "SRS-SVC-014")
 def test_a_study_without_a_result_is_alerted_delivered_and_acknowledged(
-        phantom_dir: Path, hook: tuple[str, list[dict[str, Any]]], tmp_path: Path) -> None:
-    url, received = hook
+        phantom_dir: Path, webhook: tuple[str, list[dict[str, Any]]], tmp_path: Path) -> None:
+    url, received = webhook
     inbox = tmp_path / "inbox"
     good, broken = inbox / "good", inbox / "broken"
     good.mkdir(parents=True)
