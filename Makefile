@@ -4,8 +4,10 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# tool:Debian-package pairs the tests use (real DICOM validators and codecs)
-DEBIAN_TOOLS := dciodvfy:dicom3tools dcmcjpls:dcmtk dcmcjpeg:dcmtk dsrdump:dcmtk dot:graphviz
+# tool:Debian-package pairs the tests use (real DICOM validators and codecs; headless Chromium and its
+# driver for the dashboard's browser tests; pdftoppm to look at PDF reports)
+DEBIAN_TOOLS := dciodvfy:dicom3tools dcmcjpls:dcmtk dcmcjpeg:dcmtk dsrdump:dcmtk dot:graphviz \
+  chromium:chromium chromedriver:chromium-driver pdftoppm:poppler-utils
 # file:Debian-package pairs (the pixelmed SR validator is a jar; its package brings Java; Orthanc
 # and its DICOMweb plugin are the real PACS of the service tests, started by the tests themselves)
 DEBIAN_FILES := /usr/share/java/pixelmed.jar:libpixelmed-java /usr/sbin/Orthanc:orthanc \

@@ -325,6 +325,9 @@ def serve(
     sensitivity_floor: Annotated[float | None, typer.Option(
         "--sensitivity-floor", help="Alert when sensitivity against imported outcomes falls below this fraction.")
     ] = None,
+    overlays: Annotated[bool, typer.Option(
+        "--overlays/--no-overlays", help="Keep overlay PNGs with each result for the dashboard (about 1 MB a study).")
+    ] = True,
 ) -> None:
     """Run the CAD as a service: find new MG studies (DICOMweb polling, C-STORE, or a watched
     folder), analyse each (study, instance set) exactly once, deliver SR and GSPS, audit every
@@ -342,7 +345,7 @@ def serve(
             dicomweb_auth_file=dicomweb_auth_file, tls_cert=tls_cert, tls_key=tls_key, send=send, api=api,
             token_file=token_file, poll_seconds=poll_seconds, quiet_seconds=quiet_seconds,
             retry=RetryPolicy(max_attempts=max_attempts, base_seconds=retry_seconds), late_seconds=late_after,
-            alert_webhook=alert_webhook, sensitivity_floor=sensitivity_floor)
+            alert_webhook=alert_webhook, sensitivity_floor=sensitivity_floor, overlays=overlays)
     except ValueError as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(EXIT_USAGE) from None

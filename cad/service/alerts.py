@@ -227,6 +227,8 @@ class AlertMonitor:
         self._monitored = -math.inf
         self._latest_facts: int | None = None  # the newest finished study monitored
         self._audit_checked = 0.0
+        #: the latest verification of the audit chain (the dashboard shows it)
+        self.audit_status: dict[str, Any] | None = None
 
     def check(self, queue: JobQueue, readiness: dict[str, bool], service: dict[str, Any],
               now: float | None = None) -> list[Alert]:
@@ -271,6 +273,8 @@ class AlertMonitor:
         if now - self._audit_checked >= self.audit_every:
             self._audit_checked = now
             verification = audit.verify(connection)
+            self.audit_status = {"intact": verification.intact, "records": verification.records,
+                                 "problems": list(verification.problems), "checked": now}
             if verification.intact:
                 resolve(connection, AlertKind.AUDIT_BROKEN, "", "the chain verifies again")
             else:

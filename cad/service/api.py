@@ -1,5 +1,6 @@
 """HTTP API of `cad serve` (FastAPI, served by uvicorn): health, readiness, study status,
-requeue, manual submission, alerts and their acknowledgement, Prometheus metrics.
+requeue, manual submission, alerts and their acknowledgement, Prometheus metrics, and the site
+dashboard under /ui (cad.service.dashboard; signed in with the same token).
 
 Every route except ``/health`` and ``/ready`` needs ``Authorization: Bearer <token>``; a missing
 or wrong token gets 401 and is logged without the token. The two probes are open because
@@ -16,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Response, status
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import BaseModel, Field
 
 import cad
-from cad.service import alerts, audit, drift, input_drift, outcomes, store
+from cad.service import alerts, audit, dashboard, drift, input_drift, outcomes, store
 from cad.service.metrics import CONTENT_TYPE, ServiceMetrics
 from cad.service.queue import STATES, JobQueue
 
@@ -48,13 +49,16 @@ class Acknowledgement(BaseModel):
 
 def create_app(state: Path, token: str, readiness: Callable[[], dict[str, bool]],
                submit: Callable[[str], dict[str, Any]] | None = None, metrics: ServiceMetrics | None = None,
-               identity: dict[str, Any] | None = None) -> FastAPI:
+               identity: dict[str, Any] | None = None, audit_status: Callable[[], dict[str, Any]] | None = None,
+               secure_cookies: bool = False) -> FastAPI:
     """The API over the service's state folder.
 
     ``readiness`` returns named checks (model verified, database, PACS reachable...);
     ``submit`` enqueues a study by UID from the configured PACS (None: not available);
     ``metrics`` serves /metrics (None: a registry of the database gauges only); ``identity``
-    names the service, model and runtime (/about).
+    names the service, model and runtime (/about and the dashboard); ``audit_status`` gives the
+    latest audit-chain verification (None: the dashboard verifies on demand); ``secure_cookies``
+    marks the dashboard's session cookie Secure (the API is served over HTTPS).
     """
     metrics = metrics or ServiceMetrics(state)
     app = FastAPI(title="mammo-cad service", version=cad.__version__, docs_url=None, redoc_url=None)
@@ -75,6 +79,16 @@ def create_app(state: Path, token: str, readiness: Callable[[], dict[str, bool]]
             yield JobQueue(connection)
         finally:
             connection.close()
+
+    dashboard.mount(app, state, token, readiness, identity, audit_status, secure_cookies)
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse(dashboard.PREFIX + "/", status.HTTP_303_SEE_OTHER)
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
 
     @app.get("/health")
     def health() -> dict[str, str]:

@@ -79,6 +79,8 @@ class ServiceConfig:
     alert_seconds: float = 5.0
     #: alert when sensitivity against imported outcomes falls below this (None: not checked)
     sensitivity_floor: float | None = None
+    #: keep overlay PNGs with each result (the dashboard shows them; about 1 MB per study)
+    overlays: bool = True
 
     def __post_init__(self) -> None:
         if not (self.dicomweb or self.watch or self.scp):
@@ -96,7 +98,7 @@ class ServiceConfig:
         tls_cert: Path | None = None, tls_key: Path | None = None, send: str | None = None, api: str | None = None,
         token_file: Path | None = None, poll_seconds: float = 30.0, quiet_seconds: float = 10.0,
         retry: RetryPolicy | None = None, late_seconds: float = 900.0, alert_webhook: str | None = None,
-        sensitivity_floor: float | None = None,
+        sensitivity_floor: float | None = None, overlays: bool = True,
     ) -> ServiceConfig:
         """The configuration from `cad serve`'s options as typed; ValueError (one line naming the
         option or file) for anything inconsistent, unreadable or missing."""
@@ -125,6 +127,7 @@ class ServiceConfig:
             dicomweb_auth=read_authorization(dicomweb_auth_file) if dicomweb_auth_file else None,
             tls=(tls_cert, tls_key) if tls_cert and tls_key else None,
             late_seconds=late_seconds, alert_webhook=alert_webhook, sensitivity_floor=sensitivity_floor,
+            overlays=overlays,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -160,7 +163,7 @@ class Service:
         destination = StoreScu(config.send) if config.send else self.pacs
         self.metrics = ServiceMetrics(config.state)
         self.worker = Worker(model, runtime, self.queue, config.state, self.sources, destination, results_in,
-                             overlays=bool(config.watch) and not config.dicomweb, metrics=self.metrics)
+                             overlays=config.overlays, metrics=self.metrics)
         self.monitor = AlertMonitor(config.late_seconds,
                                     Webhook(config.alert_webhook) if config.alert_webhook else None,
                                     sensitivity_floor=config.sensitivity_floor)
@@ -222,7 +225,8 @@ class Service:
         from cad.service.api import create_app
 
         app = create_app(self.config.state, self.config.token, self.readiness,
-                         self.submit if self.pacs else None, self.metrics, self.identity())
+                         self.submit if self.pacs else None, self.metrics, self.identity(), self._audit_status,
+                         secure_cookies=self.config.tls is not None)
         host, port = self.config.api
         tls: dict[str, Any] = ({"ssl_certfile": str(self.config.tls[0]), "ssl_keyfile": str(self.config.tls[1])}
                                if self.config.tls else {})
@@ -249,6 +253,18 @@ class Service:
         return {"version": cad.__version__, "model": self.model.name, "model_sha256": self.model.sha256,
                 "settings_sha256": self.model.settings_sha256, "runtime": self.worker.runtime.name,
                 "runtime_variant": variant, "state": str(self.config.state)}
+
+    def _audit_status(self) -> dict[str, Any]:
+        """The monitor's latest audit-chain verification (verified now if it has none yet)."""
+        status = self.monitor.audit_status
+        if status is None:
+            from cad.service import audit
+
+            with closing(store.connect(self.config.state)) as connection:
+                verified = audit.verify(connection)
+            status = {"intact": verified.intact, "records": verified.records, "problems": list(verified.problems),
+                      "checked": time.time()}
+        return status
 
     def _check_alerts(self) -> None:
         """One round of RC-029 checks; a defect here is logged, never stops the service."""

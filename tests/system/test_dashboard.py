@@ -1,0 +1,211 @@
+"""The site dashboard end to end in a real browser: headless Chromium (Debian's chromium and
+chromedriver, driven by Selenium) against a running `cad serve --watch` on loopback (SRS-SVC-017).
+
+The main pages are also saved as PNG under reports/dashboard/ for a person to look at.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service as DriverService
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+
+from cad.tools.orthanc import free_port
+
+CAD = [sys.executable, "-m", "cad.cli"]
+TOKEN = "dashboard-test-token-not-a-secret"
+USER = "QA Jane Doe"
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "reports" / "dashboard"
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+
+
+def _exam(folder: Path, exam: int) -> list[Path]:
+    truth = json.loads((folder / "truth.json").read_text())
+    return [folder / image["path"] for image in truth["exams"][exam]["images"]]
+
+
+def _until(predicate: Any, seconds: float = 180) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except requests.RequestException:
+            value = None
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError("timed out")
+
+
+def _audit(state: Path) -> list[dict[str, Any]]:
+    with sqlite3.connect(state / "cad-service.sqlite") as db:
+        return [json.loads(r[0]) for r in db.execute("SELECT record FROM audit ORDER BY seq")]
+
+
+@pytest.fixture
+def service(phantom_dir: Path, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """`cad serve --watch` with one good and one unreadable study, both finished."""
+    inbox = tmp_path / "inbox"
+    good, broken = inbox / "good", inbox / "broken"
+    good.mkdir(parents=True)
+    broken.mkdir()
+    for path in _exam(phantom_dir, 0):
+        shutil.copy(path, good / path.name)
+    for path in _exam(phantom_dir, 1):  # every image cut to a third: nothing can be analysed
+        data = path.read_bytes()
+        (broken / path.name).write_bytes(data[: len(data) // 3])
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    port, state = free_port(), tmp_path / "state"
+    process = subprocess.Popen(
+        [*CAD, "serve", "--state", str(state), "--watch", str(inbox), "--quiet-seconds", "0.5", "--poll-seconds", "0.5",
+         "--api", f"127.0.0.1:{port}", "--token-file", str(tmp_path / "token")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base, auth = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        _until(lambda: requests.get(f"{base}/studies", headers=auth, timeout=5).json()["counts"]["failed"] == 1
+               and requests.get(f"{base}/studies", headers=auth, timeout=5).json()["counts"]["done"] == 1)
+        _until(lambda: any(a["kind"] == "study-failed"
+                           for a in requests.get(f"{base}/alerts", headers=auth, timeout=5).json()["alerts"]))
+        yield {"base": base, "auth": auth, "state": state, "good": good}
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    assert TOKEN not in stderr  # the token is never logged
+
+
+@pytest.fixture
+def browser() -> Iterator[WebDriver]:
+    assert CHROMIUM.exists() and CHROMEDRIVER.exists(), "Debian chromium and chromium-driver: make system-deps"
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1100",
+                     "--disable-dev-shm-usage"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=DriverService(str(CHROMEDRIVER)), options=options)
+    driver.implicitly_wait(5)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _shot(driver: WebDriver, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    height = driver.execute_script("return document.body.scrollHeight")
+    driver.set_window_size(1400, max(800, min(int(height) + 40, 4000)))
+    driver.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
+
+
+def _sign_in(driver: WebDriver, base: str, token: str) -> None:
+    driver.get(f"{base}/ui/")
+    driver.find_element(By.ID, "user").send_keys(USER)
+    driver.find_element(By.ID, "token").send_keys(token)
+    driver.find_element(By.ID, "sign-in").click()
+
+
+@pytest.mark.slow
+@pytest.mark.req("SRS-SVC-017")
+def test_dashboard_in_a_real_browser(service: dict[str, Any], browser: WebDriver) -> None:
+    base, state = service["base"], service["state"]
+
+    # without a session: every page sends the browser to sign in, and serves no data
+    for path in ("/ui/", "/ui/studies", "/ui/alerts", "/ui/monitoring", "/ui/jobs/1", "/ui/jobs/1/overlays/x.png"):
+        response = requests.get(base + path, allow_redirects=False, timeout=5)
+        assert response.status_code == 303 and response.headers["location"] == "/ui/login", path
+        assert "2.25." not in response.text
+    assert requests.post(f"{base}/ui/jobs/2/requeue", allow_redirects=False, timeout=5).status_code == 303
+
+    # a wrong token is refused in the browser
+    _sign_in(browser, base, "not-the-token-at-all")
+    assert "The token is wrong" in browser.find_element(By.CSS_SELECTOR, "p.error").text
+    assert browser.current_url.endswith("/ui/login")
+    _shot(browser, "0-sign-in")
+    browser.get_log("browser")  # drains the log: the refused sign-in's 401 is expected there
+
+    _sign_in(browser, base, TOKEN)
+    assert browser.find_element(By.CSS_SELECTOR, "#readiness .big").text == "Ready"
+    assert "Chain intact" in browser.find_element(By.ID, "audit").text
+    about = requests.get(f"{base}/about", headers=service["auth"], timeout=5).json()
+    assert about["model_sha256"][:16] in browser.find_element(By.ID, "model").text
+    cookie = browser.get_cookie("cad_session")
+    assert cookie is not None and cookie["httpOnly"] and cookie["sameSite"] == "Strict" and TOKEN not in cookie["value"]
+    _shot(browser, "1-overview")
+
+    # the processed study appears with its CAD marks, and its overlays load
+    jobs = requests.get(f"{base}/studies", headers=service["auth"], timeout=5).json()["jobs"]
+    done = next(j for j in jobs if j["state"] == "done")
+    failed = next(j for j in jobs if j["state"] == "failed")
+    findings = json.loads((Path(done["outputs"]["folder"]) / "findings.json").read_text())
+    threshold = findings["operating_point"]["threshold"]
+    marks = sum(f["score"] >= threshold for f in findings["findings"])
+    browser.find_element(By.LINK_TEXT, "Studies").click()
+    row = browser.find_element(By.CSS_SELECTOR, f"tr[data-job='{done['job_id']}']")
+    assert "done" in row.text and str(marks) in row.find_elements(By.TAG_NAME, "td")[5].text
+    assert "could be analysed" in browser.find_element(By.CSS_SELECTOR, f"tr[data-job='{failed['job_id']}']").text
+    _shot(browser, "2-studies")
+    row.find_element(By.LINK_TEXT, str(done["job_id"])).click()
+    assert browser.find_element(By.ID, "mark-count").text == str(marks)
+    images = browser.find_elements(By.CSS_SELECTOR, "#overlays img")
+    assert len(images) == 4
+    _until(lambda: all(browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", i) > 0
+                       for i in images), 20)
+    _shot(browser, "3-study")
+
+    # an alert is acknowledged with a note, audited as the signed-in person
+    browser.find_element(By.LINK_TEXT, "Alerts").click()
+    alert_row = browser.find_element(By.CSS_SELECTOR, "tr[data-kind='study-failed']")
+    alert_id = int(alert_row.get_attribute("data-alert") or 0)
+    alert_row.find_element(By.NAME, "note").send_keys("truncated transfer from the modality; resent")
+    alert_row.find_element(By.TAG_NAME, "button").click()
+    assert f"alert {alert_id} acknowledged" in browser.find_element(By.CSS_SELECTOR, ".notice").text
+    listed = {a["id"]: a for a in requests.get(f"{base}/alerts", headers=service["auth"], timeout=5).json()["alerts"]}
+    assert listed[alert_id]["state"] == "acknowledged" and listed[alert_id]["acknowledged_by"] == USER
+    assert any(r["event"] == "alert_acknowledged" and r["by"] == USER and r["alert_id"] == alert_id
+               for r in _audit(state))
+    _shot(browser, "4-alerts")
+
+    # a form without its session's CSRF token is refused, even with the session cookie
+    forged = requests.post(f"{base}/ui/jobs/{failed['job_id']}/requeue", cookies={"cad_session": cookie["value"]},
+                           data={"csrf": "forged"}, allow_redirects=False, timeout=5)
+    assert forged.status_code == 403
+    assert not any(r["event"] == "requeued" for r in _audit(state))
+
+    # the failed study is requeued from its page, audited with the person's name
+    browser.get(f"{base}/ui/jobs/{failed['job_id']}")
+    assert "could be analysed" in browser.find_element(By.ID, "reason").text
+    _shot(browser, "5-failed-study")
+    browser.find_element(By.ID, "requeue").click()
+    assert "requeued" in browser.find_element(By.CSS_SELECTOR, ".notice").text
+    assert any(r["event"] == "requeued" and r["job_id"] == failed["job_id"] and r["by"] == f"dashboard: {USER}"
+               for r in _audit(state))
+
+    browser.find_element(By.LINK_TEXT, "Monitoring").click()
+    assert browser.find_elements(By.CSS_SELECTOR, "figure.chart") and browser.find_element(By.ID, "performance")
+    _shot(browser, "6-monitoring")
+
+    # nothing was loaded from elsewhere, and the browser saw no errors
+    resources = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert resources and all(str(name).startswith(base) for name in resources)
+    errors = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, errors
+
+    # signing out ends the session: the cookie no longer opens a page
+    browser.find_element(By.CSS_SELECTOR, "form.who button").click()
+    assert browser.current_url.endswith("/ui/login")
+    assert requests.get(f"{base}/ui/", cookies={"cad_session": cookie["value"]}, allow_redirects=False,
+                        timeout=5).status_code == 303
