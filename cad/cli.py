@@ -317,9 +317,10 @@ def serve(
     model: Annotated[
         Path | None, typer.Option("--model", help="Locked model folder (default: the released model).")
     ] = None,
-    late_after: Annotated[float, typer.Option(
-        "--late-after", min=1.0, help="Alert when a study waits or runs longer than this many seconds (RC-029).")
-    ] = 900.0,
+    late_after: Annotated[float | None, typer.Option(
+        "--late-after", min=1.0,
+        help="Alert when a study waits or runs longer than this many seconds (RC-029; default 900, or --monitoring's).")
+    ] = None,
     alert_webhook: Annotated[str | None, typer.Option(
         "--alert-webhook", help="POST each new alert as JSON to this URL (a chat or paging gateway).")] = None,
     sensitivity_floor: Annotated[float | None, typer.Option(
@@ -328,11 +329,15 @@ def serve(
     overlays: Annotated[bool, typer.Option(
         "--overlays/--no-overlays", help="Keep overlay PNGs with each result for the dashboard (about 1 MB a study).")
     ] = True,
+    monitoring: Annotated[Path | None, typer.Option(
+        "--monitoring", help="Monitoring and alert thresholds (TOML; docs/examples/monitoring.toml). "
+                             "--late-after and --sensitivity-floor win over it.")] = None,
 ) -> None:
     """Run the CAD as a service: find new MG studies (DICOMweb polling, C-STORE, or a watched
     folder), analyse each (study, instance set) exactly once, deliver SR and GSPS, audit every
     analysis. Exit codes: 0 done; 1 (--once) a study failed or a source was unreachable;
     2 usage; 3 model verification failed."""
+    from cad.detect.locked import ModelIntegrityError
     from cad.service.queue import FAILED, RetryPolicy
     from cad.service.service import Service, ServiceConfig
     from cad.service.store import StateLockedError
@@ -345,13 +350,16 @@ def serve(
             dicomweb_auth_file=dicomweb_auth_file, tls_cert=tls_cert, tls_key=tls_key, send=send, api=api,
             token_file=token_file, poll_seconds=poll_seconds, quiet_seconds=quiet_seconds,
             retry=RetryPolicy(max_attempts=max_attempts, base_seconds=retry_seconds), late_seconds=late_after,
-            alert_webhook=alert_webhook, sensitivity_floor=sensitivity_floor, overlays=overlays)
+            alert_webhook=alert_webhook, sensitivity_floor=sensitivity_floor, overlays=overlays, monitoring=monitoring)
     except ValueError as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(EXIT_USAGE) from None
     locked, engine = _verified_model_and_runtime(model, runtime)
     try:
         service = Service(config, locked, engine)
+    except ModelIntegrityError as exc:  # the monitoring reference beside the model does not verify
+        err.print(f"error: {exc}")
+        raise typer.Exit(EXIT_MODEL) from None
     except (ValueError, StateLockedError) as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(EXIT_USAGE) from None

@@ -27,8 +27,10 @@ WEIGHTS_FILE = "weights.safetensors"
 RESCORER_KEY = "rescorer"
 #: manifest key under which each runtime export of the weights is recorded
 RUNTIMES_KEY = "runtimes"
+#: the monitoring reference beside the model (cad.service.reference): named and hashed here, read by the service
+MONITORING_KEY = "monitoring"
 TOP_LEVEL_KEYS = frozenset({"manifest_version", "name", "algorithm", "weights", "detector", "linking",
-                            "operating_point", "training", "metrics", RESCORER_KEY, RUNTIMES_KEY})
+                            "operating_point", "training", "metrics", RESCORER_KEY, RUNTIMES_KEY, MONITORING_KEY})
 #: keys every runtime export entry has (each runtime adds its own facts: opset, GPU, parity, ...)
 EXPORT_REQUIRED_KEYS = frozenset({"file", "sha256", "source_weights_sha256"})
 

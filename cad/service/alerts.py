@@ -21,13 +21,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 
 from cad.io.uids import uid_tail
 from cad.service import audit, drift, input_drift, outcomes
 from cad.service.queue import FAILED, PENDING, RUNNING, JobQueue
+from cad.service.settings import MonitoringSettings
+
+if TYPE_CHECKING:
+    from cad.service.reference import MonitoringReference
 
 log = logging.getLogger(__name__)
 
@@ -209,26 +213,31 @@ class AlertMonitor:
     failed studies, studies pending or running longer than ``late_seconds``, failing readiness
     checks, (every ``audit_every`` seconds) the audit chain, and the output-drift charts."""
 
-    def __init__(self, late_seconds: float, webhook: Webhook | None = None, audit_every: float = 300.0,
-                 drift_baseline: int = drift.BASELINE, sensitivity_floor: float | None = None,
-                 min_cancers: int = 20, window_days: float = 365.0, monitor_every: float = 60.0) -> None:
-        if late_seconds <= 0:
-            raise ValueError("the latency limit must be positive")
-        self.late_seconds = late_seconds
+    def __init__(self, settings: MonitoringSettings | None = None, webhook: Webhook | None = None,
+                 reference: MonitoringReference | None = None) -> None:
+        self.settings = settings or MonitoringSettings()
+        self.settings.validate("monitoring settings")
         self.webhook = webhook
-        self.audit_every = audit_every
-        self.drift_baseline = drift_baseline
-        self.sensitivity_floor = sensitivity_floor
-        self.min_cancers = min_cancers
-        self.window_days = window_days
-        #: the monitoring checks (drift, devices, performance) read more of the database than the
-        #: RC-029 checks: they run when a study has finished since, or after this many seconds
-        self.monitor_every = monitor_every
+        #: the model's validation reference, used when the settings choose it
+        self.reference = reference if self.settings.reference == "model" else None
         self._monitored = -math.inf
         self._latest_facts: int | None = None  # the newest finished study monitored
-        self._audit_checked = 0.0
+        self._audit_checked = -math.inf
         #: the latest verification of the audit chain (the dashboard shows it)
         self.audit_status: dict[str, Any] | None = None
+
+    @property
+    def late_seconds(self) -> float:
+        return self.settings.alerts.late_after_seconds
+
+    def output_charts(self, connection: sqlite3.Connection) -> list[drift.ChartSeries]:
+        """The output-drift charts as these settings and reference define them."""
+        return drift.charts(connection, self.settings.output_drift, self.reference.output if self.reference else None)
+
+    def input_summary(self, connection: sqlite3.Connection) -> dict[str, Any]:
+        """Input drift per device as these settings and reference define it."""
+        return input_drift.summary(connection, self.settings.input_drift,
+                                   self.reference.inputs if self.reference else None)
 
     def check(self, queue: JobQueue, readiness: dict[str, bool], service: dict[str, Any],
               now: float | None = None) -> list[Alert]:
@@ -270,7 +279,7 @@ class AlertMonitor:
             else:
                 note(raise_alert(connection, AlertKind.NOT_READY, name, Severity.CRITICAL,
                                  f"readiness check {name} fails: new studies may get no CAD result", None, now))
-        if now - self._audit_checked >= self.audit_every:
+        if now - self._audit_checked >= self.settings.alerts.audit_every_seconds:
             self._audit_checked = now
             verification = audit.verify(connection)
             self.audit_status = {"intact": verification.intact, "records": verification.records,
@@ -281,7 +290,7 @@ class AlertMonitor:
                 note(raise_alert(connection, AlertKind.AUDIT_BROKEN, "", Severity.CRITICAL,
                                  f"the audit log does not verify: {verification.problems[0]}", None, now))
         latest = connection.execute("SELECT MAX(job_id) FROM study_facts").fetchone()[0]
-        if latest != self._latest_facts or now - self._monitored >= self.monitor_every:
+        if latest != self._latest_facts or now - self._monitored >= self.settings.alerts.monitor_every_seconds:
             self._monitored, self._latest_facts = now, latest
             self._monitor(connection, now, note)
         if self.webhook is not None:
@@ -291,35 +300,41 @@ class AlertMonitor:
     def _monitor(self, connection: sqlite3.Connection, now: float,
                  note: Callable[[tuple[Alert, bool]], None]) -> None:
         """Post-market monitoring: output drift, acquisition devices and input drift, performance."""
-        for state in drift.chart_states(drift.history(connection, self.drift_baseline), self.drift_baseline):
+        for series in self.output_charts(connection):
+            state = series.state()
             if state.out_of_control and state.reference is not None:
+                against = "the model's validation set" if series.from_model else "the site's first studies"
                 note(raise_alert(connection, AlertKind.OUTPUT_DRIFT, state.fact, Severity.WARNING,
                                  f"{state.fact}: moving average {state.ewma:.3g} outside {state.lower:.3g} to "
-                                 f"{state.upper:.3g} (reference mean {state.reference.mean:.3g}, sd "
-                                 f"{state.reference.sd:.3g}) after {state.studies} studies", None, now))
+                                 f"{state.upper:.3g} (reference {against}: mean {state.reference.mean:.3g}) after "
+                                 f"{state.studies} studies", None, now))
             else:
                 resolve(connection, AlertKind.OUTPUT_DRIFT, state.fact, "back within the control limits")
         for device in input_drift.devices(connection):
             note(raise_alert(connection, AlertKind.NEW_DEVICE, device, Severity.WARNING,
                              f"images from a device not seen before: {device}; check its images and that it is "
                              "in the intended use (docs/instructions-for-use.md)", None, now))
-            for change in input_drift.compare(connection, device):
+            for change in input_drift.compare(connection, device, self.settings.input_drift,
+                                              self.reference.inputs if self.reference else None):
                 subject = f"{device}:{change.fact}"
                 if change.drifting:
                     note(raise_alert(connection, AlertKind.INPUT_DRIFT, subject, Severity.WARNING,
-                                     f"{change.fact} of {device}: the last {change.window} images differ from the first "
-                                     f"{change.baseline} (KS distance {change.distance:.2f}, p {change.p_value:.1e})",
+                                     f"{change.fact} of {device}: the last {change.window} images differ from "
+                                     + ("the model's validation images" if change.reference == "model" else
+                                        f"the device's first {change.baseline}")
+                                     + f" (KS distance {change.distance:.2f}, p {change.p_value:.1e})",
                                      None, now))
                 else:
                     resolve(connection, AlertKind.INPUT_DRIFT, subject, "back within the baseline")
-        if self.sensitivity_floor is not None:
-            found = outcomes.performance(connection, self.window_days, now)
+        floor = self.settings.performance
+        if floor.sensitivity_floor is not None:
+            found = outcomes.performance(connection, floor.window_days, now)
             sensitivity = found["sensitivity"]
-            if found["cancers"] >= self.min_cancers and sensitivity["estimate"] < self.sensitivity_floor:
+            if found["cancers"] >= floor.min_cancers and sensitivity["estimate"] < floor.sensitivity_floor:
                 low, high = sensitivity["ci95"]
                 note(raise_alert(connection, AlertKind.PERFORMANCE, "sensitivity", Severity.CRITICAL,
                                  f"sensitivity against outcomes {sensitivity['estimate']:.3f} (95 % CI {low:.3f} to "
-                                 f"{high:.3f}, {found['cancers']} cancers in {self.window_days:g} days) is below "
-                                 f"the floor {self.sensitivity_floor:g}", None, now))
+                                 f"{high:.3f}, {found['cancers']} cancers in {floor.window_days:g} days) is below "
+                                 f"the floor {floor.sensitivity_floor:g}", None, now))
             else:
                 resolve(connection, AlertKind.PERFORMANCE, "sensitivity", "at or above the floor, or too few cancers")

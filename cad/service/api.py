@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import BaseModel, Field
 
 import cad
-from cad.service import alerts, audit, dashboard, drift, input_drift, outcomes, store
+from cad.service import alerts, audit, dashboard, drift, outcomes, store
 from cad.service.metrics import CONTENT_TYPE, ServiceMetrics
 from cad.service.queue import STATES, JobQueue
 
@@ -49,18 +49,20 @@ class Acknowledgement(BaseModel):
 
 def create_app(state: Path, token: str, readiness: Callable[[], dict[str, bool]],
                submit: Callable[[str], dict[str, Any]] | None = None, metrics: ServiceMetrics | None = None,
-               identity: dict[str, Any] | None = None, audit_status: Callable[[], dict[str, Any]] | None = None,
+               identity: dict[str, Any] | None = None, monitor: alerts.AlertMonitor | None = None,
                secure_cookies: bool = False) -> FastAPI:
     """The API over the service's state folder.
 
     ``readiness`` returns named checks (model verified, database, PACS reachable...);
     ``submit`` enqueues a study by UID from the configured PACS (None: not available);
     ``metrics`` serves /metrics (None: a registry of the database gauges only); ``identity``
-    names the service, model and runtime (/about and the dashboard); ``audit_status`` gives the
-    latest audit-chain verification (None: the dashboard verifies on demand); ``secure_cookies``
-    marks the dashboard's session cookie Secure (the API is served over HTTPS).
+    names the service, model and runtime (/about and the dashboard); ``monitor`` holds the
+    monitoring settings, the model's reference and the latest audit-chain verification (None:
+    the defaults, no reference); ``secure_cookies`` marks the dashboard's session cookie Secure
+    (the API is served over HTTPS).
     """
     metrics = metrics or ServiceMetrics(state)
+    monitor = monitor or alerts.AlertMonitor()
     app = FastAPI(title="mammo-cad service", version=cad.__version__, docs_url=None, redoc_url=None)
     expected = token.encode()
 
@@ -80,7 +82,7 @@ def create_app(state: Path, token: str, readiness: Callable[[], dict[str, bool]]
         finally:
             connection.close()
 
-    dashboard.mount(app, state, token, readiness, identity, audit_status, secure_cookies)
+    dashboard.mount(app, state, token, readiness, identity, monitor, secure_cookies)
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:
@@ -155,19 +157,26 @@ def create_app(state: Path, token: str, readiness: Callable[[], dict[str, bool]]
 
     @app.get("/drift")
     def output_drift(_: str = Depends(authorised), q: JobQueue = Depends(queue)) -> dict[str, Any]:
-        return {"baseline_studies": drift.BASELINE, "lambda": drift.LAMBDA, "width_sd": drift.WIDTH,
-                "charts": drift.summary(drift.chart_states(drift.history(q.db)))}
+        settings = monitor.settings.output_drift
+        series = monitor.output_charts(q.db)
+        return {"reference": monitor.settings.reference if monitor.reference else "site",
+                "baseline_studies": settings.baseline_studies, "batch_studies": settings.batch_studies,
+                "lambda": settings.ewma_lambda, "width_sd": settings.width_sd,
+                "charts": drift.summary([s.state() for s in series]),
+                "from_model": sorted(s.fact for s in series if s.from_model)}
 
     @app.get("/inputs")
     def inputs(_: str = Depends(authorised), q: JobQueue = Depends(queue)) -> dict[str, Any]:
-        return {"baseline_images": input_drift.BASELINE, "window_images": input_drift.WINDOW,
-                "p_value": input_drift.P_VALUE, "min_ks_distance": input_drift.MIN_DISTANCE,
-                "devices": input_drift.summary(q.db)}
+        settings = monitor.settings.input_drift
+        return {"reference": monitor.settings.reference if monitor.reference else "site",
+                "baseline_images": settings.baseline_images, "window_images": settings.window_images,
+                "p_value": settings.p_value, "min_ks_distance": settings.min_ks_distance,
+                "devices": monitor.input_summary(q.db)}
 
     @app.get("/performance")
-    def performance(window_days: float = 365.0, _: str = Depends(authorised),
+    def performance(window_days: float | None = None, _: str = Depends(authorised),
                     q: JobQueue = Depends(queue)) -> dict[str, Any]:
-        return outcomes.performance(q.db, window_days)
+        return outcomes.performance(q.db, window_days or monitor.settings.performance.window_days)
 
     @app.post("/outcomes")
     async def import_outcomes(request: Request, _: str = Depends(authorised),

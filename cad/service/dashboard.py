@@ -41,7 +41,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 import cad
 from cad.io.uids import uid_tail
-from cad.service import alerts, audit, drift, input_drift, outcomes, store
+from cad.service import alerts, audit, drift, outcomes, store
 from cad.service.queue import PENDING, RUNNING, STATES, Job, JobQueue
 
 log = logging.getLogger(__name__)
@@ -148,6 +148,7 @@ class ChartView:
     x_labels: tuple[tuple[float, str], ...] = ()
     out_of_control: bool = False
     latest: str = ""
+    from_model: bool = False
 
 
 def _ticks(low: float, high: float) -> list[float]:
@@ -155,18 +156,13 @@ def _ticks(low: float, high: float) -> list[float]:
     return [low + span * k / 4 for k in range(5)]
 
 
-def chart_view(fact: str, history: list[drift.OutputFacts], baseline: int = drift.BASELINE,
-               batch: int = drift.BATCH, width: int = 560, height: int = 180) -> ChartView:
-    """The chart of ``fact`` over the service's history: batch means after the baseline, their
-    EWMA and its limits (the same arithmetic the alerts use)."""
-    values = [getattr(f, fact) for f in history]
-    if len(values) < baseline:
-        return ChartView(fact, len(values), baseline - len(values), width, height)
-    reference = drift.batch_reference(values[:baseline], batch)
-    means = drift.batch_means(values[baseline:], batch)
-    if reference is None or not means:
-        return ChartView(fact, len(values) - baseline, 0, width, height, centre=reference.mean if reference else None)
-    path = drift.chart_path(means, reference)
+def chart_view(series: drift.ChartSeries, batch: int = drift.BATCH, width: int = 560, height: int = 180) -> ChartView:
+    """``series`` scaled into an SVG viewport: its batch means, their EWMA and its limits (the
+    very numbers the output-drift alert judges)."""
+    if series.baseline_needed or series.reference is None or not series.means:
+        return ChartView(series.fact, series.studies, series.baseline_needed, width, height,
+                         centre=series.reference.mean if series.reference else None)
+    reference, means, path = series.reference, series.means, series.path
     low = min(min(means), min(p[1] for p in path), reference.mean)
     high = max(max(means), max(p[2] for p in path), reference.mean)
     pad = (high - low) * 0.08 or 1.0
@@ -184,14 +180,15 @@ def chart_view(fact: str, history: list[drift.OutputFacts], baseline: int = drif
 
     last = path[-1]
     return ChartView(
-        fact=fact, studies=len(values) - baseline, baseline_needed=0, width=width, height=height,
+        fact=series.fact, studies=series.studies, baseline_needed=0, width=width, height=height,
         ewma=line([p[0] for p in path]), upper=line([p[2] for p in path]), lower=line([p[1] for p in path]),
         means=tuple((round(x(i), 1), round(y(v), 1)) for i, v in enumerate(means)),
         centre=round(y(reference.mean), 1),
         y_labels=tuple((round(y(v), 1), f"{v:.3g}") for v in _ticks(low + pad, high - pad)),
-        x_labels=((left, f"{baseline}"), (right, f"{baseline + len(means) * batch}")),
+        x_labels=((left, f"{batch}"), (right, f"{len(means) * batch}")),
         out_of_control=not last[1] <= last[0] <= last[2],
         latest=f"EWMA {last[0]:.3g}, limits {last[1]:.3g} to {last[2]:.3g}",
+        from_model=series.from_model,
     )
 
 
@@ -228,12 +225,12 @@ def overlay_files(job: Job) -> list[Path]:
 
 
 def mount(app: FastAPI, state: Path, token: str, readiness: Callable[[], dict[str, bool]],
-          identity: dict[str, Any] | None, audit_status: Callable[[], dict[str, Any]] | None = None,
+          identity: dict[str, Any] | None, monitor: alerts.AlertMonitor,
           secure_cookies: bool = False, sessions: Sessions | None = None) -> Sessions:
     """Add the dashboard's routes under :data:`PREFIX` to ``app``; its sessions are returned.
 
-    ``audit_status`` gives the latest verification of the audit chain (the service's monitor
-    verifies it periodically); None: verified when the overview is opened.
+    ``monitor`` gives the monitoring settings, the model's reference and the latest verification
+    of the audit chain (verified when the overview is opened if the monitor has none yet).
     """
     env = _templates()
     sessions = sessions or Sessions()
@@ -309,9 +306,8 @@ def mount(app: FastAPI, state: Path, token: str, readiness: Callable[[], dict[st
     def overview(request: Request, session: Session = Depends(signed_in), q: JobQueue = Depends(queue)) -> Response:
         checks = readiness()
         oldest = q.db.execute("SELECT MIN(enqueued) FROM jobs WHERE state = ?", (PENDING,)).fetchone()[0]
-        if audit_status is not None:
-            chain = audit_status()
-        else:
+        chain = monitor.audit_status
+        if chain is None:
             verified = audit.verify(q.db)
             chain = {"intact": verified.intact, "records": verified.records, "problems": list(verified.problems),
                      "checked": time.time()}
@@ -385,13 +381,13 @@ def mount(app: FastAPI, state: Path, token: str, readiness: Callable[[], dict[st
         return back("/alerts", f"alert {alert_id} acknowledged")
 
     @app.get(PREFIX + "/monitoring", include_in_schema=False)
-    def monitoring(request: Request, window_days: float = 365.0, session: Session = Depends(signed_in),
+    def monitoring(request: Request, window_days: float | None = None, session: Session = Depends(signed_in),
                    q: JobQueue = Depends(queue)) -> Response:
-        history = drift.history(q.db)
-        return page("monitoring.html", request, session, charts=[chart_view(f, history) for f in drift.FACTS],
-                    baseline=drift.BASELINE, batch=drift.BATCH, lam=drift.LAMBDA, width=drift.WIDTH,
-                    devices=input_drift.summary(q.db), input_baseline=input_drift.BASELINE,
-                    input_window=input_drift.WINDOW, performance=outcomes.performance(q.db, window_days))
+        settings = monitor.settings
+        charts = [chart_view(s, settings.output_drift.batch_studies) for s in monitor.output_charts(q.db)]
+        return page("monitoring.html", request, session, charts=charts,
+                    settings=settings, reference=monitor.reference, devices=monitor.input_summary(q.db),
+                    performance=outcomes.performance(q.db, window_days or settings.performance.window_days))
 
     return sessions
 

@@ -17,22 +17,23 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from cad.result.model import StudyResult
+from cad.service.settings import OutputDriftSettings
 
 #: EWMA weight of the newest point and the width of the limits in standard deviations, chosen
 #: with `python -m cad.tools.drift_demo` for few false alarms on unchanged phantom streams
-#: (docs/service.md, Output drift)
-LAMBDA = 0.1
-WIDTH = 4.0
+#: (docs/service.md, Output drift); a site sets its own in the monitoring settings
+LAMBDA = OutputDriftSettings.ewma_lambda
+WIDTH = OutputDriftSettings.width_sd
 #: studies whose facts define the site baseline before any chart can alarm (a few days of screening)
-BASELINE = 500
+BASELINE = OutputDriftSettings.baseline_studies
 #: consecutive studies averaged into one chart point: per-study facts are counts, 0/1 and
 #: fractions far from normal; means of 20 are close enough for normal-theory limits
-BATCH = 20
+BATCH = OutputDriftSettings.batch_studies
 #: facts a chart needs to have at least this spread (a constant baseline cannot be charted)
 MIN_SD = 1e-6
 
@@ -163,23 +164,67 @@ def chart_path(values: Sequence[float], reference: Reference, lam: float = LAMBD
     return path
 
 
-def chart_states(facts: Sequence[OutputFacts], baseline: int = BASELINE, batch: int = BATCH,
-                 references: dict[str, Reference] | None = None) -> list[ChartState]:
-    """Every fact's chart of batch means over ``facts``: against the given per-study references,
-    or against the first ``baseline`` studies (which are then not charted themselves)."""
-    states = []
+@dataclass(frozen=True)
+class ChartSeries:
+    """One fact's whole chart over the service's recent history (what the dashboard draws and
+    the alert judges): the reference of batch means, the batch means and the EWMA path."""
+
+    fact: str
+    studies: int
+    #: studies still missing from the site baseline before the chart starts (0: charting)
+    baseline_needed: int
+    reference: Reference | None
+    means: tuple[float, ...] = ()
+    path: tuple[tuple[float, float, float], ...] = ()
+    #: whether the reference is the model's validation set (else the site's first studies)
+    from_model: bool = False
+
+    def state(self) -> ChartState:
+        ewma, lower, upper = self.path[-1] if self.path else (None, None, None)
+        return ChartState(self.fact, self.studies, ewma, lower, upper, self.reference)
+
+
+def series(facts: Sequence[OutputFacts], settings: OutputDriftSettings | None = None,
+           references: Mapping[str, Reference] | None = None,
+           latest: Sequence[OutputFacts] | None = None) -> list[ChartSeries]:
+    """Every fact's chart: against the model's per-study ``references`` where given (charting
+    ``latest``, or all ``facts``), else against the first ``baseline_studies`` of ``facts``
+    (which are then not charted themselves)."""
+    settings = settings or OutputDriftSettings()
+    batch, baseline = settings.batch_studies, settings.baseline_studies
+    references = references or {}
+    out = []
     for name in FACTS:
-        values = [getattr(f, name) for f in facts]
-        if references is not None and name in references:
-            given = references[name]
+        given = references.get(name)
+        if given is not None:
+            values = [getattr(f, name) for f in (facts if latest is None else latest)]
             reference: Reference | None = Reference(given.mean, given.sd / math.sqrt(batch))
-            charted = values
         else:
-            reference = batch_reference(values[:baseline], batch) if len(values) >= baseline else None
-            charted = values[baseline:]
-        ewma, lower, upper = chart(batch_means(charted, batch), reference)
-        states.append(ChartState(name, len(charted), ewma, lower, upper, reference))
-    return states
+            values = [getattr(f, name) for f in facts]
+            if len(values) < baseline:
+                out.append(ChartSeries(name, len(values), baseline - len(values), None))
+                continue
+            reference, values = batch_reference(values[:baseline], batch), values[baseline:]
+        means = batch_means(values, batch)
+        path = chart_path(means, reference, settings.ewma_lambda, settings.width_sd) if reference else []
+        out.append(ChartSeries(name, len(values), 0, reference, tuple(means), tuple(path), given is not None))
+    return out
+
+
+def chart_states(facts: Sequence[OutputFacts], baseline: int = BASELINE, batch: int = BATCH,
+                 references: Mapping[str, Reference] | None = None) -> list[ChartState]:
+    """Where every fact's chart over ``facts`` stands after the last study (see :func:`series`)."""
+    settings = OutputDriftSettings(baseline_studies=baseline, batch_studies=batch)
+    return [s.state() for s in series(facts, settings, references)]
+
+
+def charts(connection: sqlite3.Connection, settings: OutputDriftSettings | None = None,
+           references: Mapping[str, Reference] | None = None, recent: int = RECENT) -> list[ChartSeries]:
+    """Every fact's chart over the service's history: the model's references chart the latest
+    ``recent`` studies; the site baseline is the first ``baseline_studies`` (bounded queries)."""
+    settings = settings or OutputDriftSettings()
+    site = history(connection, settings.baseline_studies, recent) if set(FACTS) - set(references or {}) else []
+    return series(site, settings, references, history(connection, 0, recent) if references else None)
 
 
 def summary(states: Sequence[ChartState]) -> dict[str, Any]:

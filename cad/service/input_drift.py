@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,13 +25,14 @@ from pydicom.multival import MultiValue
 from scipy.stats import ks_2samp
 
 from cad.analysis.pipeline import AnalysedView
+from cad.service.settings import InputDriftSettings
 
 #: images of a device that form its site baseline, and the rolling window compared with it
-BASELINE = 200
-WINDOW = 200
+BASELINE = InputDriftSettings.baseline_images
+WINDOW = InputDriftSettings.window_images
 #: a fact drifts when the KS test rejects at this level and the distance is at least this large
-P_VALUE = 1e-3
-MIN_DISTANCE = 0.2
+P_VALUE = InputDriftSettings.p_value
+MIN_DISTANCE = InputDriftSettings.min_ks_distance
 QUANTILES = (5, 25, 50, 75, 95)
 #: header facts: fact name -> DICOM keyword (first value when multi-valued)
 HEADER_FACTS = {"kvp": "KVP", "exposure_mas": "Exposure", "thickness_mm": "BodyPartThickness",
@@ -86,12 +88,12 @@ class FactDrift:
     fact: str
     distance: float
     p_value: float
+    #: values compared: of the reference (site baseline or the model's validation images) and of the window
     baseline: int
     window: int
-
-    @property
-    def drifting(self) -> bool:
-        return self.p_value < P_VALUE and self.distance >= MIN_DISTANCE
+    drifting: bool
+    #: "model" or "site": what the window was compared with
+    reference: str = "site"
 
 
 def devices(connection: sqlite3.Connection) -> dict[str, int]:
@@ -100,29 +102,48 @@ def devices(connection: sqlite3.Connection) -> dict[str, int]:
             connection.execute("SELECT device, COUNT(*) AS n FROM image_facts GROUP BY device ORDER BY MIN(finished)")}
 
 
-def compare(connection: sqlite3.Connection, device: str) -> list[FactDrift]:
-    """Each fact of ``device``: its latest window against its baseline (nothing before both are full)."""
+def compare(connection: sqlite3.Connection, device: str, settings: InputDriftSettings | None = None,
+            reference: Mapping[str, Sequence[float]] | None = None) -> list[FactDrift]:
+    """Each fact of ``device``: its latest window against the model's validation ``reference``
+    where it has the fact, else against the device's own first images (nothing is compared
+    before the window, and where needed the site baseline, are full)."""
+    settings = settings or InputDriftSettings()
+    base_n, window_n = settings.baseline_images, settings.window_images
+    reference = reference or {}
     count = connection.execute("SELECT COUNT(*) FROM image_facts WHERE device = ?", (device,)).fetchone()[0]
-    if count < BASELINE + WINDOW:
+    if count < window_n:
         return []
-    baseline = [json.loads(r["facts"]) for r in connection.execute(
-        "SELECT facts FROM image_facts WHERE device = ? ORDER BY finished, job_id, sop_uid LIMIT ?", (device, BASELINE))]
     window = [json.loads(r["facts"]) for r in connection.execute(
         "SELECT facts FROM image_facts WHERE device = ? ORDER BY finished DESC, job_id DESC, sop_uid DESC LIMIT ?",
-        (device, WINDOW))]
+        (device, window_n))]
+    site_full = count >= base_n + window_n
+    baseline = [json.loads(r["facts"]) for r in connection.execute(
+        "SELECT facts FROM image_facts WHERE device = ? ORDER BY finished, job_id, sop_uid LIMIT ?",
+        (device, base_n))] if site_full and set(FACTS) - set(reference) else []
     out = []
     for fact in FACTS:
-        before = [r[fact] for r in baseline if r.get(fact) is not None]
         after = [r[fact] for r in window if r.get(fact) is not None]
-        if len(before) < BASELINE // 2 or len(after) < WINDOW // 2:
-            continue  # a fact the device rarely records is not charted
+        if len(after) < window_n // 2:
+            continue  # a fact the device rarely records is not compared
+        if fact in reference:
+            before, source = list(reference[fact]), "model"
+        elif site_full:
+            before, source = [r[fact] for r in baseline if r.get(fact) is not None], "site"
+            if len(before) < base_n // 2:
+                continue
+        else:
+            continue
         test = ks_2samp(before, after)
-        out.append(FactDrift(device, fact, round(float(test.statistic), 4), float(test.pvalue), len(before), len(after)))
+        distance, p_value = round(float(test.statistic), 4), float(test.pvalue)
+        out.append(FactDrift(device, fact, distance, p_value, len(before), len(after),
+                             p_value < settings.p_value and distance >= settings.min_ks_distance, source))
     return out
 
 
-def summary(connection: sqlite3.Connection) -> dict[str, Any]:
+def summary(connection: sqlite3.Connection, settings: InputDriftSettings | None = None,
+            reference: Mapping[str, Sequence[float]] | None = None) -> dict[str, Any]:
     """Per device: images seen and each compared fact (for the API and the dashboard)."""
     return {device: {"images": count, "facts": {d.fact: {"ks_distance": d.distance, "p_value": d.p_value,
-                                                          "drifting": d.drifting} for d in compare(connection, device)}}
+                                                          "drifting": d.drifting, "reference": d.reference}
+                                                for d in compare(connection, device, settings, reference)}}
             for device, count in devices(connection).items()}

@@ -26,6 +26,8 @@ from cad.service import store
 from cad.service.alerts import AlertMonitor, Webhook
 from cad.service.metrics import ServiceMetrics
 from cad.service.queue import JobQueue, RetryPolicy
+from cad.service.reference import load_reference
+from cad.service.settings import MonitoringSettings, load_settings
 from cad.service.sources import DicomWebPacs, PacsError, StoreScp, StoreScu, WatchFolder
 from cad.service.worker import Source, Worker
 
@@ -71,14 +73,12 @@ class ServiceConfig:
     poll_seconds: float = 30.0
     quiet_seconds: float = 10.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-    #: a study pending or running longer than this is late: an alert (RC-029)
-    late_seconds: float = 900.0
+    #: monitoring and alert thresholds (--monitoring FILE, with --late-after and --sensitivity-floor applied)
+    monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
     #: URL each new alert is POSTed to (None: alerts go to the log, the API and /metrics only)
     alert_webhook: str | None = None
     #: seconds between two rounds of alert checks
     alert_seconds: float = 5.0
-    #: alert when sensitivity against imported outcomes falls below this (None: not checked)
-    sensitivity_floor: float | None = None
     #: keep overlay PNGs with each result (the dashboard shows them; about 1 MB per study)
     overlays: bool = True
 
@@ -97,8 +97,8 @@ class ServiceConfig:
         scp: str | None = None, scp_allow: str | None = None, dicomweb_auth_file: Path | None = None,
         tls_cert: Path | None = None, tls_key: Path | None = None, send: str | None = None, api: str | None = None,
         token_file: Path | None = None, poll_seconds: float = 30.0, quiet_seconds: float = 10.0,
-        retry: RetryPolicy | None = None, late_seconds: float = 900.0, alert_webhook: str | None = None,
-        sensitivity_floor: float | None = None, overlays: bool = True,
+        retry: RetryPolicy | None = None, late_seconds: float | None = None, alert_webhook: str | None = None,
+        sensitivity_floor: float | None = None, overlays: bool = True, monitoring: Path | None = None,
     ) -> ServiceConfig:
         """The configuration from `cad serve`'s options as typed; ValueError (one line naming the
         option or file) for anything inconsistent, unreadable or missing."""
@@ -113,6 +113,7 @@ class ServiceConfig:
             raise ValueError("--tls-cert and --tls-key go together")
         if sensitivity_floor is not None and not 0 < sensitivity_floor < 1:
             raise ValueError(f"--sensitivity-floor {sensitivity_floor}: use a fraction between 0 and 1")
+        settings = load_settings(monitoring).with_overrides(late_seconds, sensitivity_floor)
         if alert_webhook is not None and not alert_webhook.startswith(("http://", "https://")):
             raise ValueError(f"--alert-webhook {alert_webhook}: use an http:// or https:// URL")
         from cad.service.api import read_token
@@ -126,8 +127,7 @@ class ServiceConfig:
             scp_allow=tuple(a.strip() for a in (scp_allow or "").split(",") if a.strip()),
             dicomweb_auth=read_authorization(dicomweb_auth_file) if dicomweb_auth_file else None,
             tls=(tls_cert, tls_key) if tls_cert and tls_key else None,
-            late_seconds=late_seconds, alert_webhook=alert_webhook, sensitivity_floor=sensitivity_floor,
-            overlays=overlays,
+            monitoring=settings, alert_webhook=alert_webhook, overlays=overlays,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -142,6 +142,9 @@ class Service:
     def __init__(self, config: ServiceConfig, model: LockedModel, runtime: Runtime) -> None:
         self.config = config
         self.model = model
+        #: the validation reference beside the model, verified against its manifest (None: it ships
+        #: none); ModelIntegrityError before anything else when it does not verify
+        self.reference = load_reference(model)
         self._lock = store.lock_state(config.state)
         self.queue = JobQueue(store.connect(config.state), config.retry)
         self.sources: dict[str, Source] = {}
@@ -164,9 +167,8 @@ class Service:
         self.metrics = ServiceMetrics(config.state)
         self.worker = Worker(model, runtime, self.queue, config.state, self.sources, destination, results_in,
                              overlays=config.overlays, metrics=self.metrics)
-        self.monitor = AlertMonitor(config.late_seconds,
-                                    Webhook(config.alert_webhook) if config.alert_webhook else None,
-                                    sensitivity_floor=config.sensitivity_floor)
+        self.monitor = AlertMonitor(config.monitoring, Webhook(config.alert_webhook) if config.alert_webhook else None,
+                                    self.reference)
         self._stop = threading.Event()
         self._verified_key: tuple[int, int] | None = None
         self._verified = False
@@ -225,7 +227,7 @@ class Service:
         from cad.service.api import create_app
 
         app = create_app(self.config.state, self.config.token, self.readiness,
-                         self.submit if self.pacs else None, self.metrics, self.identity(), self._audit_status,
+                         self.submit if self.pacs else None, self.metrics, self.identity(), self.monitor,
                          secure_cookies=self.config.tls is not None)
         host, port = self.config.api
         tls: dict[str, Any] = ({"ssl_certfile": str(self.config.tls[0]), "ssl_keyfile": str(self.config.tls[1])}
@@ -252,19 +254,9 @@ class Service:
         variant = getattr(self.worker.runtime, "variant", None)
         return {"version": cad.__version__, "model": self.model.name, "model_sha256": self.model.sha256,
                 "settings_sha256": self.model.settings_sha256, "runtime": self.worker.runtime.name,
-                "runtime_variant": variant, "state": str(self.config.state)}
-
-    def _audit_status(self) -> dict[str, Any]:
-        """The monitor's latest audit-chain verification (verified now if it has none yet)."""
-        status = self.monitor.audit_status
-        if status is None:
-            from cad.service import audit
-
-            with closing(store.connect(self.config.state)) as connection:
-                verified = audit.verify(connection)
-            status = {"intact": verified.intact, "records": verified.records, "problems": list(verified.problems),
-                      "checked": time.time()}
-        return status
+                "runtime_variant": variant, "state": str(self.config.state),
+                "monitoring": self.config.monitoring.public(),
+                "monitoring_reference": self.reference.public() if self.reference else None}
 
     def _check_alerts(self) -> None:
         """One round of RC-029 checks; a defect here is logged, never stops the service."""
@@ -304,6 +296,8 @@ class Service:
                 job = self.queue.claim()
                 if job is not None:
                     self.worker.process(job)
+                    self._check_alerts()  # a failed study or a drift is alerted as soon as it is known
+                    next_check = time.time() + self.config.alert_seconds
                     continue
                 if once and self.queue.idle() and not self._settling():
                     self._check_alerts()  # the last word on what failed

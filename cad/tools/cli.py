@@ -34,9 +34,28 @@ def register(app: typer.Typer) -> None:
     for verb in (phantom, train, bench, evaluate, trace):
         app.command()(verb)
     app.command("reader-study")(reader_study)
+    app.command("monitoring-reference")(monitoring_reference)
     release_app = typer.Typer(help="Model change control under the pre-specified protocol.", no_args_is_help=True)
     release_app.command("compare")(release_compare)
     app.add_typer(release_app, name="release")
+
+
+def monitoring_reference(
+    data: Annotated[Path, typer.Argument(help="The model's validation exams (DICOM), e.g. build/phantoms/val-cal.")],
+    model: Annotated[
+        Path | None, typer.Option("--model", help="Locked model folder (default: the released model).")
+    ] = None,
+) -> None:
+    """Compute the monitoring reference of a locked model on its validation exams and record it
+    beside the model (monitoring-reference.json, named with its SHA-256 in manifest.json): what
+    `cad serve` compares a site's outputs and inputs with. The settings hash is unchanged."""
+    from cad.tools.monitoring_reference import write_for_model
+
+    require_existing([data])
+    locked = verified_model(model)
+    entry = write_for_model(locked, data)
+    console.print(f"monitoring reference: {locked.path / entry['file']} ({entry['studies']} studies, "
+                  f"{entry['images']} images, sha256 {entry['sha256'][:16]}…)")
 
 
 def phantom(

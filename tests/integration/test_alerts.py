@@ -13,6 +13,7 @@ from cad.service import alerts, audit, store
 from cad.service.alerts import AlertKind, AlertMonitor, Severity, Webhook
 from cad.service.metrics import ServiceMetrics
 from cad.service.queue import FAILED, Instance, JobQueue
+from cad.service.settings import AlertSettings, MonitoringSettings
 from cad.tools.orthanc import free_port
 
 
@@ -59,7 +60,7 @@ def test_alerts_are_deduplicated_acknowledged_resolved_and_audited(queue: JobQue
 
 @pytest.mark.req("SRS-SVC-012")
 def test_failed_late_and_not_ready_raise_alerts_that_clear_with_their_condition(queue: JobQueue) -> None:
-    monitor = AlertMonitor(late_seconds=600, audit_every=0)
+    monitor = AlertMonitor(MonitoringSettings(alerts=AlertSettings(600, audit_every_seconds=0)))
     failed = _job(queue, "1.2.826.0.1.3680043.2.1125.1.11")
     _fail(queue, failed)
     waiting = _job(queue, "1.2.826.0.1.3680043.2.1125.1.22")
@@ -95,7 +96,7 @@ def test_a_broken_audit_chain_is_an_alert(queue: JobQueue) -> None:
     audit.append(queue.db, {"event": "analysis", "study_uid": "1.2.3"})
     queue.db.execute("DROP TRIGGER audit_append_only_update")
     queue.db.execute("UPDATE audit SET record = replace(record, '1.2.3', '1.2.4') WHERE seq = 1")
-    (alert,) = AlertMonitor(late_seconds=60, audit_every=0).check(queue, {}, {})
+    (alert,) = AlertMonitor(MonitoringSettings(alerts=AlertSettings(60, audit_every_seconds=0))).check(queue, {}, {})
     assert alert.key == "audit-broken" and "content does not match its hash" in alert.message
 
 
@@ -105,7 +106,8 @@ def test_new_alerts_reach_the_webhook_and_are_retried_until_delivered(
     url, received = webhook
     down = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens there
     _fail(queue, _job(queue))
-    monitor = AlertMonitor(late_seconds=600, webhook=Webhook(down, timeout=1.0), audit_every=3600)
+    monitor = AlertMonitor(MonitoringSettings(alerts=AlertSettings(600, audit_every_seconds=3600)),
+                           Webhook(down, timeout=1.0))
     (alert,) = monitor.check(queue, {}, {"name": "test-site"})
     assert not alerts.alerts(queue.db)[0].delivered and received == []
     monitor.webhook = Webhook(url)
@@ -122,7 +124,7 @@ def test_metrics_are_prometheus_exposition_of_the_queue_alerts_and_jobs(queue: J
 
     _fail(queue, _job(queue))
     _job(queue, "1.2.826.0.1.3680043.2.1125.1.77")
-    AlertMonitor(late_seconds=600).check(queue, {}, {})
+    AlertMonitor(MonitoringSettings(alerts=AlertSettings(600))).check(queue, {}, {})
     metrics = ServiceMetrics(tmp_path / "state")
     metrics.job_finished("done", {"images_analysed": 4, "images_not_analysed": 0, "marks_at_operating_point": 2,
                                   "seconds": 1.3, "queue_latency_s": 12.0})
@@ -149,7 +151,7 @@ def test_every_failed_study_is_alerted_however_many_failed_before(queue: JobQueu
     queue.db.executemany(
         "INSERT INTO jobs (id, study_uid, instances_sha256, instances, source, state, next_attempt, enqueued, reason) "
         "VALUES (?, ?, ?, '[]', 'test', 'failed', 0, 0, 'not MG')", [(n, f"1.2.{n}", str(n)) for n in range(1, 1202)])
-    monitor = AlertMonitor(late_seconds=600, audit_every=3600)
+    monitor = AlertMonitor(MonitoringSettings(alerts=AlertSettings(600, audit_every_seconds=3600)))
     assert len(monitor.check(queue, {}, {})) == 1201
     assert monitor.check(queue, {}, {}) == []
     queue.requeue(1201, "qa")  # the newest: its alert resolves, and a new failure is a new alert

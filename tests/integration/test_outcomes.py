@@ -15,6 +15,7 @@ from scipy.stats import binomtest
 from cad.service import alerts, audit, drift, outcomes, store
 from cad.service.alerts import AlertMonitor
 from cad.service.queue import JobQueue
+from cad.service.settings import AlertSettings, MonitoringSettings, PerformanceSettings
 
 HEADER = "StudyInstanceUID,assessment,recall,pathology,laterality,location,PatientName\n"
 
@@ -97,9 +98,13 @@ def test_performance_against_outcomes_with_exact_intervals_and_a_floor_alert(tmp
     assert found["cad_positive_rate_recalled"]["n"] == 31 and found["cad_positive_rate_recalled"]["positive"] == 17
     assert found["cad_positive_rate_not_recalled"]["n"] == 50 and found["cad_positive_rate_not_recalled"]["positive"] == 15
     queue = JobQueue(connection)
-    (alert,) = AlertMonitor(600, sensitivity_floor=0.85, min_cancers=20, audit_every=3600).check(queue, {}, {}, now)
+    def monitor(min_cancers: int) -> AlertMonitor:
+        return AlertMonitor(MonitoringSettings(alerts=AlertSettings(600, audit_every_seconds=3600),
+                                               performance=PerformanceSettings(0.85, min_cancers=min_cancers)))
+
+    (alert,) = monitor(20).check(queue, {}, {}, now)
     assert alert.key == "performance:sensitivity" and "0.800" in alert.message and "below the floor 0.85" in alert.message
-    assert AlertMonitor(600, sensitivity_floor=0.85, min_cancers=21, audit_every=3600).check(queue, {}, {}, now) == []
+    assert monitor(21).check(queue, {}, {}, now) == []
     assert {a.key: a.state for a in alerts.alerts(connection)}["performance:sensitivity"] == "resolved"
 
 

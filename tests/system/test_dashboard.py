@@ -19,18 +19,16 @@ from typing import Any
 
 import pytest
 import requests
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service as DriverService
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
+from cad.tools.browser import chromium, save_page, sign_in
 from cad.tools.orthanc import free_port
 
 CAD = [sys.executable, "-m", "cad.cli"]
 TOKEN = "dashboard-test-token-not-a-secret"
 USER = "QA Jane Doe"
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "reports" / "dashboard"
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 
 
 def _exam(folder: Path, exam: int) -> list[Path]:
@@ -89,33 +87,12 @@ def service(phantom_dir: Path, tmp_path: Path) -> Iterator[dict[str, Any]]:
 
 @pytest.fixture
 def browser() -> Iterator[WebDriver]:
-    assert CHROMIUM.exists() and CHROMEDRIVER.exists(), "Debian chromium and chromium-driver: make system-deps"
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1100",
-                     "--disable-dev-shm-usage"):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=DriverService(str(CHROMEDRIVER)), options=options)
-    driver.implicitly_wait(5)
-    try:
+    with chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def _shot(driver: WebDriver, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    height = driver.execute_script("return document.body.scrollHeight")
-    driver.set_window_size(1400, max(800, min(int(height) + 40, 4000)))
-    driver.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
-
-
-def _sign_in(driver: WebDriver, base: str, token: str) -> None:
-    driver.get(f"{base}/ui/")
-    driver.find_element(By.ID, "user").send_keys(USER)
-    driver.find_element(By.ID, "token").send_keys(token)
-    driver.find_element(By.ID, "sign-in").click()
+    save_page(driver, SCREENSHOTS / f"{name}.png")
 
 
 @pytest.mark.slow
@@ -131,13 +108,13 @@ def test_dashboard_in_a_real_browser(service: dict[str, Any], browser: WebDriver
     assert requests.post(f"{base}/ui/jobs/2/requeue", allow_redirects=False, timeout=5).status_code == 303
 
     # a wrong token is refused in the browser
-    _sign_in(browser, base, "not-the-token-at-all")
+    sign_in(browser, base, USER, "not-the-token-at-all")
     assert "The token is wrong" in browser.find_element(By.CSS_SELECTOR, "p.error").text
     assert browser.current_url.endswith("/ui/login")
     _shot(browser, "0-sign-in")
     browser.get_log("browser")  # drains the log: the refused sign-in's 401 is expected there
 
-    _sign_in(browser, base, TOKEN)
+    sign_in(browser, base, USER, TOKEN)
     assert browser.find_element(By.CSS_SELECTOR, "#readiness .big").text == "Ready"
     assert "Chain intact" in browser.find_element(By.ID, "audit").text
     about = requests.get(f"{base}/about", headers=service["auth"], timeout=5).json()

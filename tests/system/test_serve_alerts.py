@@ -5,6 +5,7 @@ charts (SRS-SVC-012, SRS-SVC-013, SRS-SVC-014)."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from cad.detect.locked import DEFAULT_MODEL_DIR
 from cad.tools.orthanc import free_port
 
 CAD = [sys.executable, "-m", "cad.cli"]
@@ -99,11 +101,19 @@ def test_a_study_without_a_result_is_alerted_delivered_and_acknowledged(
                              timeout=5).status_code == 422
         verify = requests.get(f"{base}/audit/verify", headers=auth, timeout=5).json()
         assert verify["intact"]
-        charts = requests.get(f"{base}/drift", headers=auth, timeout=5).json()["charts"]
+        output_drift = requests.get(f"{base}/drift", headers=auth, timeout=5).json()
+        charts = output_drift["charts"]
         assert set(charts) == {"marks", "any_mark", "max_score", "linked_fraction", "not_analysed_fraction", "seconds"}
-        assert all(c["reference"] is None and not c["out_of_control"] for c in charts.values()), "baseline not reached"
+        # the model's validation reference charts from the first study; the rest wait for the site baseline
+        with_model = set(output_drift["from_model"])
+        assert output_drift["reference"] == "model" and with_model == {"marks", "max_score", "linked_fraction"}
+        assert all((c["reference"] is not None) == (fact in with_model) for fact, c in charts.items())
+        assert not any(c["out_of_control"] for c in charts.values()), "one study: no group of 20 yet"
         about = requests.get(f"{base}/about", headers=auth, timeout=5).json()
         assert about["runtime"] == "onnxruntime" and len(about["model_sha256"]) == 64
+        manifest = json.loads((DEFAULT_MODEL_DIR / "manifest.json").read_text())
+        assert about["monitoring_reference"]["sha256"] == manifest["monitoring"]["sha256"]
+        assert about["monitoring"]["alerts"]["late_after_seconds"] == 900.0 and about["monitoring"]["source"] is None
     finally:
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=60)
@@ -118,3 +128,23 @@ def test_a_study_without_a_result_is_alerted_delivered_and_acknowledged(
     assert raised == ["new-device", "study-failed"], "the failed study, and the phantom's device seen for the first time"
     facts = {row["job_id"]: json.loads(row["facts"]) for row in store.connect(state).execute("SELECT * FROM study_facts")}
     assert sorted(f["not_analysed_fraction"] for f in facts.values()) == [0.0, 1.0], "both studies' outputs recorded"
+
+
+@pytest.mark.req("SRS-SVC-018", "SRS-SVC-019")
+def test_serve_refuses_a_wrong_settings_file_and_a_changed_reference(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    settings = tmp_path / "monitoring.toml"
+    settings.write_text("[output_drift]\nwidht_sd = 3.0\n")
+    serve = [*CAD, "serve", "--state", str(tmp_path / "state"), "--watch", str(inbox), "--once"]
+    wrong = subprocess.run([*serve, "--monitoring", str(settings)], capture_output=True, text=True, timeout=120)
+    assert wrong.returncode == 2
+    assert wrong.stderr.strip().splitlines() == [f"error: {settings}: [output_drift] widht_sd: unknown setting "
+                                                 "(known: ewma_lambda, width_sd, baseline_studies, batch_studies)"]
+    model = tmp_path / "model"
+    shutil.copytree(DEFAULT_MODEL_DIR, model, ignore=shutil.ignore_patterns("detector-int8.onnx"))
+    reference = model / "monitoring-reference.json"
+    reference.write_text(reference.read_text().replace('"studies": 200', '"studies": 201'))
+    changed = subprocess.run([*serve, "--model", str(model)], capture_output=True, text=True, timeout=120)
+    assert changed.returncode == 3, changed.stderr
+    assert "monitoring reference does not match the manifest" in changed.stderr and "Traceback" not in changed.stderr

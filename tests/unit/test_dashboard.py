@@ -7,11 +7,19 @@ import pytest
 
 from cad.service import drift
 from cad.service.dashboard import ChartView, Sessions, chart_view
+from cad.service.settings import OutputDriftSettings
+
+SETTINGS = OutputDriftSettings(baseline_studies=100, batch_studies=10)
 
 
 def _facts(marks: list[float]) -> list[drift.OutputFacts]:
     return [drift.OutputFacts(marks=m, any_mark=float(m > 0), max_score=0.5, linked_fraction=0.0,
                               not_analysed_fraction=0.0, seconds=1.0) for m in marks]
+
+
+def _marks_chart(history: list[drift.OutputFacts]) -> ChartView:
+    (marks,) = [s for s in drift.series(history, SETTINGS) if s.fact == "marks"]
+    return chart_view(marks, SETTINGS.batch_studies)
 
 
 def _points(line: str) -> list[tuple[float, float]]:
@@ -20,7 +28,7 @@ def _points(line: str) -> list[tuple[float, float]]:
 
 @pytest.mark.req("SRS-SVC-017")
 def test_chart_waits_for_its_baseline() -> None:
-    view = chart_view("marks", _facts([1.0] * 30), baseline=100, batch=10)
+    view = _marks_chart(_facts([1.0] * 30))
     assert view.baseline_needed == 70 and view.studies == 30 and not view.ewma
 
 
@@ -29,7 +37,7 @@ def test_chart_draws_the_alerting_arithmetic_inside_its_viewport() -> None:
     baseline = [float(k % 3) for k in range(100)]  # mean 0.99, varies
     shifted = [3.0] * 60  # far above: the chart must leave its limits, as the alert does
     history = _facts(baseline + shifted)
-    view = chart_view("marks", history, baseline=100, batch=10)
+    view = _marks_chart(history)
     assert isinstance(view, ChartView) and view.studies == 60
     ewma, upper, lower = _points(view.ewma), _points(view.upper), _points(view.lower)
     assert len(ewma) == len(upper) == len(lower) == len(view.means) == 6
@@ -47,7 +55,7 @@ def test_chart_draws_the_alerting_arithmetic_inside_its_viewport() -> None:
 @pytest.mark.req("SRS-SVC-017")
 def test_unchanged_stream_stays_within_the_drawn_limits() -> None:
     values = [float(k % 3) for k in range(200)]
-    view = chart_view("marks", _facts(values), baseline=100, batch=10)
+    view = _marks_chart(_facts(values))
     ewma, upper, lower = _points(view.ewma), _points(view.upper), _points(view.lower)
     assert all(u[1] <= e[1] <= lo[1] for e, u, lo in zip(ewma, upper, lower, strict=True))
     assert not view.out_of_control

@@ -11,6 +11,7 @@ import pytest
 from cad.service import alerts, drift, store
 from cad.service.alerts import AlertMonitor
 from cad.service.queue import JobQueue
+from cad.service.settings import AlertSettings, MonitoringSettings
 
 
 def _facts(rng: np.random.Generator, count: int, marks_mean: float) -> list[drift.OutputFacts]:
@@ -47,7 +48,8 @@ def test_charts_start_after_the_site_baseline_and_flag_a_shift() -> None:
 @pytest.mark.req("SRS-SVC-014")
 def test_the_service_raises_and_resolves_an_output_drift_alert(tmp_path: Path) -> None:
     connection = store.connect(tmp_path / "state")
-    queue, monitor = JobQueue(connection), AlertMonitor(late_seconds=600, audit_every=3600, monitor_every=0)
+    queue, monitor = JobQueue(connection), AlertMonitor(
+        MonitoringSettings(alerts=AlertSettings(600, audit_every_seconds=3600, monitor_every_seconds=0)))
     rng = np.random.default_rng(11)
     stream = _facts(rng, drift.BASELINE + 400, 1.0) + _facts(rng, 200, 3.0)
     for n, facts in enumerate(stream):

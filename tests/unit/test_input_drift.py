@@ -18,6 +18,7 @@ from cad.io import load
 from cad.service import alerts, input_drift, store
 from cad.service.alerts import AlertMonitor
 from cad.service.queue import JobQueue
+from cad.service.settings import AlertSettings, MonitoringSettings
 
 
 def _store(connection: sqlite3.Connection, device: str, rows: list[dict[str, float | None]], start: int) -> None:
@@ -73,12 +74,13 @@ def test_a_shifted_device_drifts_an_unchanged_one_does_not_and_a_new_one_is_an_e
     _store(connection, changed, _facts(rng, input_drift.WINDOW, 31, 0.085), 2000)
     drifting = {d.fact for d in input_drift.compare(connection, changed) if d.drifting}
     assert drifting == {"kvp", "pixel_spacing_mm"}
-    new = AlertMonitor(600, audit_every=3600).check(JobQueue(connection), {}, {})
+    monitor = AlertMonitor(MonitoringSettings(alerts=AlertSettings(600, audit_every_seconds=3600)))
+    new = monitor.check(JobQueue(connection), {}, {})
     assert sorted(a.key for a in new) == [f"input-drift:{changed}:kvp", f"input-drift:{changed}:pixel_spacing_mm",
                                           f"new-device:{stable}", f"new-device:{changed}"]
     assert all(a.severity == "warning" for a in new)
     kvp = next(a for a in new if a.key.endswith(":kvp"))
-    assert "the last 200 images differ from the first 200" in kvp.message
+    assert "the last 200 images differ from the device's first 200" in kvp.message
     summary = input_drift.summary(connection)
     assert summary[changed]["images"] == 400 and summary[changed]["facts"]["kvp"]["drifting"]
     assert not summary[stable]["facts"]["kvp"]["drifting"]

@@ -1,0 +1,46 @@
+"""Compute the monitoring reference of a locked model on its validation exams (manufacturer's
+tooling; the service only reads and verifies the result, :mod:`cad.service.reference`).
+
+The exams are analysed exactly as a site analyses them (ingest, the locked model on ONNX Runtime,
+the same output and input facts the service records per study and image); the per-study output
+facts and per-image input facts become the reference, written beside the model and named with
+its SHA-256 in the manifest.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from cad.analysis.pipeline import analyse_studies
+from cad.detect.locked import LockedModel
+from cad.detect.runtimes import make_runtime
+from cad.io import load
+from cad.service import drift, input_drift, reference
+
+
+def compute_reference(model: LockedModel, data: Path, exams_per_batch: int = 4) -> dict[str, Any]:
+    """The reference's content from every study under ``data`` (images that cannot be analysed
+    count in the not-analysed fraction, as at a site)."""
+    runtime = make_runtime(model)
+    # one exam folder at a time (the validation set is hundreds of exams; memory stays bounded)
+    folders = sorted(p for p in data.iterdir() if p.is_dir()) or [data]
+    outputs: list[drift.OutputFacts] = []
+    images: list[dict[str, float | None]] = []
+    for start in range(0, len(folders), exams_per_batch):
+        group = load(folders[start:start + exams_per_batch]).studies
+        began = time.perf_counter()
+        analysed = analyse_studies(group, model, runtime)
+        seconds = (time.perf_counter() - began) / max(len(group), 1)
+        for result, views in analysed:
+            outputs.append(drift.OutputFacts.of(result, seconds))
+            images.extend(input_drift.image_facts(view) for view in views)
+    studies = outputs
+    source = f"{data.name}: {len(studies)} validation studies analysed with {model.name} ({model.sha256[:12]})"
+    return reference.build_reference(outputs, images, source)
+
+
+def write_for_model(model: LockedModel, data: Path) -> dict[str, Any]:
+    """Compute the reference and record it beside ``model`` (its manifest entry is returned)."""
+    return reference.write_reference(model.path, compute_reference(model, data))
