@@ -310,10 +310,12 @@ class AlertMonitor:
                                  f"{state.studies} studies", None, now))
             else:
                 resolve(connection, AlertKind.OUTPUT_DRIFT, state.fact, "back within the control limits")
+        validated = set(self.reference.devices) if self.reference else set()
         for device in input_drift.devices(connection):
-            note(raise_alert(connection, AlertKind.NEW_DEVICE, device, Severity.WARNING,
-                             f"images from a device not seen before: {device}; check its images and that it is "
-                             "in the intended use (docs/instructions-for-use.md)", None, now))
+            if device not in validated:  # a device of the validation set is not new
+                note(raise_alert(connection, AlertKind.NEW_DEVICE, device, Severity.WARNING,
+                                 f"images from a device not seen before: {device}; check its images and that it "
+                                 "is in the intended use (docs/instructions-for-use.md)", None, now))
             for change in input_drift.compare(connection, device, self.settings.input_drift,
                                               self.reference.inputs if self.reference else None):
                 subject = f"{device}:{change.fact}"

@@ -42,14 +42,16 @@ class MonitoringReference:
     output: Mapping[str, drift.Reference]
     inputs: Mapping[str, tuple[float, ...]]
     sha256: str = ""
+    #: acquisition devices of the validation images: not "new" at a site
+    devices: tuple[str, ...] = ()
 
     def public(self) -> dict[str, Any]:
         return {"source": self.source, "studies": self.studies, "images": self.images, "sha256": self.sha256,
-                "output_facts": sorted(self.output), "input_facts": sorted(self.inputs)}
+                "output_facts": sorted(self.output), "input_facts": sorted(self.inputs), "devices": list(self.devices)}
 
 
 def build_reference(outputs: Sequence[drift.OutputFacts], images: Sequence[Mapping[str, float | None]],
-                    source: str) -> dict[str, Any]:
+                    source: str, devices: Sequence[str] = ()) -> dict[str, Any]:
     """The reference file's content from the validation set's per-study output facts and
     per-image input facts (output facts without spread, and input facts with fewer than 20
     values, are left out)."""
@@ -66,7 +68,7 @@ def build_reference(outputs: Sequence[drift.OutputFacts], images: Sequence[Mappi
         if len(values) >= 20:  # a constant fact (one pixel spacing) is a valid reference for the KS test
             inputs[name] = [round(v, 6) for v in values]
     return {"reference_version": REFERENCE_VERSION, "source": source, "studies": len(outputs), "images": len(images),
-            "output": output, "inputs": inputs}
+            "output": output, "inputs": inputs, "devices": sorted(set(devices))}
 
 
 def parse_reference(data: Any, where: str, sha256: str = "") -> MonitoringReference:
@@ -78,7 +80,7 @@ def parse_reference(data: Any, where: str, sha256: str = "") -> MonitoringRefere
                   if k in drift.FACTS}
         inputs = {str(k): tuple(float(x) for x in v) for k, v in data["inputs"].items() if k in input_drift.FACTS}
         return MonitoringReference(str(data["source"]), int(data["studies"]), int(data["images"]), output, inputs,
-                                   sha256)
+                                   sha256, tuple(str(d) for d in data.get("devices", ())))
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"{where}: not a monitoring reference ({type(exc).__name__}: {exc})") from None
     except ValueError as exc:

@@ -28,6 +28,7 @@ def compute_reference(model: LockedModel, data: Path, exams_per_batch: int = 4) 
     folders = sorted(p for p in data.iterdir() if p.is_dir()) or [data]
     outputs: list[drift.OutputFacts] = []
     images: list[dict[str, float | None]] = []
+    devices: set[str] = set()
     for start in range(0, len(folders), exams_per_batch):
         group = load(folders[start:start + exams_per_batch]).studies
         began = time.perf_counter()
@@ -36,9 +37,10 @@ def compute_reference(model: LockedModel, data: Path, exams_per_batch: int = 4) 
         for result, views in analysed:
             outputs.append(drift.OutputFacts.of(result, seconds))
             images.extend(input_drift.image_facts(view) for view in views)
+            devices.update(input_drift.device_of(view.image.header) for view in views)
     studies = outputs
     source = f"{data.name}: {len(studies)} validation studies analysed with {model.name} ({model.sha256[:12]})"
-    return reference.build_reference(outputs, images, source)
+    return reference.build_reference(outputs, images, source, sorted(devices))
 
 
 def write_for_model(model: LockedModel, data: Path) -> dict[str, Any]:

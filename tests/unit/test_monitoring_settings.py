@@ -13,7 +13,9 @@ import pytest
 
 from cad.detect.locked import ModelIntegrityError, default_model_dir, load_locked_model
 from cad.service import drift, input_drift, reference, store
-from cad.service.settings import MonitoringSettings, load_settings
+from cad.service.alerts import AlertMonitor
+from cad.service.queue import JobQueue
+from cad.service.settings import AlertSettings, MonitoringSettings, load_settings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "monitoring.toml"
 
@@ -75,6 +77,7 @@ def test_the_released_model_ships_a_verified_reference() -> None:
     assert {"marks", "max_score", "linked_fraction"} <= set(found.output)
     assert "any_mark" not in found.output, "every validation study has a mark: no spread, judged against the site"
     assert "pixel_spacing_mm" in found.inputs and "kvp" not in found.inputs, "the phantom records no kVp"
+    assert found.devices == ("mammo-cad phantom generator / dual-view breast phantom / 0.3.0",)
     assert all(len(v) >= 20 for v in found.inputs.values())
 
 
@@ -125,6 +128,13 @@ def test_input_drift_against_the_model_reference_needs_no_site_baseline(tmp_path
     model_sample = {"input_p50": tuple(sorted(rng.normal(0.0, 1.0, 800)))}
     connection = store.connect(tmp_path / "state")
     _image_rows(connection, "same", list(rng.normal(0.0, 1.0, 200)))
+    known = reference.MonitoringReference("v", 200, 800, {}, model_sample, devices=("same",))
+    settings = MonitoringSettings(alerts=AlertSettings(600, audit_every_seconds=3600))
+    assert AlertMonitor(settings, reference=known).check(JobQueue(connection), {}, {}) == [], \
+        "a device of the validation set is not new, and does not drift"
+    unknown = reference.MonitoringReference("v", 200, 800, {}, model_sample, devices=("other",))
+    (new,) = AlertMonitor(settings, reference=unknown).check(JobQueue(connection), {}, {})
+    assert new.key == "new-device:same"
     (same,) = [d for d in input_drift.compare(connection, "same", reference=model_sample) if d.fact == "input_p50"]
     assert same.reference == "model" and same.baseline == 800 and not same.drifting
     assert all(d.fact != "kvp" for d in input_drift.compare(connection, "same", reference=model_sample)), \
