@@ -312,7 +312,9 @@ def mount(app: FastAPI, state: Path, token: str, readiness: Callable[[], dict[st
             chain = {"intact": verified.intact, "records": verified.records, "problems": list(verified.problems),
                      "checked": time.time()}
         recent = _recent_jobs(q.db, None, 10)
+        records_now = q.db.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
         return page("overview.html", request, session, checks=checks, ready=all(checks.values()),
+                    records_now=records_now, audit_every=monitor.settings.alerts.audit_every_seconds,
                     counts=q.counts(), oldest_waiting=(time.time() - oldest) if oldest else None, chain=chain,
                     open_alerts=alerts.alerts(q.db, alerts.OPEN, 20), recent=recent, marks=_marks(q.db, recent))
 

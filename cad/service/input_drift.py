@@ -2,10 +2,11 @@
 
 Per analysed image the service stores the acquisition device (Manufacturer, model name and
 software versions) and the facts that change images: kVp, exposure, compressed thickness,
-compression force, detector pixel spacing, and the distribution of the normalised model input
-over the breast crop (5 quantiles). Per device, the latest :data:`WINDOW` images are compared with
-that device's first :data:`BASELINE` images at the site by a two-sample Kolmogorov-Smirnov test
-(scipy) per fact; a fact drifts when the test rejects at :data:`P_VALUE` and the KS distance is at
+compression force, detector pixel spacing, bits stored, and the distribution of the normalised
+model input over the breast crop (5 quantiles). Per device, the latest :data:`WINDOW` images are
+compared with the model's validation images (:mod:`cad.service.reference`) or that device's
+first :data:`BASELINE` images at the site by a two-sample Kolmogorov-Smirnov test (scipy) per
+fact; a fact drifts when the test rejects at :data:`P_VALUE` and the KS distance is at
 least :data:`MIN_DISTANCE` (so that a large site does not alarm on a trivial difference). A device
 never seen before is itself an event (a new detector, or a firmware update, which changes the
 software versions). Only device names and numbers are stored, nothing about the patient.
@@ -36,7 +37,8 @@ MIN_DISTANCE = InputDriftSettings.min_ks_distance
 QUANTILES = (5, 25, 50, 75, 95)
 #: header facts: fact name -> DICOM keyword (first value when multi-valued)
 HEADER_FACTS = {"kvp": "KVP", "exposure_mas": "Exposure", "thickness_mm": "BodyPartThickness",
-                "compression_n": "CompressionForce", "pixel_spacing_mm": "ImagerPixelSpacing"}
+                "compression_n": "CompressionForce", "pixel_spacing_mm": "ImagerPixelSpacing",
+                "bits_stored": "BitsStored"}
 FACTS = (*HEADER_FACTS, *(f"input_p{q:02d}" for q in QUANTILES))
 
 

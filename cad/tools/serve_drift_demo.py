@@ -50,7 +50,8 @@ def _screenshots(base: str, token: str, out: Path) -> list[str]:
 
 
 def run_demo(unshifted: Path, shifted: Path, out: Path, model: Path | None = None,
-             monitoring: Path | None = None, timeout: float = 300.0, screenshots: bool = True) -> dict[str, Any]:
+             monitoring: Path | None = None, timeout: float = 300.0, screenshots: bool = True,
+             unshifted_exams: int | None = None) -> dict[str, Any]:
     """Feed both sets through a fresh `cad serve` and return what it alerted, and when (and,
     with ``screenshots``, save the dashboard's pages at the end)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -86,7 +87,8 @@ def run_demo(unshifted: Path, shifted: Path, out: Path, model: Path | None = Non
                     raise RuntimeError(f"cad serve did not start (see {out / 'serve.log'})") from None
                 time.sleep(0.3)
         about = get("/about")
-        feed = [("unshifted", p) for p in _exams(unshifted)] + [("shifted", p) for p in _exams(shifted)]
+        feed = ([("unshifted", p) for p in _exams(unshifted)[:unshifted_exams]]
+                + [("shifted", p) for p in _exams(shifted)])
         images = 0
         for n, (phase, paths) in enumerate(feed, start=1):
             folder = inbox / f"{n:05d}"
@@ -148,10 +150,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--model", type=Path)
     parser.add_argument("--monitoring", type=Path)
+    parser.add_argument("--unshifted-exams", type=int, help="only the first N unshifted exams")
     parser.add_argument("--no-screenshots", action="store_true", help="do not save the dashboard's pages")
     args = parser.parse_args(argv)
     report = run_demo(args.unshifted, args.shifted, args.out, args.model, args.monitoring,
-                      screenshots=not args.no_screenshots)
+                      screenshots=not args.no_screenshots, unshifted_exams=args.unshifted_exams)
     print(f"unshifted studies {report['studies']['unshifted']}, input-drift checks after the window filled "
           f"{report['input_checks_on_unshifted']}: false alarms {len(report['false_alarms'])}")
     for alarm in report["false_alarms"]:
