@@ -17,7 +17,7 @@ import logging
 import math
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from enum import Enum
@@ -218,8 +218,8 @@ class AlertMonitor:
         self.settings = settings or MonitoringSettings()
         self.settings.validate("monitoring settings")
         self.webhook = webhook
-        #: the model's validation reference, used when the settings choose it
-        self.reference = reference if self.settings.reference == "model" else None
+        #: the model's validation reference (its parts used where the settings choose "model")
+        self.reference = reference
         self._monitored = -math.inf
         self._latest_facts: int | None = None  # the newest finished study monitored
         self._audit_checked = -math.inf
@@ -232,12 +232,23 @@ class AlertMonitor:
 
     def output_charts(self, connection: sqlite3.Connection) -> list[drift.ChartSeries]:
         """The output-drift charts as these settings and reference define them."""
-        return drift.charts(connection, self.settings.output_drift, self.reference.output if self.reference else None)
+        return drift.charts(connection, self.settings.output_drift, self.output_reference)
+
+    @property
+    def output_reference(self) -> Mapping[str, drift.Reference] | None:
+        """Per-study output references from the model, when output drift is judged against it."""
+        chosen = self.settings.output_drift.reference == "model"
+        return self.reference.output if chosen and self.reference else None
+
+    @property
+    def input_reference(self) -> Mapping[str, Sequence[float]] | None:
+        """The validation images' input facts, when input drift is judged against them."""
+        chosen = self.settings.input_drift.reference == "model"
+        return self.reference.inputs if chosen and self.reference else None
 
     def input_summary(self, connection: sqlite3.Connection) -> dict[str, Any]:
         """Input drift per device as these settings and reference define it."""
-        return input_drift.summary(connection, self.settings.input_drift,
-                                   self.reference.inputs if self.reference else None)
+        return input_drift.summary(connection, self.settings.input_drift, self.input_reference)
 
     def check(self, queue: JobQueue, readiness: dict[str, bool], service: dict[str, Any],
               now: float | None = None) -> list[Alert]:
@@ -316,8 +327,7 @@ class AlertMonitor:
                 note(raise_alert(connection, AlertKind.NEW_DEVICE, device, Severity.WARNING,
                                  f"images from a device not seen before: {device}; check its images and that it "
                                  "is in the intended use (docs/instructions-for-use.md)", None, now))
-            for change in input_drift.compare(connection, device, self.settings.input_drift,
-                                              self.reference.inputs if self.reference else None):
+            for change in input_drift.compare(connection, device, self.settings.input_drift, self.input_reference):
                 subject = f"{device}:{change.fact}"
                 if change.drifting:
                     note(raise_alert(connection, AlertKind.INPUT_DRIFT, subject, Severity.WARNING,

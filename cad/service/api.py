@@ -159,7 +159,7 @@ def create_app(state: Path, token: str, readiness: Callable[[], dict[str, bool]]
     def output_drift(_: str = Depends(authorised), q: JobQueue = Depends(queue)) -> dict[str, Any]:
         settings = monitor.settings.output_drift
         series = monitor.output_charts(q.db)
-        return {"reference": monitor.settings.reference if monitor.reference else "site",
+        return {"reference": "model" if monitor.output_reference else "site",
                 "baseline_studies": settings.baseline_studies, "batch_studies": settings.batch_studies,
                 "lambda": settings.ewma_lambda, "width_sd": settings.width_sd,
                 "charts": drift.summary([s.state() for s in series]),
@@ -168,7 +168,7 @@ def create_app(state: Path, token: str, readiness: Callable[[], dict[str, bool]]
     @app.get("/inputs")
     def inputs(_: str = Depends(authorised), q: JobQueue = Depends(queue)) -> dict[str, Any]:
         settings = monitor.settings.input_drift
-        return {"reference": monitor.settings.reference if monitor.reference else "site",
+        return {"reference": "model" if monitor.input_reference else "site",
                 "baseline_images": settings.baseline_images, "window_images": settings.window_images,
                 "p_value": settings.p_value, "min_ks_distance": settings.min_ks_distance,
                 "devices": monitor.input_summary(q.db)}

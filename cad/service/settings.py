@@ -7,9 +7,12 @@ what the verification ran with); an unknown section or key, a wrong type or a va
 range is refused with one line naming the file, the key and the problem, so a typo can never
 silently leave a default in place. docs/examples/monitoring.toml lists every key with its default.
 
-``reference`` chooses what the drift checks compare with: ``"model"`` (default) the reference
-computed on the released model's validation set and shipped beside it (manifest-verified,
-:mod:`cad.service.reference`), ``"site"`` the site's own first studies and images.
+Each drift check has a ``reference``: ``"model"``, the reference computed on the released
+model's validation set and shipped beside it (manifest-verified, :mod:`cad.service.reference`),
+or ``"site"``, the site's own first studies or images. Input drift defaults to the model (its KS
+test has a minimum effect size, and a new detector should be caught from day one); output drift
+defaults to the site, because an EWMA chart with fixed limits from 200 validation studies alarms
+on any population difference however clinically small (docs/service.md, Output drift, measured).
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ class AlertSettings:
 
 @dataclass(frozen=True)
 class OutputDriftSettings:
+    #: what the charts' centre and spread come from: "site" (its first baseline_studies) or "model"
+    reference: str = "site"
     #: EWMA weight of the newest point, and the control limits' width in standard deviations
     #: (chosen with `python -m cad.tools.drift_demo`: docs/service.md, Output drift)
     ewma_lambda: float = 0.1
@@ -47,6 +52,9 @@ class OutputDriftSettings:
 
 @dataclass(frozen=True)
 class InputDriftSettings:
+    #: what a device's window is compared with: "model" (the validation images, where they hold
+    #: the fact) or "site" (the device's first baseline_images)
+    reference: str = "model"
     #: a device's first images forming its site baseline (reference "site")
     baseline_images: int = 200
     #: a device's latest images compared with the reference
@@ -67,7 +75,6 @@ class PerformanceSettings:
 
 @dataclass(frozen=True)
 class MonitoringSettings:
-    reference: str = "model"
     alerts: AlertSettings = field(default_factory=AlertSettings)
     output_drift: OutputDriftSettings = field(default_factory=OutputDriftSettings)
     input_drift: InputDriftSettings = field(default_factory=InputDriftSettings)
@@ -87,8 +94,7 @@ class MonitoringSettings:
             alerts = AlertSettings(late_after_seconds, alerts.audit_every_seconds, alerts.monitor_every_seconds)
         if sensitivity_floor is not None:
             performance = PerformanceSettings(sensitivity_floor, performance.min_cancers, performance.window_days)
-        settings = MonitoringSettings(self.reference, alerts, self.output_drift, self.input_drift, performance,
-                                      self.source)
+        settings = MonitoringSettings(alerts, self.output_drift, self.input_drift, performance, self.source)
         settings.validate("command line")
         return settings
 
@@ -98,8 +104,9 @@ class MonitoringSettings:
             if not ok:
                 raise ValueError(f"{where}: {key}: {what}")
 
-        check(self.reference in REFERENCES, "reference", f"use one of {', '.join(REFERENCES)}")
         a, o, i, p = self.alerts, self.output_drift, self.input_drift, self.performance
+        check(o.reference in REFERENCES, "output_drift.reference", f"use one of {', '.join(REFERENCES)}")
+        check(i.reference in REFERENCES, "input_drift.reference", f"use one of {', '.join(REFERENCES)}")
         check(a.late_after_seconds >= 1, "alerts.late_after_seconds", "at least 1")
         check(a.audit_every_seconds >= 0, "alerts.audit_every_seconds", "0 (every round) or more")
         check(a.monitor_every_seconds >= 0, "alerts.monitor_every_seconds", "0 (every round) or more")
@@ -131,6 +138,11 @@ def _section(path: Path, name: str, cls: type, given: Any) -> Any:
         if key not in known:
             raise ValueError(f"{path}: [{name}] {key}: unknown setting (known: {', '.join(known)})")
         default = getattr(cls(), key)
+        if isinstance(default, str):
+            if not isinstance(value, str):
+                raise ValueError(f"{path}: [{name}] {key}: expected a string, got {value!r}")
+            values[key] = value
+            continue
         integer = isinstance(default, int) and not isinstance(default, bool)
         if isinstance(value, bool) or not isinstance(value, int | float) or (integer and not isinstance(value, int)):
             raise ValueError(f"{path}: [{name}] {key}: expected {'an integer' if integer else 'a number'}, "
@@ -151,13 +163,10 @@ def load_settings(path: Path | None) -> MonitoringSettings:
         raise ValueError(f"{path}: cannot be read ({exc.strerror})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: not valid TOML ({str(exc).splitlines()[0]})") from None
-    unknown = set(data) - set(_SECTIONS) - {"reference"}
+    unknown = set(data) - set(_SECTIONS)
     if unknown:
-        raise ValueError(f"{path}: unknown setting {sorted(unknown)[0]!r} (known: reference, {', '.join(_SECTIONS)})")
-    reference = data.get("reference", "model")
-    if not isinstance(reference, str):
-        raise ValueError(f"{path}: reference: use one of {', '.join(REFERENCES)}")
+        raise ValueError(f"{path}: unknown setting {sorted(unknown)[0]!r} (known: {', '.join(_SECTIONS)})")
     sections = {name: _section(path, name, cls, data.get(name, {})) for name, cls in _SECTIONS.items()}
-    settings = MonitoringSettings(reference=reference, source=str(path), **sections)
+    settings = MonitoringSettings(source=str(path), **sections)
     settings.validate(str(path))
     return settings

@@ -39,19 +39,27 @@ def first_alarm(values: list[float], reference: drift.Reference, lam: float = dr
 
 def demonstrate(reference: list[drift.OutputFacts], shifted: list[drift.OutputFacts], runs: int, length: int,
                 seed: int, baseline: int = drift.BASELINE, lam: float = drift.LAMBDA,
-                width: float = drift.WIDTH, batch: int = drift.BATCH) -> dict[str, Any]:
+                width: float = drift.WIDTH, batch: int = drift.BATCH,
+                model: dict[str, drift.Reference] | None = None) -> dict[str, Any]:
+    """False alarms and delays per fact; with ``model`` (the monitoring reference's per-study
+    references) the charted facts are judged against it from the first study, as `cad serve`
+    does with reference "model", and other facts are skipped."""
     rng = np.random.default_rng(seed)
-    out: dict[str, Any] = {"runs": runs, "baseline_studies": baseline, "unchanged_studies": length,
-                           "lambda": lam, "width_sd": width, "batch": batch, "facts": {}}
+    out: dict[str, Any] = {"runs": runs, "baseline_studies": 0 if model else baseline, "unchanged_studies": length,
+                           "lambda": lam, "width_sd": width, "batch": batch,
+                           "reference": "model" if model else "site", "facts": {}}
     for name in drift.FACTS:
-        if name == "seconds":
+        if name == "seconds" or (model is not None and name not in model):
             continue
         ref_values = np.array([getattr(f, name) for f in reference])
         shift_values = np.array([getattr(f, name) for f in shifted])
         false_alarm_runs, delays = 0, []
         for _ in range(runs):
-            base = rng.choice(ref_values, baseline)
-            chart_ref = drift.batch_reference(list(base), batch)
+            if model is not None:
+                given = model[name]
+                chart_ref: drift.Reference | None = drift.Reference(given.mean, given.sd / float(np.sqrt(batch)))
+            else:
+                chart_ref = drift.batch_reference(list(rng.choice(ref_values, baseline)), batch)
             if chart_ref is None:
                 continue
             if first_alarm(list(rng.choice(ref_values, length)), chart_ref, lam, width, batch) is not None:
@@ -77,8 +85,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--length", type=int, default=500, help="unchanged studies per run after the baseline")
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--model-reference", type=Path,
+                        help="a model's monitoring-reference.json: chart against it instead of a site baseline")
     args = parser.parse_args(argv)
-    result = demonstrate(facts_of(args.reference), facts_of(args.shifted), args.runs, args.length, args.seed)
+    model = None
+    if args.model_reference:
+        from cad.service.reference import parse_reference
+
+        model = dict(parse_reference(json.loads(args.model_reference.read_text()), str(args.model_reference)).output)
+    result = demonstrate(facts_of(args.reference), facts_of(args.shifted), args.runs, args.length, args.seed,
+                         model=model)
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:

@@ -30,10 +30,11 @@ def test_the_documented_example_is_exactly_the_defaults() -> None:
 @pytest.mark.req("SRS-SVC-018")
 def test_a_site_file_sets_thresholds_and_the_command_line_wins(tmp_path: Path) -> None:
     path = tmp_path / "monitoring.toml"
-    path.write_text('reference = "site"\n[alerts]\nlate_after_seconds = 120\n[output_drift]\nwidth_sd = 3\n'
-                    "[performance]\nsensitivity_floor = 0.8\nmin_cancers = 30\n")
+    path.write_text('[alerts]\nlate_after_seconds = 120\n[output_drift]\nwidth_sd = 3\nreference = "model"\n'
+                    '[input_drift]\nreference = "site"\n[performance]\nsensitivity_floor = 0.8\nmin_cancers = 30\n')
     settings = load_settings(path)
-    assert settings.reference == "site" and settings.alerts.late_after_seconds == 120.0
+    assert settings.output_drift.reference == "model" and settings.input_drift.reference == "site"
+    assert settings.alerts.late_after_seconds == 120.0
     assert settings.output_drift.width_sd == 3.0 and settings.output_drift.batch_studies == 20
     assert settings.performance.sensitivity_floor == 0.8 and settings.performance.min_cancers == 30
     overridden = settings.with_overrides(late_after_seconds=60, sensitivity_floor=None)
@@ -48,7 +49,9 @@ def test_a_site_file_sets_thresholds_and_the_command_line_wins(tmp_path: Path) -
     ("[output_drift]\nwidth_sd = \"4\"\n", "[output_drift] width_sd: expected a number"),
     ("[input_drift]\np_value = 1.5\n", "input_drift.p_value: a probability in (0, 1)"),
     ("[output_drift]\nbaseline_studies = 30\n", "output_drift.baseline_studies: at least two batches"),
-    ('reference = "vendor"\n', "reference: use one of model, site"),
+    ('[output_drift]\nreference = "vendor"\n', "output_drift.reference: use one of model, site"),
+    ("[input_drift]\nreference = 1\n", "[input_drift] reference: expected a string"),
+    ('reference = "model"\n', "unknown setting 'reference'"),
     ("[performance]\nsensitivity_floor = true\n", "sensitivity_floor: expected a number"),
     ("[alerts\n", "not valid TOML"),
 ])
