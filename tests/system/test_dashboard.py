@@ -21,6 +21,7 @@ import pytest
 import requests
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
 
 from cad.tools.browser import chromium, save_page, sign_in
 from cad.tools.orthanc import free_port
@@ -91,6 +92,12 @@ def browser() -> Iterator[WebDriver]:
         yield driver
 
 
+def _follow(driver: WebDriver, element: Any, path: str) -> None:
+    """Click a link and wait until the browser is on its page (never act on the page before)."""
+    element.click()
+    WebDriverWait(driver, 10).until(lambda d: d.current_url.split("#")[0].endswith(path))
+
+
 def _shot(driver: WebDriver, name: str) -> None:
     save_page(driver, SCREENSHOTS / f"{name}.png")
 
@@ -130,12 +137,12 @@ def test_dashboard_in_a_real_browser(service: dict[str, Any], browser: WebDriver
     findings = json.loads((Path(done["outputs"]["folder"]) / "findings.json").read_text())
     threshold = findings["operating_point"]["threshold"]
     marks = sum(f["score"] >= threshold for f in findings["findings"])
-    browser.find_element(By.LINK_TEXT, "Studies").click()
+    _follow(browser, browser.find_element(By.LINK_TEXT, "Studies"), "/ui/studies")
     row = browser.find_element(By.CSS_SELECTOR, f"tr[data-job='{done['job_id']}']")
     assert "done" in row.text and str(marks) in row.find_elements(By.TAG_NAME, "td")[5].text
     assert "could be analysed" in browser.find_element(By.CSS_SELECTOR, f"tr[data-job='{failed['job_id']}']").text
     _shot(browser, "2-studies")
-    row.find_element(By.LINK_TEXT, str(done["job_id"])).click()
+    _follow(browser, row.find_element(By.LINK_TEXT, str(done["job_id"])), f"/ui/jobs/{done['job_id']}")
     assert browser.find_element(By.ID, "mark-count").text == str(marks)
     images = browser.find_elements(By.CSS_SELECTOR, "#overlays img")
     assert len(images) == 4
@@ -144,7 +151,7 @@ def test_dashboard_in_a_real_browser(service: dict[str, Any], browser: WebDriver
     _shot(browser, "3-study")
 
     # an alert is acknowledged with a note, audited as the signed-in person
-    browser.find_element(By.LINK_TEXT, "Alerts").click()
+    _follow(browser, browser.find_element(By.LINK_TEXT, "Alerts"), "/ui/alerts")
     alert_row = browser.find_element(By.CSS_SELECTOR, "tr[data-kind='study-failed']")
     alert_id = int(alert_row.get_attribute("data-alert") or 0)
     alert_row.find_element(By.NAME, "note").send_keys("truncated transfer from the modality; resent")
@@ -171,7 +178,7 @@ def test_dashboard_in_a_real_browser(service: dict[str, Any], browser: WebDriver
     assert any(r["event"] == "requeued" and r["job_id"] == failed["job_id"] and r["by"] == f"dashboard: {USER}"
                for r in _audit(state))
 
-    browser.find_element(By.LINK_TEXT, "Monitoring").click()
+    _follow(browser, browser.find_element(By.LINK_TEXT, "Monitoring"), "/ui/monitoring")
     assert browser.find_elements(By.CSS_SELECTOR, "figure.chart") and browser.find_element(By.ID, "performance")
     _shot(browser, "6-monitoring")
 
@@ -183,6 +190,7 @@ def test_dashboard_in_a_real_browser(service: dict[str, Any], browser: WebDriver
 
     # signing out ends the session: the cookie no longer opens a page
     browser.find_element(By.CSS_SELECTOR, "form.who button").click()
-    assert browser.current_url.endswith("/ui/login")
+    WebDriverWait(browser, 10).until(lambda driver: driver.current_url.endswith("/ui/login"))
+    assert browser.find_element(By.ID, "sign-in")
     assert requests.get(f"{base}/ui/", cookies={"cad_session": cookie["value"]}, allow_redirects=False,
                         timeout=5).status_code == 303
