@@ -375,6 +375,70 @@ def serve(
         raise typer.Exit(EXIT_NOTHING_ANALYSED)
 
 
+@app.command()
+def batch(
+    inputs: Annotated[list[Path], typer.Argument(
+        help="Archive: folders of DICOM files, files, or manifest CSVs (column 'path').")],
+    out: Annotated[Path, typer.Option(
+        "--out", help="Output folder: <StudyInstanceUID>/ as `cad detect` writes it, the run ledger and report.")],
+    engine: Annotated[str, typer.Option("--engine", help="Where studies run: local (processes on this machine).")
+                      ] = "local",
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes (each loads the model once).")] = 1,
+    timeout_s: Annotated[float, typer.Option(
+        "--timeout", min=1.0, help="Seconds after which a study is stopped and recorded failed.")] = 600.0,
+    overlays: Annotated[bool, typer.Option("--overlays/--no-overlays", help="Write overlay PNGs.")] = False,
+    retry_failed: Annotated[bool, typer.Option(
+        "--retry-failed/--no-retry-failed", help="Try studies that failed in an earlier run again.")] = True,
+    runtime: Annotated[str, typer.Option("--runtime", help="Network runtime (default onnxruntime).")] = "",
+    model: Annotated[
+        Path | None, typer.Option("--model", help="Locked model folder (default: the released model).")
+    ] = None,
+) -> None:
+    """Analyse an archive study by study, resumable and exactly once: outputs as `cad detect`
+    writes them, a durable ledger (re-run with the same arguments to finish an interrupted run:
+    only what is missing is done), and batch-report.json. Exit 0: every study done; 1: some
+    failed (see the report); 2 usage; 3 model verification failed."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from cad.batch.engines import EngineConfig, LocalEngine
+    from cad.batch.ledger import Outcome
+    from cad.batch.run import run_batch
+
+    _check_runtime_name(runtime)
+    require_existing(inputs)
+    if engine != "local":
+        err.print(f"error: --engine {engine}: use local")
+        raise typer.Exit(EXIT_USAGE)
+    verified_model(model)  # refuse before any worker starts
+    config = EngineConfig(str(model) if model else None, runtime, out.resolve(), overlays, workers, timeout_s)
+    runner = LocalEngine(config)
+    columns = (TextColumn("[bold]studies"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    started = time.perf_counter()
+    try:
+        with Progress(*columns, console=err, transient=False) as bar:
+            task = bar.add_task("batch", total=None, rate="")
+
+            def progress(finished: int, total: int, outcome: Outcome | None) -> None:
+                elapsed = time.perf_counter() - started
+                rate = f"{3600 * finished / elapsed:,.0f} studies/h" if finished and elapsed else ""
+                bar.update(task, total=total, completed=finished, rate=rate)
+                if outcome is not None and outcome.reason:
+                    bar.console.print(f"study …{outcome.study_uid[-8:]}: {outcome.reason}")
+
+            summary = run_batch(inputs, out, runner, progress, retry_failed)
+    except ValueError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+    finally:
+        runner.close()
+    console.print(f"studies: {summary['studies_discovered']} found, {summary['studies_done_this_run']} done, "
+                  f"{summary['studies_failed_this_run']} failed, {summary['skipped_already_done']} already done, "
+                  f"{len(summary['files_not_work'])} files not MG; report: {out / 'batch-report.json'}")
+    if summary["studies_failed_this_run"] or summary["ledger"]["failed"]:
+        raise typer.Exit(EXIT_NOTHING_ANALYSED)
+
+
 outcomes_app = typer.Typer(help="Radiologists' outcomes and the CAD's performance against them.", no_args_is_help=True)
 app.add_typer(outcomes_app, name="outcomes")
 

@@ -155,3 +155,24 @@ def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}/alerts", _WebhookHandler.received
     server.shutdown()
+
+
+#: what highdicom sets to the time of writing in the SR and presentation state (all else is
+#: determined by the inputs)
+CREATION_TIMES = ("InstanceCreationDate", "InstanceCreationTime", "ContentDate", "ContentTime",
+                  "PresentationCreationDate", "PresentationCreationTime", "ContributingEquipmentSequence")
+
+
+def _without_creation_times(path: Path) -> Dataset:
+    """A written SR or GSPS without its creation dates and times, to compare two runs' objects."""
+    dataset = pydicom.dcmread(path)
+    for keyword in CREATION_TIMES:
+        if keyword in dataset:
+            delattr(dataset, keyword)
+    return dataset
+
+
+@pytest.fixture
+def without_creation_times() -> Callable[[Path], Dataset]:
+    """Reads a written SR or GSPS without its creation dates and times (two runs' objects compare equal)."""
+    return _without_creation_times

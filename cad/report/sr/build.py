@@ -128,7 +128,10 @@ def build_mammography_cad_sr(
     """
     status_of = {i.sop_instance_uid: i for i in findings.images if i.sop_instance_uid}
     headers: dict[str, Dataset] = {}
-    for header in [*image_headers, *failed_headers]:
+    # a failed input can be referenced only with the identity an SR reference needs; one without
+    # it (an invalid file missing its series or SOP class) stays listed in findings.json alone
+    referable = [h for h in failed_headers if h.get("SeriesInstanceUID") and h.get("SOPClassUID")]
+    for header in [*image_headers, *referable]:
         headers.setdefault(str(header.SOPInstanceUID), header)
     listed = [status_of[uid] for uid in status_of if uid in headers]
     if not listed:

@@ -1,0 +1,96 @@
+"""Where batch studies run: processes on this machine (``local``) or actors on a Ray cluster
+(``ray``, the ``batch`` extra). Both keep at most one study in flight per worker (backpressure:
+the driver discovers and writes the ledger no faster than the workers analyse), load the model
+once per worker, and report a study whose worker died or ran past the time limit as failed with
+that reason instead of stalling the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+
+from cad.batch.discover import StudyWork
+from cad.batch.ledger import FAILED, Outcome
+from cad.batch.work import analyse, start_worker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    model_dir: str | None
+    runtime: str
+    out: Path
+    overlays: bool
+    workers: int
+    #: a study taking longer than this is stopped and recorded failed
+    timeout_s: float = 600.0
+    #: a study whose worker died is tried this many times in all
+    attempts: int = 2
+
+
+def _failed(work: StudyWork, reason: str) -> Outcome:
+    return Outcome(work.study_uid, work.instances_sha256, FAILED, reason,
+                   {"study_uid": work.study_uid, "instances_sha256": work.instances_sha256})
+
+
+class LocalEngine:
+    """A pool of worker processes on this machine."""
+
+    name = "local"
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.pool = self._pool()
+
+    def _pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self.config.workers, initializer=start_worker,
+                                   initargs=(self.config.model_dir, self.config.runtime))
+
+    def _restart(self) -> None:
+        for process in list(getattr(self.pool, "_processes", {}).values()):
+            process.kill()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool = self._pool()
+
+    def run(self, studies: list[StudyWork], started: Callable[[StudyWork], None]) -> Iterator[tuple[Outcome, int]]:
+        """Each study's outcome (and the attempts it took), as studies finish."""
+        queue = list(reversed(studies))
+        tries: dict[str, int] = {}
+        running: dict[Future[Outcome], tuple[StudyWork, float]] = {}
+        while queue or running:
+            while queue and len(running) < self.config.workers:
+                work = queue.pop()
+                tries[work.study_uid] = tries.get(work.study_uid, 0) + 1
+                started(work)
+                running[self.pool.submit(analyse, work, self.config.out, self.config.overlays)] = (work, time.monotonic())
+            done, _ = wait(running, timeout=1.0, return_when=FIRST_COMPLETED)
+            broken = False
+            for future in done:
+                work, _ = running.pop(future)
+                try:
+                    yield future.result(), tries[work.study_uid]
+                except BrokenProcessPool:
+                    broken = True
+                    if tries[work.study_uid] < self.config.attempts:
+                        log.warning("a worker process died; study %s goes back in the queue", work.study_uid[-8:])
+                        queue.append(work)
+                    else:
+                        yield _failed(work, "worker process died (tried twice)"), tries[work.study_uid]
+            late = [(f, w) for f, (w, t) in running.items() if time.monotonic() - t > self.config.timeout_s]
+            for future, work in late:
+                running.pop(future)
+                yield _failed(work, f"timed out after {self.config.timeout_s:g} s"), tries[work.study_uid]
+            if broken or late:  # the other studies in flight go back; the pool starts afresh
+                queue.extend(w for w, _ in running.values())
+                running.clear()
+                self._restart()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,108 @@
+"""The durable run ledger of `cad batch`: one SQLite row per (study, instance set).
+
+A study's outputs are written to a temporary folder and moved into place in one rename; only
+then is its row marked done, in a transaction. A run killed at any point and started again with
+the same arguments therefore finds each study either done (skipped, nothing rewritten) or not
+(analysed again from scratch, its half-written temporary folder discarded): exactly once. A
+study whose instance set changed since is new work.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cad.batch.discover import StudyWork
+
+LEDGER_FILE = "batch-ledger.sqlite"
+LOCK_FILE = "batch.lock"
+PENDING, DONE, FAILED = "pending", "done", "failed"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS studies (
+    study_uid TEXT NOT NULL,
+    instances_sha256 TEXT NOT NULL,
+    files INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'done', 'failed')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    reason TEXT,
+    finished REAL,
+    record TEXT,
+    PRIMARY KEY (study_uid, instances_sha256)
+);
+"""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a worker reports for one study (JSON-serialisable facts, no patient data)."""
+
+    study_uid: str
+    instances_sha256: str
+    state: str
+    reason: str | None
+    record: dict[str, Any]
+
+
+class Ledger:
+    """The ledger of one output folder (one process writes it: the driver)."""
+
+    def __init__(self, out: Path) -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        self._lock = (out / LOCK_FILE).open("a")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise ValueError(f"{out}: another `cad batch` is writing to this folder") from None
+        self.path = out / LEDGER_FILE
+        self.db = sqlite3.connect(self.path, isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(SCHEMA)
+
+    def plan(self, studies: list[StudyWork], retry_failed: bool = True) -> tuple[list[StudyWork], int]:
+        """The studies still to do, and how many are already done (skipped). Failed studies are
+        tried again unless ``retry_failed`` is off."""
+        todo, done = [], 0
+        with self.db:
+            for work in studies:
+                row = self.db.execute("SELECT state FROM studies WHERE study_uid = ? AND instances_sha256 = ?",
+                                      (work.study_uid, work.instances_sha256)).fetchone()
+                if row is not None and (row["state"] == DONE or (row["state"] == FAILED and not retry_failed)):
+                    done += 1
+                    continue
+                if row is None:
+                    self.db.execute("INSERT INTO studies (study_uid, instances_sha256, files, state) VALUES (?, ?, ?, ?)",
+                                    (work.study_uid, work.instances_sha256, len(work.files), PENDING))
+                todo.append(work)
+        return todo, done
+
+    def record(self, outcome: Outcome, attempts: int) -> None:
+        with self.db:
+            self.db.execute("UPDATE studies SET state = ?, reason = ?, finished = ?, attempts = attempts + ?, record = ? "
+                            "WHERE study_uid = ? AND instances_sha256 = ?",
+                            (outcome.state, outcome.reason, time.time(), attempts,
+                             json.dumps(outcome.record, sort_keys=True), outcome.study_uid, outcome.instances_sha256))
+
+    def counts(self) -> dict[str, int]:
+        found = {r["state"]: r["n"] for r in self.db.execute("SELECT state, COUNT(*) AS n FROM studies GROUP BY state")}
+        return {s: int(found.get(s, 0)) for s in (PENDING, DONE, FAILED)}
+
+    def failures(self) -> dict[str, int]:
+        """Failed studies by reason."""
+        rows = self.db.execute("SELECT reason, COUNT(*) AS n FROM studies WHERE state = ? GROUP BY reason", (FAILED,))
+        return {str(r["reason"]): int(r["n"]) for r in rows}
+
+    def records(self) -> list[dict[str, Any]]:
+        return [json.loads(r["record"]) for r in self.db.execute("SELECT record FROM studies WHERE record IS NOT NULL")]
+
+    def close(self) -> None:
+        self.db.close()
+        self._lock.close()

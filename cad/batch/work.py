@@ -1,0 +1,106 @@
+"""What a batch worker does with one study: exactly what `cad detect` does, written atomically.
+
+Each worker process verifies and loads the locked model once (:func:`start_worker`) and keeps
+it. A study's outputs are written into a private temporary folder together with
+``batch-record.json`` (the instance set and the facts of the run), then moved to
+``<out>/<StudyInstanceUID>/`` in one rename: a study folder is complete or absent. A study in
+which no image can be analysed still gets its findings.json and SR (as `cad detect` writes
+them) and is recorded failed with the reason; an unexpected exception is an internal error with
+its traceback in the log, never a clinical statement.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from cad.batch.discover import StudyWork
+from cad.batch.ledger import DONE, FAILED, Outcome
+from cad.detect.locked import LockedModel, load_locked_model
+from cad.detect.runtime import Runtime
+from cad.detect.runtimes import make_runtime
+from cad.io import load
+from cad.io.uids import uid_tail
+from cad.job import run_studies
+from cad.stages import Stage, StageClock
+
+log = logging.getLogger(__name__)
+
+RECORD_FILE = "batch-record.json"
+PARTIAL = ".partial"
+_worker: dict[str, Any] = {}
+
+
+def start_worker(model_dir: str | None, runtime_name: str = "") -> dict[str, str]:
+    """Verify and load the locked model and open its runtime in this process (once)."""
+    key = (model_dir, runtime_name)
+    if _worker.get("key") != key:
+        model = load_locked_model(Path(model_dir) if model_dir else None)
+        runtime = make_runtime(model, runtime_name) if runtime_name else make_runtime(model)
+        _worker.update(key=key, model=model, runtime=runtime)
+    model = _worker["model"]
+    return {"model": model.name, "model_sha256": model.sha256, "runtime": _worker["runtime"].name, "pid": str(os.getpid())}
+
+
+def committed(out: Path, work: StudyWork) -> dict[str, Any] | None:
+    """The record of a study folder already in place for this instance set (None: not done)."""
+    path = out / work.study_uid / RECORD_FILE
+    try:
+        record: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if record.get("instances_sha256") == work.instances_sha256 else None
+
+
+def analyse(work: StudyWork, out: Path, overlays: bool = True) -> Outcome:
+    """Analyse one study in this worker and move its outputs into place."""
+    model: LockedModel = _worker["model"]
+    runtime: Runtime = _worker["runtime"]
+    clock = StageClock()
+    began = time.perf_counter()
+    partial = out / PARTIAL / f"{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        with clock.stage(Stage.DECODE):
+            ingest = load([Path(f) for f in work.files])
+        studies = [s for s in ingest.studies if s.study_instance_uid == work.study_uid]
+        if not studies:
+            reasons = sorted({f.message for f in ingest.unassigned_failures}) or ["no file could be read"]
+            return Outcome(work.study_uid, work.instances_sha256, FAILED, "not analysed: " + "; ".join(reasons)[:300],
+                           {"study_uid": work.study_uid, "instances_sha256": work.instances_sha256,
+                            "seconds": round(time.perf_counter() - began, 3)})
+        (outcome,) = run_studies(studies, model, runtime, partial, overlays, clock)
+        analysed = outcome.images_analysed
+        not_analysed = sorted({i.reason or "unknown" for i in outcome.result.images if not i.analysed})
+        state = DONE if analysed and outcome.dicom is not None else FAILED
+        reason = None
+        if not analysed:
+            reason = "no image could be analysed: " + "; ".join(not_analysed)[:300]
+        elif outcome.dicom is None:
+            reason = outcome.dicom_error
+        record = {
+            "study_uid": work.study_uid, "instances_sha256": work.instances_sha256, "state": state, "reason": reason,
+            "files": len(work.files), "images_analysed": analysed, "images_not_analysed": len(not_analysed),
+            "marks": len(outcome.result.marks), "model_sha256": model.sha256, "runtime": runtime.name,
+            "stage_seconds": {k: round(v, 4) for k, v in clock.as_dict().items()},
+            "seconds": round(time.perf_counter() - began, 3), "worker_pid": os.getpid(),
+        }
+        folder = partial / work.study_uid
+        (folder / RECORD_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        final = out / work.study_uid
+        if final.exists():  # an earlier, superseded instance set of this study
+            shutil.rmtree(final)
+        folder.rename(final)  # the commit: the study folder is complete or absent
+        return Outcome(work.study_uid, work.instances_sha256, state, reason, record)
+    except Exception as exc:  # a defect in one study must not stop the run; it is recorded
+        log.error("study %s: internal error (%s)", uid_tail(work.study_uid), type(exc).__name__, exc_info=True)
+        return Outcome(work.study_uid, work.instances_sha256, FAILED, f"internal error: {type(exc).__name__}",
+                       {"study_uid": work.study_uid, "instances_sha256": work.instances_sha256,
+                        "seconds": round(time.perf_counter() - began, 3)})
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
