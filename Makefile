@@ -21,7 +21,7 @@ RUN := runs/phantom-retinanet-r18
 
 $(STAMP): pyproject.toml locked-dependencies.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c locked-dependencies.txt -e '.[dev,docs]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c locked-dependencies.txt -e '.[dev,docs,batch]'
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -381,8 +381,11 @@ def batch(
         help="Archive: folders of DICOM files, files, or manifest CSVs (column 'path').")],
     out: Annotated[Path, typer.Option(
         "--out", help="Output folder: <StudyInstanceUID>/ as `cad detect` writes it, the run ledger and report.")],
-    engine: Annotated[str, typer.Option("--engine", help="Where studies run: local (processes on this machine).")
-                      ] = "local",
+    engine: Annotated[str, typer.Option(
+        "--engine", help="Where studies run: local (processes on this machine) or ray (a Ray cluster; the batch extra).")
+    ] = "local",
+    address: Annotated[str | None, typer.Option(
+        "--address", help="Ray cluster address (ray://host:10001 or host:6379); default: a local Ray instance.")] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes (each loads the model once).")] = 1,
     timeout_s: Annotated[float, typer.Option(
         "--timeout", min=1.0, help="Seconds after which a study is stopped and recorded failed.")] = 600.0,
@@ -400,18 +403,23 @@ def batch(
     failed (see the report); 2 usage; 3 model verification failed."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from cad.batch.engines import EngineConfig, LocalEngine
+    from cad.batch.engines import EngineConfig, LocalEngine, RayEngine
     from cad.batch.ledger import Outcome
     from cad.batch.run import run_batch
 
     _check_runtime_name(runtime)
     require_existing(inputs)
-    if engine != "local":
-        err.print(f"error: --engine {engine}: use local")
+    if engine not in ("local", "ray"):
+        err.print(f"error: --engine {engine}: use local or ray")
         raise typer.Exit(EXIT_USAGE)
     verified_model(model)  # refuse before any worker starts
-    config = EngineConfig(str(model) if model else None, runtime, out.resolve(), overlays, workers, timeout_s)
-    runner = LocalEngine(config)
+    config = EngineConfig(str(model.resolve()) if model else None, runtime, out.resolve(), overlays, workers,
+                          timeout_s)
+    try:
+        runner: LocalEngine | RayEngine = RayEngine(config, address) if engine == "ray" else LocalEngine(config)
+    except ValueError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
     columns = (TextColumn("[bold]studies"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
     started = time.perf_counter()

@@ -14,6 +14,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cad.batch.discover import StudyWork
 from cad.batch.ledger import FAILED, Outcome
@@ -94,3 +95,75 @@ class LocalEngine:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class RayEngine:
+    """Actors on a Ray cluster (an existing one at ``address``, or a local instance): one
+    actor per worker, each loading the model once; a study whose actor dies goes to a
+    restarted actor (tried ``attempts`` times in all), a study past the time limit is
+    cancelled and recorded failed. Needs the ``batch`` extra (ray)."""
+
+    name = "ray"
+
+    def __init__(self, config: EngineConfig, address: str | None = None) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise ValueError("--engine ray needs Ray: pip install 'mammo-cad[batch]'") from None
+        self.ray = ray
+        self.config = config
+        if not ray.is_initialized():
+            ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.WARNING, configure_logging=False)
+        # a dead actor is restarted (loading the model again) and the study it held is retried
+        # on it once by Ray (outputs are written atomically, so a retry never doubles a study);
+        # after that the driver gives it one more try, then records it failed
+        actor = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=1)(_Analyst)
+        self.actors: list[Any] = [actor.remote(config.model_dir, config.runtime) for _ in range(config.workers)]
+
+    def run(self, studies: list[StudyWork], started: Callable[[StudyWork], None]) -> Iterator[tuple[Outcome, int]]:
+        ray = self.ray
+        queue = list(reversed(studies))
+        tries: dict[str, int] = {}
+        idle = list(range(len(self.actors)))
+        running: dict[object, tuple[StudyWork, int, float]] = {}
+        while queue or running:
+            while queue and idle:
+                work, slot = queue.pop(), idle.pop()
+                tries[work.study_uid] = tries.get(work.study_uid, 0) + 1
+                started(work)
+                ref = self.actors[slot].analyse.remote(work, str(self.config.out), self.config.overlays)
+                running[ref] = (work, slot, time.monotonic())
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+            for ref in ready:
+                work, slot, _ = running.pop(ref)
+                idle.append(slot)
+                try:
+                    yield ray.get(ref), tries[work.study_uid]
+                except ray.exceptions.RayActorError:
+                    if tries[work.study_uid] < self.config.attempts:
+                        log.warning("a Ray worker died; study %s goes back in the queue", work.study_uid[-8:])
+                        queue.append(work)
+                    else:
+                        yield _failed(work, "worker process died (tried twice)"), tries[work.study_uid]
+            for ref, (work, slot, began) in list(running.items()):
+                if time.monotonic() - began > self.config.timeout_s:
+                    running.pop(ref)
+                    ray.kill(self.actors[slot], no_restart=False)  # the actor restarts, with the model
+                    idle.append(slot)
+                    yield _failed(work, f"timed out after {self.config.timeout_s:g} s"), tries[work.study_uid]
+
+    def close(self) -> None:
+        for actor in self.actors:
+            self.ray.kill(actor, no_restart=True)
+        self.ray.shutdown()
+
+
+class _Analyst:
+    """A Ray actor: the verified model loaded once, then study after study."""
+
+    def __init__(self, model_dir: str | None, runtime: str) -> None:
+        start_worker(model_dir, runtime)
+
+    def analyse(self, work: StudyWork, out: str, overlays: bool) -> Outcome:
+        return analyse(work, Path(out), overlays)
