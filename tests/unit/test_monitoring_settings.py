@@ -54,7 +54,8 @@ def test_a_site_file_sets_thresholds_and_the_command_line_wins(tmp_path: Path) -
     ('reference = "model"\n', "unknown setting 'reference'"),
     ("[performance]\nsensitivity_floor = true\n", "sensitivity_floor: expected a number"),
     ("[alerts\n", "not valid TOML"),
-])
+], ids=["unknown-key", "unknown-section", "float-for-integer", "string-for-number", "p-value-range", "baseline-size",
+        "unknown-reference", "string-reference-type", "top-level-reference", "boolean-for-number", "bad-toml"])
 def test_a_wrong_file_is_refused_naming_the_key(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "monitoring.toml"
     path.write_text(text)
