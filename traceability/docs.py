@@ -139,7 +139,9 @@ def architecture_page(trace: Trace) -> str:
         "Generated from ``locked-dependencies.txt`` (names and exact versions), the installed distributions' "
         "metadata (licence, project links) and ``docs/soup.yaml`` (purpose, failure effect, mitigation of "
         "each direct runtime dependency). *Runtime SOUP* is everything the ``mammo-cad`` distribution needs "
-        "to run (its dependency closure); *development tools* serve testing and documentation only.\n\n")
+        "to run (its dependency closure); what an optional extra adds for a device function (``batch``: "
+        "`cad batch --engine ray`) is runtime SOUP of that extra; *development tools* serve testing and "
+        "documentation only.\n\n")
     runtime = [s for s in trace.soup if s.runtime]
     direct = [s for s in runtime if s.direct]
     out.append(heading("Direct runtime dependencies", "~"))

@@ -98,7 +98,8 @@ def test_rows(trace: Trace) -> list[dict[str, Any]]:
 
 
 def soup_rows(trace: Trace) -> list[dict[str, Any]]:
-    return [{"name": s.name, "version": s.version, "kind": "runtime SOUP" if s.runtime else "development tool",
+    return [{"name": s.name, "version": s.version, "kind": "runtime SOUP" if s.runtime else
+             f"runtime SOUP ({s.extra} extra)" if s.extra else "development tool",
              "direct": "yes" if s.direct else "no", "licence": s.licence, "purpose": s.purpose,
              "known_anomalies": s.anomalies, "failure_effect": s.failure_effect, "mitigation": s.mitigation}
             for s in trace.soup]

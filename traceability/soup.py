@@ -40,6 +40,8 @@ class SoupItem:
     failure_effect: str
     mitigation: str
     used_by: tuple[str, ...]
+    #: the optional extra that brings it at run time ("batch"), when the default install does not
+    extra: str = ""
 
 
 def read_lock(path: Path = LOCK_FILE) -> dict[str, str]:
@@ -63,6 +65,10 @@ def _requires(name: str, extras: tuple[str, ...] = ()) -> list[str]:
             continue
         out.append(canonicalize_name(requirement.name))
     return out
+
+
+#: extras of the distribution that a site may install for a device function (`cad batch --engine ray`)
+OPTIONAL_RUNTIME_EXTRAS = ("batch",)
 
 
 def runtime_closure(root: str = DISTRIBUTION, extras: tuple[str, ...] = ()) -> tuple[set[str], set[str], dict[str, set[str]]]:
@@ -137,6 +143,15 @@ def load_soup(lock: Path = LOCK_FILE, curated_path: Path = CURATED_FILE) -> tupl
     pins = read_lock(lock)
     curated = {canonicalize_name(c["name"]): c for c in (yaml.safe_load(curated_path.read_text()) or {}).get("soup", [])}
     runtime, direct, required_by = runtime_closure()
+    # optional runtime extras (a site installs them on purpose): runtime SOUP of that extra
+    optional: dict[str, str] = {}
+    direct_optional: set[str] = set()
+    for extra in OPTIONAL_RUNTIME_EXTRAS:
+        with_extra, direct_extra, required_extra = runtime_closure(extras=(extra,))
+        for name in with_extra - runtime:
+            optional.setdefault(name, extra)
+            required_by.setdefault(name, set()).update(required_extra.get(name, set()))
+        direct_optional |= direct_extra - direct
     problems: list[str] = []
     items = []
     for name in sorted(pins):
@@ -150,17 +165,18 @@ def load_soup(lock: Path = LOCK_FILE, curated_path: Path = CURATED_FILE) -> tupl
         if installed != version:
             problems.append(f"SOUP {name}: locked {version}, installed {installed}")
         entry = curated.get(name, {})
-        if name in direct and not entry:
+        is_direct = name in direct or name in direct_optional
+        if is_direct and not entry:
             problems.append(f"SOUP {name}: direct runtime dependency without an entry in docs/soup.yaml")
         parents = tuple(sorted(required_by.get(name, ())))
         purpose = str(entry.get("purpose") or (f"required by {', '.join(parents)}" if parents else
                                                 "test and documentation tooling"))
         items.append(SoupItem(
-            name=str(meta.get("Name") or name), version=version, runtime=name in runtime, direct=name in direct,
+            name=str(meta.get("Name") or name), version=version, runtime=name in runtime, direct=is_direct,
             licence=str(entry.get("licence") or licence_of(meta)), purpose=purpose, required_by=parents,
             anomalies=str(entry.get("anomalies") or anomaly_list_of(meta)),
             failure_effect=str(entry.get("failure_effect") or ""), mitigation=str(entry.get("mitigation") or ""),
-            used_by=tuple(str(u) for u in entry.get("used_by") or ()),
+            used_by=tuple(str(u) for u in entry.get("used_by") or ()), extra=optional.get(name, ""),
         ))
     for name in sorted(set(curated) - set(pins)):
         problems.append(f"docs/soup.yaml: {name} is not in locked-dependencies.txt")
