@@ -34,6 +34,7 @@ class BatchReport:
     discover_s: float = 0.0
     stage_s: Counter[str] = field(default_factory=Counter)
     study_s: float = 0.0
+    peak_rss_mb: float = 0.0
 
     def as_dict(self, ledger: Ledger) -> dict[str, Any]:
         analysed = self.done + sum(self.failed.values())
@@ -48,7 +49,7 @@ class BatchReport:
             "studies_per_hour": round(3600 * analysed / self.wall_s, 1) if self.wall_s and analysed else None,
             "worker_seconds_per_study": round(self.study_s / analysed, 3) if analysed else None,
             "stage_seconds_per_study": {k: round(v / analysed, 4) for k, v in self.stage_s.items()} if analysed else {},
-            "scaling_efficiency_note": "throughput / (workers x single-worker throughput), from two runs",
+            "worker_peak_rss_mb": self.peak_rss_mb or None,
         }
 
 
@@ -85,6 +86,7 @@ def run_batch(inputs: list[Path], out: Path, engine: Any, progress: Callable[[in
                 report.failed[outcome.reason or "unknown"] += 1
             report.study_s += float(outcome.record.get("seconds", 0.0))
             report.stage_s.update(outcome.record.get("stage_seconds", {}))
+            report.peak_rss_mb = max(report.peak_rss_mb, float(outcome.record.get("worker_peak_rss_mb", 0.0)))
             progress(finished, total, outcome)
         report.wall_s = time.perf_counter() - began
         summary = report.as_dict(ledger)

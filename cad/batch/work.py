@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import resource
 import shutil
 import time
 from pathlib import Path
@@ -89,6 +90,8 @@ def analyse(work: StudyWork, out: Path, overlays: bool = True) -> Outcome:
             "marks": len(outcome.result.marks), "model_sha256": model.sha256, "runtime": runtime.name,
             "stage_seconds": {k: round(v, 4) for k, v in clock.as_dict().items()},
             "seconds": round(time.perf_counter() - began, 3), "worker_pid": os.getpid(),
+            # the worker process's peak resident memory so far (Linux reports KiB)
+            "worker_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         }
         folder = partial / work.study_uid
         (folder / RECORD_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
