@@ -82,7 +82,7 @@ def create_app(state: Path, token: str, readiness: Callable[[], dict[str, bool]]
         finally:
             connection.close()
 
-    dashboard.mount(app, state, token, readiness, identity, monitor, secure_cookies)
+    dashboard.mount(app, queue, token, readiness, identity, monitor, secure_cookies)
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:

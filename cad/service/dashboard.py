@@ -27,7 +27,6 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.resources import files
@@ -41,7 +40,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 import cad
 from cad.io.uids import uid_tail
-from cad.service import alerts, audit, drift, outcomes, store
+from cad.service import alerts, audit, drift, outcomes
 from cad.service.queue import PENDING, RUNNING, STATES, Job, JobQueue
 
 log = logging.getLogger(__name__)
@@ -203,11 +202,6 @@ def _templates() -> Environment:
     return env
 
 
-def _recent_jobs(connection: Any, state: str | None, limit: int) -> list[Job]:
-    query = "SELECT * FROM jobs" + (" WHERE state = ?" if state else "") + " ORDER BY id DESC LIMIT ?"
-    return [Job.from_row(r) for r in connection.execute(query, (state, limit) if state else (limit,))]
-
-
 def _marks(connection: Any, jobs: list[Job]) -> dict[int, int]:
     if not jobs:
         return {}
@@ -224,10 +218,11 @@ def overlay_files(job: Job) -> list[Path]:
     return sorted(p for p in overlays.iterdir() if p.suffix == ".png" and p.is_file())
 
 
-def mount(app: FastAPI, state: Path, token: str, readiness: Callable[[], dict[str, bool]],
+def mount(app: FastAPI, queue: Callable[[], Iterator[JobQueue]], token: str, readiness: Callable[[], dict[str, bool]],
           identity: dict[str, Any] | None, monitor: alerts.AlertMonitor,
           secure_cookies: bool = False, sessions: Sessions | None = None) -> Sessions:
     """Add the dashboard's routes under :data:`PREFIX` to ``app``; its sessions are returned.
+    ``queue`` is the API's dependency giving each request its own connection to the state.
 
     ``monitor`` gives the monitoring settings, the model's reference and the latest verification
     of the audit chain (verified when the overview is opened if the monitor has none yet).
@@ -260,10 +255,6 @@ def mount(app: FastAPI, state: Path, token: str, readiness: Callable[[], dict[st
             log.warning("dashboard: refused a form without its session's CSRF token (%s)", request.url.path)
             raise HTTPException(status.HTTP_403_FORBIDDEN, "the form is stale or not from this dashboard; reload it")
         return fields
-
-    def queue() -> Iterator[JobQueue]:
-        with closing(store.connect(state)) as connection:
-            yield JobQueue(connection)
 
     def back(to: str, message: str = "") -> RedirectResponse:
         target = PREFIX + to + (("&" if "?" in to else "?") + "done=" + message if message else "")
@@ -305,24 +296,24 @@ def mount(app: FastAPI, state: Path, token: str, readiness: Callable[[], dict[st
     @app.get(PREFIX + "/", include_in_schema=False)
     def overview(request: Request, session: Session = Depends(signed_in), q: JobQueue = Depends(queue)) -> Response:
         checks = readiness()
-        oldest = q.db.execute("SELECT MIN(enqueued) FROM jobs WHERE state = ?", (PENDING,)).fetchone()[0]
+        oldest = q.oldest_pending()
         chain = monitor.audit_status
         if chain is None:
             verified = audit.verify(q.db)
             chain = {"intact": verified.intact, "records": verified.records, "problems": list(verified.problems),
                      "checked": time.time()}
-        recent = _recent_jobs(q.db, None, 10)
+        recent = q.jobs(limit=10, newest_first=True)
         records_now = q.db.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
         return page("overview.html", request, session, checks=checks, ready=all(checks.values()),
                     records_now=records_now, audit_every=monitor.settings.alerts.audit_every_seconds,
-                    counts=q.counts(), oldest_waiting=(time.time() - oldest) if oldest else None, chain=chain,
+                    counts=q.counts(), oldest_waiting=(time.time() - oldest) if oldest is not None else None, chain=chain,
                     open_alerts=alerts.alerts(q.db, alerts.OPEN, 20), recent=recent, marks=_marks(q.db, recent))
 
     @app.get(PREFIX + "/studies", include_in_schema=False)
     def studies(request: Request, state_filter: str | None = None, done: str = "",
                 session: Session = Depends(signed_in), q: JobQueue = Depends(queue)) -> Response:
         chosen = state_filter if state_filter in STATES else None
-        jobs = _recent_jobs(q.db, chosen, RECENT)
+        jobs = q.jobs(state=chosen, limit=RECENT, newest_first=True)
         return page("studies.html", request, session, jobs=jobs, marks=_marks(q.db, jobs), counts=q.counts(),
                     chosen=chosen, states=STATES, done=done, overlays={j.id: len(overlay_files(j)) for j in jobs})
 

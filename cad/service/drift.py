@@ -72,6 +72,10 @@ class Reference:
     mean: float
     sd: float
 
+    def of_batch_means(self, batch: int) -> Reference:
+        """The reference of means of ``batch`` studies, from this per-study one (sd / sqrt(batch))."""
+        return Reference(self.mean, self.sd / math.sqrt(batch))
+
 
 @dataclass(frozen=True)
 class ChartState:
@@ -132,15 +136,6 @@ def reference_of(values: Sequence[float]) -> Reference | None:
     return Reference(mean, sd) if sd > MIN_SD else None
 
 
-def chart(values: Sequence[float], reference: Reference | None, lam: float = LAMBDA,
-          width: float = WIDTH) -> tuple[float | None, float | None, float | None]:
-    """The EWMA of ``values`` started at the reference mean, and its exact time-varying limits
-    after the last value: (ewma, lower, upper); Nones without a reference or values."""
-    if reference is None or not values:
-        return None, None, None
-    return chart_path(values, reference, lam, width)[-1]
-
-
 def batch_means(values: Sequence[float], batch: int = BATCH) -> list[float]:
     """Means of consecutive, complete groups of ``batch`` values (a last partial group waits)."""
     return [sum(values[k:k + batch]) / batch for k in range(0, len(values) - batch + 1, batch)]
@@ -149,7 +144,7 @@ def batch_means(values: Sequence[float], batch: int = BATCH) -> list[float]:
 def batch_reference(values: Sequence[float], batch: int = BATCH) -> Reference | None:
     """The reference of batch means from per-study baseline values (sd shrinks by sqrt(batch))."""
     per_study = reference_of(values)
-    return Reference(per_study.mean, per_study.sd / math.sqrt(batch)) if per_study else None
+    return per_study.of_batch_means(batch) if per_study else None
 
 
 def chart_path(values: Sequence[float], reference: Reference, lam: float = LAMBDA,
@@ -198,7 +193,7 @@ def series(facts: Sequence[OutputFacts], settings: OutputDriftSettings | None = 
         given = references.get(name)
         if given is not None:
             values = [getattr(f, name) for f in (facts if latest is None else latest)]
-            reference: Reference | None = Reference(given.mean, given.sd / math.sqrt(batch))
+            reference: Reference | None = given.of_batch_means(batch)
         else:
             values = [getattr(f, name) for f in facts]
             if len(values) < baseline:

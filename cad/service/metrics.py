@@ -20,7 +20,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from cad.service import store
-from cad.service.queue import PENDING, STATES, JobQueue
+from cad.service.queue import STATES, JobQueue
 from cad.stages import Stage, StageClock
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -47,8 +47,8 @@ class _StateCollector(Collector):
             counts = queue.counts()
             for state in STATES:
                 jobs.add_metric([state], counts.get(state, 0))
-            row = connection.execute("SELECT MIN(enqueued) AS first FROM jobs WHERE state = ?", (PENDING,)).fetchone()
-            oldest.add_metric([], max(0.0, time.time() - row["first"]) if row and row["first"] is not None else 0.0)
+            first = queue.oldest_pending()
+            oldest.add_metric([], max(0.0, time.time() - first) if first is not None else 0.0)
             for (kind, severity), count in sorted(open_counts(connection).items()):
                 alerts.add_metric([kind, severity], count)
         yield jobs

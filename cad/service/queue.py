@@ -212,15 +212,23 @@ class JobQueue:
         row = self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return Job.from_row(row) if row else None
 
-    def jobs(self, study_uid: str | None = None, state: str | None = None, limit: int = 1000) -> list[Job]:
+    def jobs(self, study_uid: str | None = None, state: str | None = None, limit: int = 1000,
+             newest_first: bool = False) -> list[Job]:
+        """Jobs (of a study, in a state), oldest first, or the newest ``limit`` newest first."""
         query = "SELECT * FROM jobs WHERE 1 = 1"
         args: list[str] = []
         if study_uid:
             query, args = query + " AND study_uid = ?", [*args, study_uid]
         if state:
             query, args = query + " AND state = ?", [*args, state]
-        rows = self.db.execute(query + " ORDER BY id LIMIT ?", (*args, limit))
+        rows = self.db.execute(query + (" ORDER BY id DESC" if newest_first else " ORDER BY id") + " LIMIT ?",
+                               (*args, limit))
         return [Job.from_row(r) for r in rows]
+
+    def oldest_pending(self) -> float | None:
+        """When the job waiting longest to run was enqueued (None: nothing waits)."""
+        first: float | None = self.db.execute("SELECT MIN(enqueued) FROM jobs WHERE state = ?", (PENDING,)).fetchone()[0]
+        return first
 
     def latest_done(self, study_uid: str, before: int) -> Job | None:
         """The most recent successful job of the study before job ``before`` (its result is

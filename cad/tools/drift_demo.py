@@ -56,8 +56,7 @@ def demonstrate(reference: list[drift.OutputFacts], shifted: list[drift.OutputFa
         false_alarm_runs, delays = 0, []
         for _ in range(runs):
             if model is not None:
-                given = model[name]
-                chart_ref: drift.Reference | None = drift.Reference(given.mean, given.sd / float(np.sqrt(batch)))
+                chart_ref: drift.Reference | None = model[name].of_batch_means(batch)
             else:
                 chart_ref = drift.batch_reference(list(rng.choice(ref_values, baseline)), batch)
             if chart_ref is None:
