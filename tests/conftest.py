@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -13,11 +14,12 @@ from typing import Any
 import numpy as np
 import pydicom
 import pytest
+import requests
 from PIL import Image
 from pydicom.dataset import Dataset
 
 from cad.io.image import Laterality, MammogramImage, PixelSpacing, View
-from cad.tools.phantom.generate import generate
+from cad.tools.phantom.generate import exam_files_of, generate
 
 DATA = Path(__file__).parent / "data"
 PHANTOM_SEED = 20261123
@@ -75,7 +77,7 @@ def truth(phantom_dir: Path) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def exam_files(phantom_dir: Path, truth: dict[str, Any]) -> list[Path]:
     """The four files of the first phantom exam."""
-    return [phantom_dir / image["path"] for image in truth["exams"][0]["images"]]
+    return exam_files_of(phantom_dir)[0]
 
 
 @pytest.fixture()
@@ -176,3 +178,23 @@ def _without_creation_times(path: Path) -> Dataset:
 def without_creation_times() -> Callable[[Path], Dataset]:
     """Reads a written SR or GSPS without its creation dates and times (two runs' objects compare equal)."""
     return _without_creation_times
+
+
+def _until(predicate: Callable[[], Any], seconds: float = 180) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except requests.RequestException:
+            value = None
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError("timed out")
+
+
+@pytest.fixture
+def until() -> Callable[..., Any]:
+    """Polls ``predicate()`` until it gives a true value (returned) or ``seconds`` pass (an
+    AssertionError); an HTTP error while a service starts counts as not yet."""
+    return _until

@@ -27,13 +27,9 @@ from typing import Any
 import requests
 
 from cad.tools.orthanc import free_port
+from cad.tools.phantom.generate import exam_files_of
 
 DRIFT_KINDS = ("input-drift", "output-drift")
-
-
-def _exams(folder: Path) -> list[list[Path]]:
-    truth = json.loads((folder / "truth.json").read_text())
-    return [[folder / image["path"] for image in exam["images"]] for exam in truth["exams"]]
 
 
 def _screenshots(base: str, token: str, out: Path) -> list[str]:
@@ -87,8 +83,8 @@ def run_demo(unshifted: Path, shifted: Path, out: Path, model: Path | None = Non
                     raise RuntimeError(f"cad serve did not start (see {out / 'serve.log'})") from None
                 time.sleep(0.3)
         about = get("/about")
-        feed = ([("unshifted", p) for p in _exams(unshifted)[:unshifted_exams]]
-                + [("shifted", p) for p in _exams(shifted)])
+        feed = ([("unshifted", p) for p in exam_files_of(unshifted)[:unshifted_exams]]
+                + [("shifted", p) for p in exam_files_of(shifted)])
         images = 0
         for n, (phase, paths) in enumerate(feed, start=1):
             folder = inbox / f"{n:05d}"

@@ -12,8 +12,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,29 +24,12 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from cad.tools.browser import chromium, save_page, sign_in
 from cad.tools.orthanc import free_port
+from cad.tools.phantom.generate import exam_files_of
 
 CAD = [sys.executable, "-m", "cad.cli"]
 TOKEN = "dashboard-test-token-not-a-secret"
 USER = "QA Jane Doe"
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "reports" / "dashboard"
-
-
-def _exam(folder: Path, exam: int) -> list[Path]:
-    truth = json.loads((folder / "truth.json").read_text())
-    return [folder / image["path"] for image in truth["exams"][exam]["images"]]
-
-
-def _until(predicate: Any, seconds: float = 180) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-        except requests.RequestException:
-            value = None
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError("timed out")
 
 
 def _audit(state: Path) -> list[dict[str, Any]]:
@@ -56,15 +38,15 @@ def _audit(state: Path) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def service(phantom_dir: Path, tmp_path: Path) -> Iterator[dict[str, Any]]:
+def service(phantom_dir: Path, tmp_path: Path, until: Callable[..., Any]) -> Iterator[dict[str, Any]]:
     """`cad serve --watch` with one good and one unreadable study, both finished."""
     inbox = tmp_path / "inbox"
     good, broken = inbox / "good", inbox / "broken"
     good.mkdir(parents=True)
     broken.mkdir()
-    for path in _exam(phantom_dir, 0):
+    for path in exam_files_of(phantom_dir)[0]:
         shutil.copy(path, good / path.name)
-    for path in _exam(phantom_dir, 1):  # every image cut to a third: nothing can be analysed
+    for path in exam_files_of(phantom_dir)[1]:  # every image cut to a third: nothing can be analysed
         data = path.read_bytes()
         (broken / path.name).write_bytes(data[: len(data) // 3])
     (tmp_path / "token").write_text(TOKEN + "\n")
@@ -75,9 +57,9 @@ def service(phantom_dir: Path, tmp_path: Path) -> Iterator[dict[str, Any]]:
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base, auth = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {TOKEN}"}
     try:
-        _until(lambda: requests.get(f"{base}/studies", headers=auth, timeout=5).json()["counts"]["failed"] == 1
+        until(lambda: requests.get(f"{base}/studies", headers=auth, timeout=5).json()["counts"]["failed"] == 1
                and requests.get(f"{base}/studies", headers=auth, timeout=5).json()["counts"]["done"] == 1)
-        _until(lambda: any(a["kind"] == "study-failed"
+        until(lambda: any(a["kind"] == "study-failed"
                            for a in requests.get(f"{base}/alerts", headers=auth, timeout=5).json()["alerts"]))
         yield {"base": base, "auth": auth, "state": state, "good": good}
     finally:
@@ -104,7 +86,7 @@ def _shot(driver: WebDriver, name: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.req("SRS-SVC-017")
-def test_dashboard_in_a_real_browser(service: dict[str, Any], browser: WebDriver) -> None:
+def test_dashboard_in_a_real_browser(service: dict[str, Any], browser: WebDriver, until: Callable[..., Any]) -> None:
     base, state = service["base"], service["state"]
 
     # without a session: every page sends the browser to sign in, and serves no data
@@ -146,7 +128,7 @@ def test_dashboard_in_a_real_browser(service: dict[str, Any], browser: WebDriver
     assert browser.find_element(By.ID, "mark-count").text == str(marks)
     images = browser.find_elements(By.CSS_SELECTOR, "#overlays img")
     assert len(images) == 4
-    _until(lambda: all(browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", i) > 0
+    until(lambda: all(browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", i) > 0
                        for i in images), 20)
     _shot(browser, "3-study")
 

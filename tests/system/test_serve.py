@@ -23,6 +23,7 @@ import requests
 
 from cad.detect.locked import DEFAULT_MODEL_DIR
 from cad.tools.orthanc import Orthanc, free_port, orthanc_available
+from cad.tools.phantom.generate import exam_files_of
 
 pytestmark = pytest.mark.skipif(orthanc_available() is not None,
                                 reason=f"Orthanc {orthanc_available()}; `make test` installs it")
@@ -41,11 +42,6 @@ def serve(state: Path, *args: str, timeout: float = 600) -> subprocess.Completed
 def pacs(tmp_path: Path) -> Iterator[Orthanc]:
     with Orthanc(tmp_path / "orthanc") as orthanc:
         yield orthanc
-
-
-def exam_paths(folder: Path, exam: int = 0) -> list[Path]:
-    truth = json.loads((folder / "truth.json").read_text())
-    return [folder / image["path"] for image in truth["exams"][exam]["images"]]
 
 
 def jobs(state: Path) -> list[dict[str, Any]]:
@@ -68,7 +64,7 @@ def study_uid_of(path: Path) -> str:
 @pytest.mark.req("SRS-SVC-001", "SRS-SVC-007", "SRS-SVC-009")
 def test_once_analyses_each_study_and_stores_sr_and_gsps_in_it(pacs: Orthanc, phantom_dir: Path,
                                                                tmp_path: Path) -> None:
-    exams = [exam_paths(phantom_dir, 0), exam_paths(phantom_dir, 1)]
+    exams = [exam_files_of(phantom_dir)[0], exam_files_of(phantom_dir)[1]]
     pacs.upload([p for exam in exams for p in exam])
     state = tmp_path / "state"
     result = serve(state, "--dicomweb", pacs.dicomweb, "--once")
@@ -170,7 +166,7 @@ def test_pacs_errors_are_retried_then_the_job_fails_with_the_reason(tmp_path: Pa
 def test_a_study_that_cannot_be_analysed_fails_and_still_gets_its_sr(pacs: Orthanc, mass_phantom_dir: Path,
                                                                      tmp_path: Path) -> None:
     broken = []
-    for k, path in enumerate(exam_paths(mass_phantom_dir)[:2]):
+    for k, path in enumerate(exam_files_of(mass_phantom_dir)[0][:2]):
         ds = pydicom.dcmread(path)
         ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.2.1"  # For Processing
         ds.PresentationIntentType = "FOR PROCESSING"
@@ -194,7 +190,7 @@ def test_a_study_that_cannot_be_analysed_fails_and_still_gets_its_sr(pacs: Ortha
 @pytest.mark.req("SRS-SVC-005")
 def test_new_images_are_analysed_again_and_supersede_the_first_result(pacs: Orthanc, mass_phantom_dir: Path,
                                                                       tmp_path: Path) -> None:
-    paths = exam_paths(mass_phantom_dir)
+    paths = exam_files_of(mass_phantom_dir)[0]
     pacs.upload(paths[:3])
     state = tmp_path / "state"
     assert serve(state, "--dicomweb", pacs.dicomweb, "--once").returncode == 0
@@ -215,8 +211,8 @@ def test_new_images_are_analysed_again_and_supersede_the_first_result(pacs: Orth
 
 @pytest.mark.req("SRS-SVC-008", "SRS-SVC-007")
 def test_api_requires_the_token_and_can_requeue(pacs: Orthanc, mass_phantom_dir: Path, tmp_path: Path) -> None:
-    pacs.upload(exam_paths(mass_phantom_dir))
-    uid = study_uid_of(exam_paths(mass_phantom_dir)[0])
+    pacs.upload(exam_files_of(mass_phantom_dir)[0])
+    uid = study_uid_of(exam_files_of(mass_phantom_dir)[0][0])
     token = "s3cret-token-for-tests-only"
     (tmp_path / "token").write_text(token + "\n")
     port = free_port()
@@ -286,7 +282,7 @@ def test_pushed_study_is_analysed_and_sent_on(pacs: Orthanc, mass_phantom_dir: P
                                 "--send", f"{pacs.aet}@127.0.0.1:{pacs.dicom_port}", "--quiet-seconds", "1",
                                 "--poll-seconds", "0.5"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        paths = exam_paths(mass_phantom_dir)
+        paths = exam_files_of(mass_phantom_dir)[0]
         datasets = [pydicom.dcmread(p) for p in paths]
         ae = AE(ae_title="MODALITY")
         ae.add_requested_context(datasets[0].SOPClassUID, datasets[0].file_meta.TransferSyntaxUID)
@@ -320,12 +316,12 @@ def test_watched_folder_gets_results_beside_the_study(mass_phantom_dir: Path, tm
     watch = tmp_path / "inbox"
     drop = watch / "exam-1"
     drop.mkdir(parents=True)
-    for path in exam_paths(mass_phantom_dir):
+    for path in exam_files_of(mass_phantom_dir)[0]:
         (drop / path.name).write_bytes(path.read_bytes())
     state = tmp_path / "state"
     result = serve(state, "--watch", str(watch), "--once", "--quiet-seconds", "0.5")
     assert result.returncode == 0, result.stderr
-    uid = study_uid_of(exam_paths(mass_phantom_dir)[0])
+    uid = study_uid_of(exam_files_of(mass_phantom_dir)[0][0])
     results = drop / "cad-results" / uid
     assert (results / "findings.json").is_file() and (results / "cad-sr.dcm").is_file()
     assert list((results / "overlays").glob("*.png"))
@@ -403,7 +399,7 @@ def test_scp_rejects_senders_not_allowed(mass_phantom_dir: Path, tmp_path: Path)
                                 "--scp-allow", "MODALITY1,MODALITY2"], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     try:
-        ds = pydicom.dcmread(exam_paths(mass_phantom_dir)[0])
+        ds = pydicom.dcmread(exam_files_of(mass_phantom_dir)[0][0])
         results = {}
         for title in ("INTRUDER", "MODALITY2"):
             ae = AE(ae_title=title)
@@ -431,7 +427,7 @@ def test_pacs_that_requires_authentication(mass_phantom_dir: Path, tmp_path: Pat
     pacs = Orthanc(tmp_path / "orthanc", users={"cad": "pacs-secret"})
     with pacs:
         auth = ("cad", "pacs-secret")
-        for path in exam_paths(mass_phantom_dir):
+        for path in exam_files_of(mass_phantom_dir)[0]:
             requests.post(f"{pacs.url}/instances", data=path.read_bytes(), auth=auth, timeout=60).raise_for_status()
         without = serve(tmp_path / "state-a", "--dicomweb", pacs.dicomweb, "--once")
         assert without.returncode == 1 and "could not be reached" in without.stderr

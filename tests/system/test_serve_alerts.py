@@ -9,7 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,41 +19,25 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cad.detect.locked import DEFAULT_MODEL_DIR
 from cad.tools.orthanc import free_port
+from cad.tools.phantom.generate import exam_files_of
 
 CAD = [sys.executable, "-m", "cad.cli"]
 TOKEN = "alerts-test-token-not-a-secret"
 
 
-def _exam(folder: Path, exam: int = 0) -> list[Path]:
-    truth = json.loads((folder / "truth.json").read_text())
-    return [folder / image["path"] for image in truth["exams"][exam]["images"]]
-
-
-def _until(predicate: Any, seconds: float = 180) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-        except requests.RequestException:
-            value = None
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError("timed out")
-
-
 @pytest.mark.slow
 @pytest.mark.req("SRS-SVC-012", "SRS-SVC-013", "SRS-SVC-014")
 def test_a_study_without_a_result_is_alerted_delivered_and_acknowledged(
-        phantom_dir: Path, webhook: tuple[str, list[dict[str, Any]]], tmp_path: Path) -> None:
+        phantom_dir: Path, webhook: tuple[str, list[dict[str, Any]]], tmp_path: Path,
+        until: Callable[..., Any]) -> None:
     url, received = webhook
     inbox = tmp_path / "inbox"
     good, broken = inbox / "good", inbox / "broken"
     good.mkdir(parents=True)
     broken.mkdir()
-    for path in _exam(phantom_dir, 0):
+    for path in exam_files_of(phantom_dir)[0]:
         (good / path.name).write_bytes(path.read_bytes())
-    for path in _exam(phantom_dir, 1):  # every image cut to a third: nothing can be analysed
+    for path in exam_files_of(phantom_dir)[1]:  # every image cut to a third: nothing can be analysed
         data = path.read_bytes()
         (broken / path.name).write_bytes(data[: len(data) // 3])
     (tmp_path / "token").write_text(TOKEN + "\n")
@@ -64,12 +48,12 @@ def test_a_study_without_a_result_is_alerted_delivered_and_acknowledged(
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base, auth = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {TOKEN}"}
     try:
-        listed = _until(lambda: [a for a in requests.get(f"{base}/alerts", headers=auth, timeout=5).json()["alerts"]
+        listed = until(lambda: [a for a in requests.get(f"{base}/alerts", headers=auth, timeout=5).json()["alerts"]
                                  if a["kind"] == "study-failed"])
         (alert,) = listed
         assert alert["severity"] == "critical" and alert["state"] == "open" and "no CAD result" in alert["message"]
         assert "corrupt" in alert["message"] or "could be analysed" in alert["message"]
-        delivered = _until(lambda: [m for m in received if m["alert"]["id"] == alert["id"]])
+        delivered = until(lambda: [m for m in received if m["alert"]["id"] == alert["id"]])
         assert len(delivered) == 1 and delivered[0]["service"]["model_sha256"]
         assert requests.get(f"{base}/alerts", timeout=5).status_code == 401
         assert requests.get(f"{base}/metrics", timeout=5).status_code == 401
@@ -83,7 +67,7 @@ def test_a_study_without_a_result_is_alerted_delivered_and_acknowledged(
             done = samples.get(("cad_studies_total", (("state", "done"),)), 0)
             return samples if done == 1 and samples.get(("cad_studies_total", (("state", "failed"),))) == 1 else None
 
-        samples = _until(finished)
+        samples = until(finished)
         assert samples[("cad_queue_jobs", (("state", "failed"),))] == 1
         assert samples[("cad_alerts_open", (("kind", "study-failed"), ("severity", "critical")))] == 1
         assert samples[("cad_alerts_raised_total", (("kind", "study-failed"),))] == 1

@@ -181,6 +181,12 @@ def generate_exam(
     }
 
 
+def exam_files_of(folder: Path) -> list[list[Path]]:
+    """The files of each exam of a generated set, in truth.json's order."""
+    truth = json.loads((Path(folder) / "truth.json").read_text())
+    return [[Path(folder) / image["path"] for image in exam["images"]] for exam in truth["exams"]]
+
+
 def generate(
     out_dir: Path | str,
     exams: int,
