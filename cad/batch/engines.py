@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cad.batch.discover import StudyWork
-from cad.batch.ledger import FAILED, Outcome
+from cad.batch.ledger import Outcome
 from cad.batch.work import analyse, start_worker
 
 log = logging.getLogger(__name__)
@@ -34,11 +34,6 @@ class EngineConfig:
     timeout_s: float = 600.0
     #: a study whose worker died is tried this many times in all
     attempts: int = 2
-
-
-def _failed(work: StudyWork, reason: str) -> Outcome:
-    return Outcome(work.study_uid, work.instances_sha256, FAILED, reason,
-                   {"study_uid": work.study_uid, "instances_sha256": work.instances_sha256})
 
 
 class LocalEngine:
@@ -60,7 +55,7 @@ class LocalEngine:
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.pool = self._pool()
 
-    def run(self, studies: list[StudyWork], started: Callable[[StudyWork], None]) -> Iterator[tuple[Outcome, int]]:
+    def run(self, studies: list[StudyWork]) -> Iterator[tuple[Outcome, int]]:
         """Each study's outcome (and the attempts it took), as studies finish."""
         queue = list(reversed(studies))
         tries: dict[str, int] = {}
@@ -69,7 +64,6 @@ class LocalEngine:
             while queue and len(running) < self.config.workers:
                 work = queue.pop()
                 tries[work.study_uid] = tries.get(work.study_uid, 0) + 1
-                started(work)
                 running[self.pool.submit(analyse, work, self.config.out, self.config.overlays)] = (work, time.monotonic())
             done, _ = wait(running, timeout=1.0, return_when=FIRST_COMPLETED)
             broken = False
@@ -83,11 +77,11 @@ class LocalEngine:
                         log.warning("a worker process died; study %s goes back in the queue", work.study_uid[-8:])
                         queue.append(work)
                     else:
-                        yield _failed(work, "worker process died (tried twice)"), tries[work.study_uid]
+                        yield Outcome.failed(work, "worker process died (tried twice)"), tries[work.study_uid]
             late = [(f, w) for f, (w, t) in running.items() if time.monotonic() - t > self.config.timeout_s]
             for future, work in late:
                 running.pop(future)
-                yield _failed(work, f"timed out after {self.config.timeout_s:g} s"), tries[work.study_uid]
+                yield Outcome.failed(work, f"timed out after {self.config.timeout_s:g} s"), tries[work.study_uid]
             if broken or late:  # the other studies in flight go back; the pool starts afresh
                 queue.extend(w for w, _ in running.values())
                 running.clear()
@@ -121,7 +115,7 @@ class RayEngine:
         actor = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=1)(_Analyst)
         self.actors: list[Any] = [actor.remote(config.model_dir, config.runtime) for _ in range(config.workers)]
 
-    def run(self, studies: list[StudyWork], started: Callable[[StudyWork], None]) -> Iterator[tuple[Outcome, int]]:
+    def run(self, studies: list[StudyWork]) -> Iterator[tuple[Outcome, int]]:
         ray = self.ray
         queue = list(reversed(studies))
         tries: dict[str, int] = {}
@@ -131,7 +125,6 @@ class RayEngine:
             while queue and idle:
                 work, slot = queue.pop(), idle.pop()
                 tries[work.study_uid] = tries.get(work.study_uid, 0) + 1
-                started(work)
                 ref = self.actors[slot].analyse.remote(work, str(self.config.out), self.config.overlays)
                 running[ref] = (work, slot, time.monotonic())
             ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
@@ -145,13 +138,13 @@ class RayEngine:
                         log.warning("a Ray worker died; study %s goes back in the queue", work.study_uid[-8:])
                         queue.append(work)
                     else:
-                        yield _failed(work, "worker process died (tried twice)"), tries[work.study_uid]
+                        yield Outcome.failed(work, "worker process died (tried twice)"), tries[work.study_uid]
             for ref, (work, slot, began) in list(running.items()):
                 if time.monotonic() - began > self.config.timeout_s:
                     running.pop(ref)
                     ray.kill(self.actors[slot], no_restart=False)  # the actor restarts, with the model
                     idle.append(slot)
-                    yield _failed(work, f"timed out after {self.config.timeout_s:g} s"), tries[work.study_uid]
+                    yield Outcome.failed(work, f"timed out after {self.config.timeout_s:g} s"), tries[work.study_uid]
 
     def close(self) -> None:
         for actor in self.actors:

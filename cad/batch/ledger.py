@@ -48,6 +48,14 @@ class Outcome:
     reason: str | None
     record: dict[str, Any]
 
+    @classmethod
+    def failed(cls, work: StudyWork, reason: str, seconds: float | None = None) -> Outcome:
+        """A study that ended without its outputs in place, and why."""
+        record: dict[str, Any] = {"study_uid": work.study_uid, "instances_sha256": work.instances_sha256}
+        if seconds is not None:
+            record["seconds"] = round(seconds, 3)
+        return cls(work.study_uid, work.instances_sha256, FAILED, reason, record)
+
 
 class Ledger:
     """The ledger of one output folder (one process writes it: the driver)."""

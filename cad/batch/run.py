@@ -77,7 +77,7 @@ def run_batch(inputs: list[Path], out: Path, engine: Any, progress: Callable[[in
         total = len(ready)
         progress(0, total, None)
         finished = 0
-        for outcome, attempts in engine.run(ready, lambda work: None):
+        for outcome, attempts in engine.run(ready):
             ledger.record(outcome, attempts)
             finished += 1
             if outcome.state == DONE:

@@ -72,9 +72,7 @@ def analyse(work: StudyWork, out: Path, overlays: bool = True) -> Outcome:
         studies = [s for s in ingest.studies if s.study_instance_uid == work.study_uid]
         if not studies:
             reasons = sorted({f.message for f in ingest.unassigned_failures}) or ["no file could be read"]
-            return Outcome(work.study_uid, work.instances_sha256, FAILED, "not analysed: " + "; ".join(reasons)[:300],
-                           {"study_uid": work.study_uid, "instances_sha256": work.instances_sha256,
-                            "seconds": round(time.perf_counter() - began, 3)})
+            return Outcome.failed(work, "not analysed: " + "; ".join(reasons)[:300], time.perf_counter() - began)
         (outcome,) = run_studies(studies, model, runtime, partial, overlays, clock)
         analysed = outcome.images_analysed
         not_analysed = sorted({i.reason or "unknown" for i in outcome.result.images if not i.analysed})
@@ -102,8 +100,6 @@ def analyse(work: StudyWork, out: Path, overlays: bool = True) -> Outcome:
         return Outcome(work.study_uid, work.instances_sha256, state, reason, record)
     except Exception as exc:  # a defect in one study must not stop the run; it is recorded
         log.error("study %s: internal error (%s)", uid_tail(work.study_uid), type(exc).__name__, exc_info=True)
-        return Outcome(work.study_uid, work.instances_sha256, FAILED, f"internal error: {type(exc).__name__}",
-                       {"study_uid": work.study_uid, "instances_sha256": work.instances_sha256,
-                        "seconds": round(time.perf_counter() - began, 3)})
+        return Outcome.failed(work, f"internal error: {type(exc).__name__}", time.perf_counter() - began)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
