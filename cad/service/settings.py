@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -89,12 +89,11 @@ class MonitoringSettings:
     def with_overrides(self, late_after_seconds: float | None = None,
                        sensitivity_floor: float | None = None) -> MonitoringSettings:
         """These settings with `cad serve`'s command-line options applied (they win over the file)."""
-        alerts, performance = self.alerts, self.performance
+        settings = self
         if late_after_seconds is not None:
-            alerts = AlertSettings(late_after_seconds, alerts.audit_every_seconds, alerts.monitor_every_seconds)
+            settings = replace(settings, alerts=replace(settings.alerts, late_after_seconds=late_after_seconds))
         if sensitivity_floor is not None:
-            performance = PerformanceSettings(sensitivity_floor, performance.min_cancers, performance.window_days)
-        settings = MonitoringSettings(alerts, self.output_drift, self.input_drift, performance, self.source)
+            settings = replace(settings, performance=replace(settings.performance, sensitivity_floor=sensitivity_floor))
         settings.validate("command line")
         return settings
 
@@ -132,7 +131,7 @@ _SECTIONS: dict[str, type] = {"alerts": AlertSettings, "output_drift": OutputDri
 def _section(path: Path, name: str, cls: type, given: Any) -> Any:
     if not isinstance(given, dict):
         raise ValueError(f"{path}: [{name}] must be a table")
-    known = {f.name: f for f in fields(cls)}
+    known = [f.name for f in fields(cls)]
     values: dict[str, Any] = {}
     for key, value in given.items():
         if key not in known:

@@ -9,7 +9,6 @@ its SHA-256 in the manifest.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +30,11 @@ def compute_reference(model: LockedModel, data: Path, exams_per_batch: int = 4) 
     devices: set[str] = set()
     for start in range(0, len(folders), exams_per_batch):
         group = load(folders[start:start + exams_per_batch]).studies
-        began = time.perf_counter()
-        analysed = analyse_studies(group, model, runtime)
-        seconds = (time.perf_counter() - began) / max(len(group), 1)
-        for result, views in analysed:
-            outputs.append(drift.OutputFacts.of(result, seconds))
+        for result, views in analyse_studies(group, model, runtime):
+            outputs.append(drift.OutputFacts.of(result, 0.0))  # processing time is not part of the reference
             images.extend(input_drift.image_facts(view) for view in views)
             devices.update(input_drift.device_of(view.image.header) for view in views)
-    studies = outputs
-    source = f"{data.name}: {len(studies)} validation studies analysed with {model.name} ({model.sha256[:12]})"
+    source = f"{data.name}: {len(outputs)} validation studies analysed with {model.name} ({model.sha256[:12]})"
     return reference.build_reference(outputs, images, source, sorted(devices))
 
 
