@@ -377,10 +377,10 @@ def serve(
 
 @app.command()
 def batch(
-    inputs: Annotated[list[Path], typer.Argument(
-        help="Archive: folders of DICOM files, files, or manifest CSVs (column 'path').")],
     out: Annotated[Path, typer.Option(
         "--out", help="Output folder: <StudyInstanceUID>/ as `cad detect` writes it, the run ledger and report.")],
+    inputs: Annotated[list[Path] | None, typer.Argument(
+        help="Archive: folders of DICOM files, files, or manifest CSVs (column 'path').")] = None,
     engine: Annotated[str, typer.Option(
         "--engine", help="Where studies run: local (processes on this machine) or ray (a Ray cluster; the batch extra).")
     ] = "local",
@@ -396,6 +396,14 @@ def batch(
     model: Annotated[
         Path | None, typer.Option("--model", help="Locked model folder (default: the released model).")
     ] = None,
+    dicomweb: Annotated[str | None, typer.Option(
+        "--dicomweb", help="Archive on a PACS: its DICOMweb root (QIDO-RS finds MG studies, workers fetch with WADO-RS).")
+    ] = None,
+    since: Annotated[str | None, typer.Option(
+        "--since", help="With --dicomweb: only studies on or after this date (YYYYMMDD).")] = None,
+    dicomweb_auth_file: Annotated[Path | None, typer.Option(
+        "--dicomweb-auth-file", help="File with the Authorization header value for the PACS (Bearer ... or Basic ...).")
+    ] = None,
 ) -> None:
     """Analyse an archive study by study, resumable and exactly once: outputs as `cad detect`
     writes them, a durable ledger (re-run with the same arguments to finish an interrupted run:
@@ -403,18 +411,39 @@ def batch(
     failed (see the report); 2 usage; 3 model verification failed."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    from cad.batch.discover import Archive, discover, discover_dicomweb
     from cad.batch.engines import EngineConfig, LocalEngine, RayEngine
     from cad.batch.ledger import Outcome
     from cad.batch.run import run_batch
+    from cad.io.dicomweb import DicomWeb, PacsError, read_authorization
 
     _check_runtime_name(runtime)
-    require_existing(inputs)
-    if engine not in ("local", "ray"):
-        err.print(f"error: --engine {engine}: use local or ray")
+    inputs = inputs or []
+    require_existing(inputs + ([dicomweb_auth_file] if dicomweb_auth_file else []))
+    problem = ("give an archive: folders, files or manifest CSVs, or --dicomweb URL" if not inputs and not dicomweb
+               else f"--engine {engine}: use local or ray" if engine not in ("local", "ray")
+               else "--since and --dicomweb-auth-file go with --dicomweb" if (since or dicomweb_auth_file) and not dicomweb
+               else f"--since {since}: use YYYYMMDD" if since and not (len(since) == 8 and since.isdigit()) else None)
+    if problem:
+        err.print(f"error: {problem}")
         raise typer.Exit(EXIT_USAGE)
+    try:
+        auth = read_authorization(dicomweb_auth_file) if dicomweb_auth_file else None
+    except ValueError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
     verified_model(model)  # refuse before any worker starts
     config = EngineConfig(str(model.resolve()) if model else None, runtime, out.resolve(), overlays, workers,
-                          timeout_s)
+                          timeout_s, dicomweb=dicomweb, dicomweb_auth=auth)
+
+    def find() -> Archive:
+        archive = discover(inputs) if inputs else Archive()
+        if dicomweb:
+            remote = discover_dicomweb(DicomWeb(dicomweb, headers={"Authorization": auth} if auth else None), since)
+            archive.studies = sorted(archive.studies + remote.studies, key=lambda w: w.study_uid)
+            archive.skipped += remote.skipped
+        return archive
+
     try:
         runner: LocalEngine | RayEngine = RayEngine(config, address) if engine == "ray" else LocalEngine(config)
     except ValueError as exc:
@@ -434,10 +463,13 @@ def batch(
                 if outcome is not None and outcome.reason:
                     bar.console.print(f"study …{outcome.study_uid[-8:]}: {outcome.reason}")
 
-            summary = run_batch(inputs, out, runner, progress, retry_failed)
+            summary = run_batch(find, out, runner, progress, retry_failed)
     except ValueError as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(EXIT_USAGE) from None
+    except PacsError as exc:  # the archive could not be listed: nothing was analysed
+        err.print(f"error: {dicomweb}: {exc}")
+        raise typer.Exit(EXIT_NOTHING_ANALYSED) from None
     finally:
         runner.close()
     console.print(f"studies: {summary['studies_discovered']} found, {summary['studies_done_this_run']} done, "
@@ -546,6 +578,13 @@ def load_plugins() -> None:
 
 def main() -> None:
     """Console entry point."""
+    from cad.report.outputs import creation_instant
+
+    try:  # before any import that reads it (numpy's f2py fails on a malformed value)
+        creation_instant()
+    except ValueError as exc:
+        err.print(f"error: {exc}")
+        raise SystemExit(EXIT_USAGE) from None
     load_plugins()
     app()
 

@@ -1,5 +1,6 @@
 """Finding the studies of an archive without decoding a pixel: every file's header is read up to
-the pixel data for its Study and SOP Instance UIDs and modality, and files are grouped by study.
+the pixel data for its Study and SOP Instance UIDs and modality, and files are grouped by study;
+on a DICOMweb PACS, QIDO-RS lists the MG studies and their instances (fetched by the worker).
 
 What is kept per file is its path and two UIDs (a few hundred bytes), so discovery of a million
 files holds a few hundred MB; pixels are read only by the worker that analyses the study.
@@ -18,6 +19,8 @@ from pathlib import Path
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from cad.io.dicomweb import DicomWeb
+
 #: header keywords discovery reads (everything before the pixel data is parsed, these are kept)
 KEYWORDS = ("StudyInstanceUID", "SOPInstanceUID", "Modality")
 
@@ -27,8 +30,16 @@ class StudyWork:
     """One unit of work: a study and its files (the instance set keys it in the ledger)."""
 
     study_uid: str
+    #: local files (empty for a study on a DICOMweb PACS)
     files: tuple[str, ...]
     sop_uids: tuple[str, ...]
+    #: for a study on a DICOMweb PACS: each instance's series, in the order of ``sop_uids``
+    series_uids: tuple[str, ...] = ()
+
+    @property
+    def remote(self) -> bool:
+        """Whether the worker fetches the study with WADO-RS (else it reads ``files``)."""
+        return bool(self.series_uids)
 
     @property
     def instances_sha256(self) -> str:
@@ -94,4 +105,18 @@ def discover(inputs: Iterable[Path]) -> Archive:
         instances = sorted(by_study[study_uid])
         archive.studies.append(StudyWork(study_uid, tuple(p for _, p in instances),
                                          tuple(sorted({s for s, _ in instances}))))
+    return archive
+
+
+def discover_dicomweb(web: DicomWeb, since: str | None = None) -> Archive:
+    """The MG studies on a DICOMweb PACS (QIDO-RS), each with its MG instances; a study whose
+    instance search finds no MG image is listed as not work, with why."""
+    archive = Archive()
+    for study in sorted(web.mg_studies(since), key=lambda s: s.study_uid):
+        instances = sorted(web.mg_instances(study.study_uid), key=lambda i: i.sop_uid)
+        if not instances:
+            archive.skipped.append((f"{web.url} study {study.study_uid}", "no MG instance listed"))
+            continue
+        archive.studies.append(StudyWork(study.study_uid, (), tuple(i.sop_uid for i in instances),
+                                         tuple(i.series_uid for i in instances)))
     return archive

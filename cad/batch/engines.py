@@ -8,11 +8,12 @@ that reason instead of stalling the run.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,11 @@ from cad.batch.ledger import Outcome
 from cad.batch.work import analyse, start_worker
 
 log = logging.getLogger(__name__)
+
+#: the driver's environment variables that change what a worker does: its network threads and
+#: the fixed creation instant of reproducible outputs (a Ray actor does not inherit the driver's
+#: environment, a local worker process does)
+WORKER_ENVIRONMENT = ("CAD_THREADS", "SOURCE_DATE_EPOCH")
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,10 @@ class EngineConfig:
     timeout_s: float = 600.0
     #: a study whose worker died is tried this many times in all
     attempts: int = 2
+    #: the DICOMweb root the studies are fetched from (None: local files)
+    dicomweb: str | None = None
+    #: its Authorization header value (handed to the workers, never logged)
+    dicomweb_auth: str | None = field(default=None, repr=False)
 
 
 class LocalEngine:
@@ -47,7 +57,8 @@ class LocalEngine:
 
     def _pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(self.config.workers, initializer=start_worker,
-                                   initargs=(self.config.model_dir, self.config.runtime))
+                                   initargs=(self.config.model_dir, self.config.runtime, self.config.dicomweb,
+                                             self.config.dicomweb_auth))
 
     def _restart(self) -> None:
         for process in list(getattr(self.pool, "_processes", {}).values()):
@@ -112,8 +123,11 @@ class RayEngine:
         # a dead actor is restarted (loading the model again) and the study it held is retried
         # on it once by Ray (outputs are written atomically, so a retry never doubles a study);
         # after that the driver gives it one more try, then records it failed
-        actor = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=1)(_Analyst)
-        self.actors: list[Any] = [actor.remote(config.model_dir, config.runtime) for _ in range(config.workers)]
+        env_vars = {k: os.environ[k] for k in WORKER_ENVIRONMENT if k in os.environ}
+        actor = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=1,
+                           runtime_env={"env_vars": env_vars})(_Analyst)
+        self.actors: list[Any] = [actor.remote(config.model_dir, config.runtime, config.dicomweb, config.dicomweb_auth)
+                                  for _ in range(config.workers)]
 
     def run(self, studies: list[StudyWork]) -> Iterator[tuple[Outcome, int]]:
         ray = self.ray
@@ -155,8 +169,8 @@ class RayEngine:
 class _Analyst:
     """A Ray actor: the verified model loaded once, then study after study."""
 
-    def __init__(self, model_dir: str | None, runtime: str) -> None:
-        start_worker(model_dir, runtime)
+    def __init__(self, model_dir: str | None, runtime: str, dicomweb: str | None, dicomweb_auth: str | None) -> None:
+        start_worker(model_dir, runtime, dicomweb, dicomweb_auth)
 
     def analyse(self, work: StudyWork, out: str, overlays: bool) -> Outcome:
         return analyse(work, Path(out), overlays)

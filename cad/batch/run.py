@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cad.batch.discover import Archive, StudyWork, discover
+from cad.batch.discover import Archive, StudyWork
 from cad.batch.ledger import DONE, PENDING, Ledger, Outcome
 from cad.batch.work import PARTIAL, committed
 
@@ -53,15 +53,15 @@ class BatchReport:
         }
 
 
-def run_batch(inputs: list[Path], out: Path, engine: Any, progress: Callable[[int, int, Outcome | None], None],
-              retry_failed: bool = True) -> dict[str, Any]:
-    """Analyse every study under ``inputs`` not already done in ``out``'s ledger."""
+def run_batch(find: Callable[[], Archive], out: Path, engine: Any,
+              progress: Callable[[int, int, Outcome | None], None], retry_failed: bool = True) -> dict[str, Any]:
+    """Analyse every study ``find()`` discovers that is not already done in ``out``'s ledger."""
     began = time.perf_counter()
     ledger = Ledger(out)  # also locks the folder: one driver per output folder
     shutil.rmtree(out / PARTIAL, ignore_errors=True)  # what workers of a killed run left half-written
     report = BatchReport(engine.name, engine.config.workers)
     try:
-        archive: Archive = discover(inputs)
+        archive = find()
         report.discover_s = time.perf_counter() - began
         report.discovered, report.not_work = len(archive.studies), archive.skipped
         todo, report.skipped_done = ledger.plan(archive.studies, retry_failed)

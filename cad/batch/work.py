@@ -26,6 +26,7 @@ from cad.detect.locked import LockedModel, load_locked_model
 from cad.detect.runtime import Runtime
 from cad.detect.runtimes import make_runtime
 from cad.io import load
+from cad.io.dicomweb import DicomWeb, PacsError, RemoteInstance
 from cad.io.uids import uid_tail
 from cad.job import run_studies
 from cad.stages import Stage, StageClock
@@ -37,13 +38,18 @@ PARTIAL = ".partial"
 _worker: dict[str, Any] = {}
 
 
-def start_worker(model_dir: str | None, runtime_name: str = "") -> dict[str, str]:
-    """Verify and load the locked model and open its runtime in this process (once)."""
+def start_worker(model_dir: str | None, runtime_name: str = "", dicomweb: str | None = None,
+                 dicomweb_auth: str | None = None) -> dict[str, str]:
+    """Verify and load the locked model and open its runtime in this process (once); with
+    ``dicomweb``, a client of that PACS for fetching studies (``dicomweb_auth``: its
+    Authorization header value)."""
     key = (model_dir, runtime_name)
     if _worker.get("key") != key:
         model = load_locked_model(Path(model_dir) if model_dir else None)
         runtime = make_runtime(model, runtime_name) if runtime_name else make_runtime(model)
         _worker.update(key=key, model=model, runtime=runtime)
+    if dicomweb and getattr(_worker.get("web"), "url", None) != dicomweb.rstrip("/"):
+        _worker["web"] = DicomWeb(dicomweb, headers={"Authorization": dicomweb_auth} if dicomweb_auth else None)
     model = _worker["model"]
     return {"model": model.name, "model_sha256": model.sha256, "runtime": _worker["runtime"].name, "pid": str(os.getpid())}
 
@@ -58,6 +64,16 @@ def committed(out: Path, work: StudyWork) -> dict[str, Any] | None:
     return record if record.get("instances_sha256") == work.instances_sha256 else None
 
 
+def _fetch(work: StudyWork, folder: Path) -> list[Path]:
+    """WADO-RS the study's instances into ``folder`` (the worker's private folder)."""
+    web: DicomWeb | None = _worker.get("web")
+    if web is None:
+        raise PacsError("DICOMweb: this worker was started without a PACS")
+    folder.mkdir(parents=True, exist_ok=True)
+    return [web.retrieve(work.study_uid, RemoteInstance(series, sop), folder)
+            for series, sop in zip(work.series_uids, work.sop_uids, strict=True)]
+
+
 def analyse(work: StudyWork, out: Path, overlays: bool = True) -> Outcome:
     """Analyse one study in this worker and move its outputs into place."""
     model: LockedModel = _worker["model"]
@@ -67,8 +83,15 @@ def analyse(work: StudyWork, out: Path, overlays: bool = True) -> Outcome:
     partial = out / PARTIAL / f"{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
     try:
+        files, fetch_s = [Path(f) for f in work.files], 0.0
+        if work.remote:
+            try:
+                files = _fetch(work, partial / "fetched")
+                fetch_s = time.perf_counter() - began
+            except PacsError as exc:
+                return Outcome.failed(work, f"not analysed: {exc}", time.perf_counter() - began)
         with clock.stage(Stage.DECODE):
-            ingest = load([Path(f) for f in work.files])
+            ingest = load(files)
         studies = [s for s in ingest.studies if s.study_instance_uid == work.study_uid]
         if not studies:
             reasons = sorted({f.message for f in ingest.unassigned_failures}) or ["no file could be read"]
@@ -86,7 +109,9 @@ def analyse(work: StudyWork, out: Path, overlays: bool = True) -> Outcome:
             "study_uid": work.study_uid, "instances_sha256": work.instances_sha256, "state": state, "reason": reason,
             "files": len(work.files), "images_analysed": analysed, "images_not_analysed": len(not_analysed),
             "marks": len(outcome.result.marks), "model_sha256": model.sha256, "runtime": runtime.name,
-            "stage_seconds": {k: round(v, 4) for k, v in clock.as_dict().items()},
+            # WADO-RS time of a study on a PACS is its own stage ahead of decoding
+            "stage_seconds": {k: round(v, 4) for k, v in clock.as_dict().items()} | (
+                {"fetch": round(fetch_s, 4)} if work.remote else {}),
             "seconds": round(time.perf_counter() - began, 3), "worker_pid": os.getpid(),
             # the worker process's peak resident memory so far (Linux reports KiB)
             "worker_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),

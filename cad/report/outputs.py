@@ -8,11 +8,14 @@ findings.json.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydicom.dataset import Dataset
+from pydicom.valuerep import DA, DT, TM
 
 from cad.io.errors import IngestErrorCode
 from cad.io.image import Study
@@ -22,6 +25,36 @@ from cad.result.model import StudyResult
 log = logging.getLogger(__name__)
 SR_NAME = "cad-sr.dcm"
 PR_NAME = "cad-pr.dcm"
+#: environment variable that fixes the objects' creation date and time (reproducible outputs)
+EPOCH_VARIABLE = "SOURCE_DATE_EPOCH"
+#: the creation dates and times of an SR or presentation state (all else follows from the inputs)
+CREATION_DATES = (("InstanceCreationDate", "InstanceCreationTime"), ("ContentDate", "ContentTime"),
+                  ("PresentationCreationDate", "PresentationCreationTime"))
+
+
+def creation_instant() -> datetime:
+    """When the DICOM objects of a study are created: now (local time, as highdicom writes it), or
+    the UTC instant ``SOURCE_DATE_EPOCH`` names (whole seconds since 1970, the reproducible-builds
+    convention), so that two runs over the same inputs (`cad detect`, `cad batch`, a re-run in an
+    acceptance protocol) give byte-identical objects. ValueError for a value that is not that."""
+    value = os.environ.get(EPOCH_VARIABLE, "").strip()
+    if not value:
+        return datetime.now()
+    if not value.isdigit():
+        raise ValueError(f"{EPOCH_VARIABLE}={value[:40]}: expected whole seconds since 1970-01-01 UTC")
+    return datetime.fromtimestamp(int(value), tz=UTC).replace(tzinfo=None)
+
+
+def stamp_creation(dataset: Dataset, when: datetime) -> None:
+    """Give every creation date and time of ``dataset`` (the instance, its content or presentation,
+    the contributing equipment) the one instant ``when``."""
+    for date, time in CREATION_DATES:
+        if date in dataset:
+            setattr(dataset, date, DA(when.date()))
+            setattr(dataset, time, TM(when.time()))
+    for item in dataset.get("ContributingEquipmentSequence", []):
+        if "ContributionDateTime" in item:
+            item.ContributionDateTime = DT(when)
 
 
 @dataclass(frozen=True)
@@ -68,7 +101,9 @@ def write_dicom_outputs(
         findings.algorithm.settings_sha256,
     )
     folder.mkdir(parents=True, exist_ok=True)
+    created = creation_instant()
     sr = build_mammography_cad_sr(findings, images, failed, uids, previous_srs)
+    stamp_creation(sr, created)
     sr_path = folder / SR_NAME
     sr.save_as(sr_path, enforce_file_format=True)
     analysed = {i.sop_instance_uid for i in findings.images if i.analysed}
@@ -90,6 +125,7 @@ def write_dicom_outputs(
         except ValueError as exc:
             log.warning("presentation state not written for study %s: %s", uid_tail(findings.study_instance_uid), exc)
             return DicomOutputs(sr_path, paths[0] if paths else None, str(exc), tuple(paths))
+        stamp_creation(pr, created)
         path = folder / (PR_NAME if len(sizes) == 1 else f"cad-pr-{number}.dcm")
         pr.save_as(path, enforce_file_format=True)
         paths.append(path)

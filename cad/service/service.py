@@ -22,13 +22,14 @@ import cad
 from cad.detect.locked import LockedModel, sha256_file
 from cad.detect.manifest import WEIGHTS_FILE
 from cad.detect.runtime import Runtime
+from cad.io.dicomweb import PacsError, read_authorization
 from cad.service import store
 from cad.service.alerts import AlertMonitor, Webhook
 from cad.service.metrics import ServiceMetrics
 from cad.service.queue import JobQueue, RetryPolicy
 from cad.service.reference import load_reference
 from cad.service.settings import MonitoringSettings, load_settings
-from cad.service.sources import DicomWebPacs, PacsError, StoreScp, StoreScu, WatchFolder
+from cad.service.sources import DicomWebPacs, StoreScp, StoreScu, WatchFolder
 from cad.service.worker import Source, Worker
 
 log = logging.getLogger(__name__)
@@ -42,16 +43,6 @@ def parse_address(value: str, option: str) -> tuple[str, int]:
     if not name or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"{option} {value}: use NAME:PORT")
     return name, int(port)
-
-
-def read_authorization(path: Path) -> str:
-    """The PACS Authorization header value from a file: one line ``Bearer <token>`` or
-    ``Basic <base64>``; ValueError otherwise (the value itself is never printed)."""
-    value = path.read_text().strip()
-    scheme, _, credential = value.partition(" ")
-    if scheme not in ("Bearer", "Basic") or not credential:
-        raise ValueError(f"{path}: expected one line 'Bearer <token>' or 'Basic <base64>'")
-    return value
 
 
 @dataclass

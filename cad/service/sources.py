@@ -16,29 +16,18 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pydicom
-import requests
 from pydicom.dataset import Dataset
 
 from cad.io.codes import MG_FOR_PRESENTATION, MG_FOR_PROCESSING
+from cad.io.dicomweb import DicomWeb, PacsError, RemoteInstance
 from cad.io.loader import iter_input_files
 from cad.io.uids import is_valid_uid, uid_tail
 from cad.service.queue import Instance, Job, JobQueue
 
 log = logging.getLogger(__name__)
 
-#: DICOM attribute tags used in QIDO-RS answers (DICOM JSON)
-STUDY_UID, SERIES_UID, SOP_UID, RELATED_INSTANCES = "0020000D", "0020000E", "00080018", "00201208"
 #: the folder name under which `cad serve --watch` writes results (never read as input)
 WATCH_RESULTS = "cad-results"
-
-
-class PacsError(RuntimeError):
-    """The PACS or DICOM peer could not be reached or refused a request (transient)."""
-
-
-def _value(item: dict[str, Any], tag: str) -> Any:
-    values = item.get(tag, {}).get("Value") or [None]
-    return values[0]
 
 
 class Destination(Protocol):
@@ -50,97 +39,48 @@ class Destination(Protocol):
 
 
 class DicomWebPacs:
-    """A PACS over DICOMweb: QIDO-RS to find MG studies, WADO-RS to fetch, STOW-RS to store."""
+    """A PACS over DICOMweb as a service source and destination: polled with QIDO-RS for MG
+    studies, fetched with WADO-RS, outputs stored with STOW-RS."""
 
     name = "dicomweb"
 
     def __init__(self, url: str, since: str | None = None, timeout: float = 60.0,
                  headers: dict[str, str] | None = None) -> None:
-        from dicomweb_client.api import DICOMwebClient
+        self.web = DicomWeb(url, timeout, headers)
+        self.url, self.headers, self.since = self.web.url, headers, since
 
-        self.url = url.rstrip("/")
-        self.since = since
-        self.headers = headers
-        self.client = DICOMwebClient(self.url, headers=headers, timeout=timeout)
-        # the queue owns retrying (with backoff and an audit trail); the client must not hide
-        # a failing PACS behind its own waits
-        self.client.set_http_retry_params(retry=False)
-        self.reachable: bool | None = None
-
-    def _call(self, what: str, function: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            result = function(*args, **kwargs)
-        except (requests.RequestException, OSError) as exc:
-            self.reachable = False
-            status = getattr(getattr(exc, "response", None), "status_code", None)
-            raise PacsError(f"DICOMweb {what} failed ({type(exc).__name__}{f', HTTP {status}' if status else ''})") from None
-        self.reachable = True
-        return result
+    @property
+    def reachable(self) -> bool | None:
+        return self.web.reachable
 
     def mg_instances(self, study_uid: str) -> list[Instance]:
         """The study's MG instances as the PACS lists them now (invalid UIDs left out)."""
-        found = self._call("instance search", self.client.search_for_instances,
-                           study_instance_uid=study_uid, search_filters={"Modality": "MG"})
-        instances = [Instance(str(_value(i, SERIES_UID)), str(_value(i, SOP_UID))) for i in found
-                     if _value(i, SERIES_UID) and _value(i, SOP_UID)]
-        valid = [i for i in instances if is_valid_uid(i.series_uid) and is_valid_uid(i.sop_uid)]
-        if len(valid) < len(instances):
-            log.warning("study %s: %d instance(s) with invalid UIDs ignored", uid_tail(study_uid), len(instances) - len(valid))
-        return valid
+        return [Instance(i.series_uid, i.sop_uid) for i in self.web.mg_instances(study_uid)]
 
     def poll(self, queue: JobQueue) -> int:
         """Enqueue MG studies that are new or whose instance count changed; returns jobs added."""
-        filters: dict[str, Any] = {"ModalitiesInStudy": "MG"}
-        if self.since:
-            filters["StudyDate"] = f"{self.since}-"
-        # one request, not paged: Orthanc 1.10's DICOMweb plugin answers an offset beyond the first
-        # page with nothing, and dicomweb-client's get_remaining loops for ever on servers that
-        # ignore offset; a PACS that caps QIDO answers must allow the studies since --since
-        studies = self._call("study search", self.client.search_for_studies, search_filters=filters,
-                             fields=["NumberOfStudyRelatedInstances"])
         added = 0
-        for study in studies:
-            uid = _value(study, STUDY_UID)
-            if not uid or not is_valid_uid(str(uid)):
-                if uid:
-                    log.warning("a study with an invalid StudyInstanceUID was ignored")
+        for study in self.web.mg_studies(self.since):
+            if study.instances >= 0 and queue.seen_count(self.name, study.study_uid) == study.instances:
                 continue
-            count = int(_value(study, RELATED_INSTANCES) or -1)
-            if count >= 0 and queue.seen_count(self.name, uid) == count:
-                continue
-            instances = self.mg_instances(uid)
+            instances = self.mg_instances(study.study_uid)
             if instances:
-                _, new = queue.enqueue(uid, instances, self.name)
+                _, new = queue.enqueue(study.study_uid, instances, self.name)
                 if new:
                     added += 1
-                    log.info("queued study %s (%d MG images) from DICOMweb", uid_tail(uid), len(instances))
-            queue.mark_seen(self.name, uid, count)
+                    log.info("queued study %s (%d MG images) from DICOMweb", uid_tail(study.study_uid), len(instances))
+            queue.mark_seen(self.name, study.study_uid, study.instances)
         return added
 
     def fetch(self, job: Job, folder: Path) -> list[Path]:
         """WADO-RS every instance of the job into ``folder``."""
         folder.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for instance in job.instances:
-            path = folder / f"{instance.sop_uid}.dcm"
-            if not path.is_file():
-                ds = self._call("retrieve", self.client.retrieve_instance, job.study_uid, instance.series_uid,
-                                instance.sop_uid)
-                tmp = path.with_suffix(".part")
-                ds.save_as(tmp, enforce_file_format=True)
-                tmp.replace(path)
-            paths.append(path)
-        return paths
+        return [self.web.retrieve(job.study_uid, RemoteInstance(i.series_uid, i.sop_uid), folder)
+                for i in job.instances]
 
     def deliver(self, paths: list[Path]) -> None:
         """STOW-RS the outputs; a store the PACS reports as failed is an error."""
-        if not paths:
-            return
-        datasets = [pydicom.dcmread(p) for p in paths]
-        response: Dataset = self._call("store", self.client.store_instances, datasets=datasets)
-        failed = response.get("FailedSOPSequence") if response is not None else None
-        if failed:
-            raise PacsError(f"DICOMweb store refused {len(failed)} of {len(paths)} objects")
+        self.web.store([pydicom.dcmread(p) for p in paths])
 
 
 def _header(path: Path) -> Dataset | None:

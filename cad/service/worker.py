@@ -22,13 +22,14 @@ import cad
 from cad.detect.locked import LockedModel, sha256_file
 from cad.detect.runtime import Runtime
 from cad.io import load
+from cad.io.dicomweb import PacsError
 from cad.io.uids import uid_tail
 from cad.job import StudyOutcome, run_studies
 from cad.result.findings_json import FINDINGS_FILE
 from cad.service import drift, input_drift
 from cad.service.metrics import ServiceMetrics
 from cad.service.queue import DONE, FAILED, Job, JobQueue
-from cad.service.sources import Destination, PacsError
+from cad.service.sources import Destination
 from cad.stages import Stage, StageClock
 
 log = logging.getLogger(__name__)
