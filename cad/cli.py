@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from cad.detect.runtime import Runtime
 
 #: libraries whose INFO/DEBUG output may carry identifiers (UIDs, header dumps)
+log = logging.getLogger("cad.cli")
 QUIET_LOGGERS = ("dicomweb_client", "highdicom", "pynetdicom", "pydicom", "uvicorn", "httpx")
 
 EXIT_OK = 0
@@ -74,12 +75,20 @@ def _check_runtime_name(runtime: str) -> None:
         raise typer.Exit(EXIT_USAGE)
 
 
-def verified_model(model: Path | None) -> LockedModel:
-    """The locked model, verified against its manifest (exit 3 otherwise)."""
+def verified_model(model: Path | None, released_only: bool = True) -> LockedModel:
+    """The locked model, verified against its manifest and, for analysis (``released_only``),
+    against the models this release was verified with (RC-002); exit 3 otherwise. An unreleased
+    model in development mode runs with a warning on every run."""
     from cad.detect.locked import ModelIntegrityError, load_locked_model
+    from cad.detect.release import DEVELOPMENT_VARIABLE, require_released
 
     try:
-        return load_locked_model(model)
+        locked = load_locked_model(model)
+        if released_only and not require_released(locked):
+            err.print(f"warning: {locked.name} is not a released model ({DEVELOPMENT_VARIABLE}=1): development "
+                      "mode, results are marked unreleased and are not for clinical use")
+            log.warning("unreleased model %s (weights %s…) run in development mode", locked.name, locked.sha256[:16])
+        return locked
     except ModelIntegrityError as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(EXIT_MODEL) from None
@@ -275,7 +284,7 @@ def export(
         raise typer.Exit(EXIT_USAGE)
     from cad.export import ExportError, export_model
 
-    locked = verified_model(model)
+    locked = verified_model(model, released_only=False)  # exports are made of models before their release
     try:
         summary = export_model(locked, out, export_format, parity_input, calibration)
     except ExportError as exc:

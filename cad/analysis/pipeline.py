@@ -20,6 +20,7 @@ from cad.detect.detector import ViewDetections
 from cad.detect.inputs import ViewInput, prepare_view
 from cad.detect.linking import Candidate, LinkingConfig, candidates, fuse, link
 from cad.detect.locked import LockedModel
+from cad.detect.release import is_released
 from cad.detect.runtime import Runtime, default_threads
 from cad.io.image import IngestFailure, Laterality, MammogramImage, Study, View
 from cad.preprocess.mask import NoBreastError
@@ -64,7 +65,8 @@ def _failure_status(failure: IngestFailure) -> ImageStatus:
 
 def algorithm_of(model: LockedModel, runtime: Runtime | None = None) -> Algorithm:
     return Algorithm(cad.ALGORITHM_NAME, cad.__version__, model.sha256, model.name, model.settings_sha256,
-                     runtime.variant if runtime is not None else None)
+                     runtime.variant if runtime is not None else None,
+                     is_released(model.sha256, model.settings_sha256))
 
 
 def _prepare(image: MammogramImage, model: LockedModel) -> ViewInput | str:

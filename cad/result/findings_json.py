@@ -59,10 +59,12 @@ def _finding(finding: Finding) -> dict[str, Any]:
 def result_to_dict(result: StudyResult) -> dict[str, Any]:
     """The findings.json object of ``result``."""
     a = result.algorithm
-    algorithm = {"name": a.name, "version": a.version, "model_sha256": a.model_sha256,
+    algorithm: dict[str, str | bool | None] = {"name": a.name, "version": a.version, "model_sha256": a.model_sha256,
                  "model_name": a.model_name, "settings_sha256": a.settings_sha256}
     if a.runtime_variant is not None:
         algorithm["runtime_variant"] = a.runtime_variant
+    if not a.released:  # written only when false: released results keep their bytes
+        algorithm["released"] = False
     return {
         "schema_version": SCHEMA_VERSION,
         "study_instance_uid": result.study_instance_uid,
@@ -105,7 +107,7 @@ def result_from_dict(data: dict[str, Any]) -> StudyResult:
         return StudyResult(
             data["study_instance_uid"],
             Algorithm(alg["name"], alg["version"], alg["model_sha256"], alg.get("model_name"),
-                      alg.get("settings_sha256"), alg.get("runtime_variant")),
+                      alg.get("settings_sha256"), alg.get("runtime_variant"), alg.get("released", True)),
             float(data["operating_point"]["threshold"]), images, findings)
     except ResultError:
         raise

@@ -67,6 +67,8 @@ class Algorithm:
     #: the runtime variant that ran when it is not the locked model's reference precision
     #: (``int8``, ``fp16``); None for the reference
     runtime_variant: str | None = None
+    #: False when the model is not one this release was verified with (development mode, RC-002)
+    released: bool = True
 
     def __post_init__(self) -> None:
         if not self.name or not self.version:

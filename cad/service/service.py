@@ -21,6 +21,7 @@ from typing import Any
 import cad
 from cad.detect.locked import LockedModel, sha256_file
 from cad.detect.manifest import WEIGHTS_FILE
+from cad.detect.release import is_released
 from cad.detect.runtime import Runtime
 from cad.io.dicomweb import PacsError, read_authorization
 from cad.service import store
@@ -244,7 +245,9 @@ class Service:
         """What the service is (for alerts, the API and the dashboard): version, model, runtime."""
         variant = getattr(self.worker.runtime, "variant", None)
         return {"version": cad.__version__, "model": self.model.name, "model_sha256": self.model.sha256,
-                "settings_sha256": self.model.settings_sha256, "runtime": self.worker.runtime.name,
+                "settings_sha256": self.model.settings_sha256,
+                "released": is_released(self.model.sha256, self.model.settings_sha256),
+                "runtime": self.worker.runtime.name,
                 "runtime_variant": variant, "state": str(self.config.state),
                 "monitoring": self.config.monitoring.public(),
                 "monitoring_reference": self.reference.public() if self.reference else None}

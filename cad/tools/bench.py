@@ -34,6 +34,7 @@ import torch
 
 from cad.detect.inputs import prepare_view
 from cad.detect.locked import LockedModel
+from cad.detect.release import DEVELOPMENT_VARIABLE
 from cad.detect.runtime import Runtime, RuntimeName, RuntimeUnavailableError
 from cad.detect.runtimes import make_runtime
 from cad.io import load
@@ -152,10 +153,12 @@ def cold_start(paths: tuple[Path, ...], model_dir: Path | None, runtime: str = R
         report = Path(tmp) / "rss"
         command = [python, "-c", _CHILD, str(report), "detect", *map(str, paths),
                    "--out", str(Path(tmp) / "out"), "--no-overlays", "--runtime", runtime]
-        if model_dir is not None:
+        env = None
+        if model_dir is not None:  # a candidate or baseline model is measured before any release
             command += ["--model", str(model_dir)]
+            env = {**os.environ, DEVELOPMENT_VARIABLE: "1"}
         start = time.perf_counter()
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
         total = time.perf_counter() - start
         if done.returncode != 0:
             return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1], "python": python}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import shutil
 import signal
@@ -26,6 +27,7 @@ from typing import Any
 
 import requests
 
+from cad.detect.release import DEVELOPMENT_VARIABLE
 from cad.tools.orthanc import free_port
 from cad.tools.phantom.generate import exam_files_of
 
@@ -63,7 +65,9 @@ def run_demo(unshifted: Path, shifted: Path, out: Path, model: Path | None = Non
     command += ["--model", str(model)] if model else []
     command += ["--monitoring", str(monitoring)] if monitoring else []
     log = (out / "serve.log").open("w")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    # a candidate model is demonstrated before any release: the development mode, results marked
+    env = {**os.environ, DEVELOPMENT_VARIABLE: "1"} if model else None
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     base, auth = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {token}"}
     session = requests.Session()
 

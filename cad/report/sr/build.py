@@ -40,7 +40,7 @@ from cad.report.sr.sop import MammographyCADSR
 from cad.result.model import BOX_DIGITS, Finding, ImageStatus, StudyResult
 
 #: Algorithm Parameters are "key=value" texts; these keys are read back by the reader.
-PARAMETER_KEYS = ("model_name", "model_sha256", "settings_sha256", "operating_threshold", "runtime_variant")
+PARAMETER_KEYS = ("model_name", "model_sha256", "settings_sha256", "operating_threshold", "runtime_variant", "released")
 REASON_KEY = "not_analysed_reason"
 #: Type 2 attributes highdicom copies from the evidence; empty when an input lacks them.
 _TYPE2_COPIED = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber",
@@ -55,6 +55,8 @@ def algorithm_parameters(findings: StudyResult) -> list[str]:
         "settings_sha256": alg.settings_sha256,
         "operating_threshold": f"{findings.operating_threshold:.6f}",
         "runtime_variant": alg.runtime_variant,
+        # only an unreleased model (development mode, RC-002) says so; released results keep their bytes
+        "released": None if alg.released else "false",
     }
     return [f"{key}={values[key]}" for key in PARAMETER_KEYS if values[key] is not None]
 

@@ -180,7 +180,7 @@ def findings_from_sr(ds: Dataset) -> StudyResult:
                         str(_one(performed, sr.ALGORITHM_NAME, "detection performed").TextValue),
                         str(_one(performed, sr.ALGORITHM_VERSION, "detection performed").TextValue),
                         params.get("model_sha256", ""), params.get("model_name"), params.get("settings_sha256"),
-                        params.get("runtime_variant"),
+                        params.get("runtime_variant"), params.get("released") != "false",
                     )
                     threshold = float(params["operating_threshold"]) if "operating_threshold" in params else None
                 for path in _references(performed):
