@@ -141,6 +141,8 @@ def inspect(
     from cad.io import load
     from cad.io.uids import uid_tail
     from cad.preprocess import compute_geometry
+    from cad.preprocess.geometry import OrientationMismatchError
+    from cad.preprocess.mask import NoBreastError
     from cad.report.overlay import reference_marks, render_overlay
 
     require_existing(inputs)
@@ -157,7 +159,12 @@ def inspect(
     for study in result.studies:
         short_study = uid_tail(study.study_instance_uid)
         for image in study.images:
-            geometry = compute_geometry(image)
+            try:
+                geometry = compute_geometry(image)
+            except (NoBreastError, OrientationMismatchError) as exc:  # what `cad detect` records as not analysed
+                table.add_row(short_study, image.path.name, image.laterality.value, image.view.value,
+                              f"{image.spacing.row_mm:g} ({image.spacing.source})", f"not analysed: {exc}")
+                continue
             notes = "; ".join((*image.warnings, *geometry.warnings))
             table.add_row(
                 short_study,

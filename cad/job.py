@@ -58,6 +58,7 @@ class StudyOutcome:
 def write_study_outputs(
     result: StudyResult, views: list[AnalysedView], study: Study, folder: Path,
     overlays: bool = True, clock: StageClock = NO_CLOCK, previous_srs: Sequence[Dataset] = (),
+    result_number: int = 1,
 ) -> StudyOutcome:
     """findings.json, SR, presentation state(s) and, if asked, overlays of one analysed study.
 
@@ -74,7 +75,7 @@ def write_study_outputs(
         dicom: DicomOutputs | None
         dicom_error: str | None = None
         try:
-            dicom = write_dicom_outputs(result, study, folder, previous_srs)
+            dicom = write_dicom_outputs(result, study, folder, previous_srs, result_number)
             if dicom.pr_problem and dicom.sr:
                 problems.append(f"warning: {tag}: no presentation state: {dicom.pr_problem}")
         except ValueError as exc:
@@ -90,14 +91,15 @@ def run_studies(
     studies: list[Study], model: LockedModel, runtime: Runtime, out: Path,
     overlays: bool = True, clock: StageClock = NO_CLOCK,
     previous_srs: Mapping[str, Sequence[Dataset]] | None = None,
+    result_numbers: Mapping[str, int] | None = None,
 ) -> list[StudyOutcome]:
     """Analyse ``studies`` together (their views share runtime batches) and write each one's
     outputs to ``out/<StudyInstanceUID>/``; ``previous_srs`` maps a study to the earlier SRs
-    its new SR supersedes."""
+    its new SR supersedes, ``result_numbers`` to the number of its new result (1 when absent)."""
     results = analyse_studies(studies, model, runtime, clock)
-    earlier = previous_srs or {}
+    earlier, numbers = previous_srs or {}, result_numbers or {}
     return [write_study_outputs(result, views, study, out / study.study_instance_uid, overlays, clock,
-                                earlier.get(study.study_instance_uid, ()))
+                                earlier.get(study.study_instance_uid, ()), numbers.get(study.study_instance_uid, 1))
             for study, (result, views) in zip(studies, results)]
 
 

@@ -23,6 +23,7 @@ from cad.detect.locked import LockedModel
 from cad.detect.release import is_released
 from cad.detect.runtime import Runtime, default_threads
 from cad.io.image import IngestFailure, Laterality, MammogramImage, Study, View
+from cad.preprocess.geometry import OrientationMismatchError
 from cad.preprocess.mask import NoBreastError
 from cad.result.model import (
     ANALYZED,
@@ -76,6 +77,9 @@ def _prepare(image: MammogramImage, model: LockedModel) -> ViewInput | str:
         return prepare_view(image, model.config)
     except NoBreastError as exc:
         reason = f"breast region could not be found ({exc})"
+        log.warning("not analysed: %s: %s", image.path.name, reason)
+    except OrientationMismatchError as exc:
+        reason = str(exc)
         log.warning("not analysed: %s: %s", image.path.name, reason)
     except Exception as exc:
         reason = f"internal error ({type(exc).__name__}); the traceback is in the log"

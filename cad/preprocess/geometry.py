@@ -17,6 +17,11 @@ DEFAULT_TARGET_MM = 0.4
 CROP_MARGIN_MM = 4.0
 
 
+class OrientationMismatchError(ValueError):
+    """The header's PatientOrientation puts the chest wall on the other side than the image
+    clearly shows it: the header cannot be trusted for this image (RC-032)."""
+
+
 @dataclass(frozen=True)
 class BreastGeometry:
     """Geometry of one image. Points are (x, y) in original image pixels."""
@@ -78,11 +83,14 @@ def compute_geometry(
     warnings: list[str] = []
     header_left, flip_y = _orientation_from_header(image)
     if header_left is not None and header_left != mask.chest_wall_left:
-        warnings.append(
-            "chest wall found on the "
-            + ("left" if mask.chest_wall_left else "right")
-            + " of the image, PatientOrientation says otherwise; the image is used as found"
-        )
+        found = "left" if mask.chest_wall_left else "right"
+        said = "\\".join(image.patient_orientation or ())
+        if mask.chest_wall_clear:  # the header contradicts the image: neither can be trusted
+            raise OrientationMismatchError(
+                f"the chest wall is on the {found} of the image but PatientOrientation ({said}) puts it on the "
+                f"{'right' if mask.chest_wall_left else 'left'}: the header's orientation does not match the image")
+        warnings.append(f"chest wall side not clear in the image (found {found}, PatientOrientation {said} says "
+                        "otherwise); the image is used as found")
     flip_x = not mask.chest_wall_left
 
     # oriented crop from the mask bbox (original pixels -> oriented pixels)

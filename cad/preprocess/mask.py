@@ -34,6 +34,15 @@ class BreastMask:
     threshold: float
     #: the block-averaged image the mask was computed on (same grid as ``mask``)
     working_image: np.ndarray
+    #: fraction of the rows in which the breast touches the left and the right image edge
+    edge_cover: tuple[float, float] = (0.0, 0.0)
+
+    @property
+    def chest_wall_clear(self) -> bool:
+        """Whether the pixels say clearly which edge is the chest wall: the breast lies along at
+        least a quarter of that edge and along at most half as much of the other (RC-032)."""
+        high, low = max(self.edge_cover), min(self.edge_cover)
+        return high >= 0.25 and low <= 0.5 * high
 
     def contains(self, x: float, y: float) -> bool:
         """Whether an original-pixel point lies inside the breast."""
@@ -147,10 +156,12 @@ def segment_breast(pixels: np.ndarray, spacing_mm: float, working_mm: float = WO
     mask = fill_holes(mask)
     left = int(mask[:, :2].sum())
     right = int(mask[:, -2:].sum())
+    rows = max(1, mask.shape[0])
     return BreastMask(
         mask=mask,
         factor=factor,
         chest_wall_left=left >= right,
         threshold=threshold,
         working_image=working,
+        edge_cover=(float(mask[:, :2].any(axis=1).sum()) / rows, float(mask[:, -2:].any(axis=1).sum()) / rows),
     )

@@ -73,6 +73,7 @@ def build_presentation_state(
     headers: Sequence[Dataset],
     uids: dict[str, str],
     instance_number: int = INSTANCE_NUMBER,
+    result_number: int = 1,
 ) -> GrayscaleSoftcopyPresentationState:
     """GSPS of one study: its analysed images, their VOI and the CAD marks readers see.
 
@@ -87,6 +88,9 @@ def build_presentation_state(
         ``cad.io.uids.output_uids`` of the study; ``"pr_series"`` and ``"pr_instance"`` are used.
     instance_number: int, optional
         Instance Number, when a study needs more than one presentation state (one per image size).
+    result_number: int, optional
+        Which result of the study this is (the service counts them): 1 is labelled CAD_MARKS,
+        a later one CAD_MARKS_V<n> with a description saying it replaces the earlier marks.
 
     Returns
     -------
@@ -134,8 +138,6 @@ def build_presentation_state(
     layer.GraphicLayerRecommendedDisplayGrayscaleValue = MARK_GRAY  # not a highdicom argument
     groups = [GraphicGroup(n, f.finding_id, _group_description(f)) for n, f in enumerate(shown, 1)]
     annotations = _annotations(shown, groups, by_uid, layer)
-
-    algorithm = findings.algorithm
     pr = GrayscaleSoftcopyPresentationState(
         referenced_images=images,
         series_instance_uid=uids["pr_series"],
@@ -146,11 +148,8 @@ def build_presentation_state(
         manufacturer_model_name=DEVICE.model_name,
         software_versions=DEVICE.software_versions,
         device_serial_number=DEVICE.device_serial_number,
-        content_label=CONTENT_LABEL,
-        content_description=(
-            f"{algorithm.name} {algorithm.version}, operating point "
-            f"{findings.operating_threshold:.4f}"
-        ),
+        content_label=content_label(result_number),
+        content_description=_description(findings, result_number),
         graphic_annotations=annotations or None,
         graphic_layers=[layer] if annotations else None,
         graphic_groups=groups or None,
@@ -166,6 +165,23 @@ def build_presentation_state(
     sides = {str(h.get("ImageLaterality") or h.get("Laterality") or "") for h in images}
     pr.Laterality = sides.pop() if len(sides) == 1 and sides <= {"L", "R"} else ""
     return pr
+
+
+def content_label(result_number: int = 1) -> str:
+    """The Content Label of a study's presentation states: CAD_MARKS for its first result,
+    CAD_MARKS_V<n> for the n-th (a later result supersedes the earlier ones, RC-034)."""
+    if result_number < 1:
+        raise ValueError(f"result number {result_number}: counts from 1")
+    return CONTENT_LABEL if result_number == 1 else f"{CONTENT_LABEL}_V{result_number}"
+
+
+def _description(findings: StudyResult, result_number: int) -> str:
+    """Content Description (LO, at most 64 characters): the algorithm and operating point, and
+    for a later result that it replaces the earlier CAD marks of the study."""
+    algorithm = findings.algorithm
+    if result_number == 1:
+        return f"{algorithm.name} {algorithm.version}, operating point {findings.operating_threshold:.4f}"[:64]
+    return f"Result {result_number}, replaces earlier CAD marks; {algorithm.name} {algorithm.version}"[:64]
 
 
 def _label(finding: Finding, view: FindingView) -> str:

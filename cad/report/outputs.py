@@ -76,11 +76,12 @@ def study_headers(study: Study) -> tuple[list[Dataset], list[Dataset]]:
 
 
 def write_dicom_outputs(
-    findings: StudyResult, study: Study, folder: Path, previous_srs: Sequence[Dataset] = ()
+    findings: StudyResult, study: Study, folder: Path, previous_srs: Sequence[Dataset] = (), result_number: int = 1,
 ) -> DicomOutputs:
     """Write the SR (always, when any instance of the study is identifiable) and the GSPS (when
     at least one image was analysed; one per image size). ``previous_srs`` are this device's
-    earlier SRs of the study that the new one supersedes."""
+    earlier SRs of the study that the new one supersedes; ``result_number`` counts this
+    study's results (its presentation states are labelled with it, RC-034)."""
     from cad.report.gsps import build_presentation_state
     from cad.report.sr.build import build_mammography_cad_sr
 
@@ -121,7 +122,8 @@ def write_dicom_outputs(
         if len(sizes) > 1:
             group_uids["pr_instance"] = derived_uid("cad-pr-instance", [uids["pr_instance"], f"{size[0]}x{size[1]}"])
         try:
-            pr = build_presentation_state(findings, group, group_uids, instance_number=number)
+            pr = build_presentation_state(findings, group, group_uids, instance_number=number,
+                                          result_number=result_number)
         except ValueError as exc:
             log.warning("presentation state not written for study %s: %s", uid_tail(findings.study_instance_uid), exc)
             return DicomOutputs(sr_path, paths[0] if paths else None, str(exc), tuple(paths))

@@ -238,6 +238,13 @@ class JobQueue:
                               (study_uid, before, DONE, FAILED, SUPERSEDED)).fetchone()
         return Job.from_row(row) if row else None
 
+    def results_before(self, study_uid: str, before: int) -> int:
+        """How many results (jobs with outputs) the study had before job ``before``: the new
+        result is number this + 1 (RC-034)."""
+        row = self.db.execute("SELECT COUNT(*) FROM jobs WHERE study_uid = ? AND id < ? AND state IN (?, ?, ?) "
+                              "AND outputs IS NOT NULL", (study_uid, before, DONE, FAILED, SUPERSEDED)).fetchone()
+        return int(row[0])
+
     def counts(self) -> dict[str, int]:
         found = {r["state"]: r["n"] for r in self.db.execute("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")}
         return {state: int(found.get(state, 0)) for state in STATES}

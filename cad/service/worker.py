@@ -146,7 +146,9 @@ class Worker:
             raise ValueError("none of the job's files belongs to its study")
         out = self.results_folder(job)
         previous = {job.study_uid: self._previous_sr(job)}
-        (outcome,) = run_studies(studies, self.model, self.runtime, out, self.overlays, clock, previous_srs=previous)
+        number = {job.study_uid: self.queue.results_before(job.study_uid, job.id) + 1}
+        (outcome,) = run_studies(studies, self.model, self.runtime, out, self.overlays, clock, previous_srs=previous,
+                                 result_numbers=number)
         return outcome
 
     def _outputs(self, outcome: StudyOutcome) -> dict[str, Any]:

@@ -287,3 +287,21 @@ def test_render_draws_the_marks_on_the_box_outlines(
         for x in (x0, x1):  # left and right edges, half-way down
             assert tuple(rgb[round(middle), round(x * scale - 0.5)]) == color
         assert tuple(rgb[round(middle), round((x0 + x1) / 2 * scale - 0.5)]) != color, "not filled"
+
+
+@pytest.mark.req("SRS-DCM-008")
+def test_a_later_result_is_labelled_as_replacing_the_earlier_marks(mass_analysis: Analysis, pr_file: Path,
+                                                                    tmp_path: Path) -> None:
+    from cad.report.gsps import content_label
+
+    findings, views = mass_analysis
+    headers = [v.image.header for v in views]
+    first = pydicom.dcmread(pr_file)
+    later = write(build_presentation_state(findings, headers, uids_of(findings, headers), result_number=3),
+                  tmp_path / "later.dcm")
+    assert first.ContentLabel == content_label(1) == "CAD_MARKS" and later.ContentLabel == "CAD_MARKS_V3"
+    assert later.ContentDescription.startswith("Result 3, replaces earlier CAD marks")
+    assert len(later.ContentDescription) <= 64 and len(first.ContentDescription) <= 64
+    assert later.GraphicAnnotationSequence == first.GraphicAnnotationSequence, "the same marks"
+    with pytest.raises(ValueError, match="counts from 1"):
+        content_label(0)

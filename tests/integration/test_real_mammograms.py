@@ -16,7 +16,7 @@ REAL = Path(__file__).resolve().parents[1] / "data" / "real-mammograms"
 FILES = sorted(REAL.glob("*.png"))
 
 
-@pytest.mark.req("SRS-GEO-001", "SRS-GEO-002", "SRS-GEO-003")
+@pytest.mark.req("SRS-GEO-001", "SRS-GEO-002", "SRS-GEO-003", "SRS-GEO-005")
 @pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
 def test_real_mammogram_geometry(path: Path, real_mammograms: dict[str, MammogramImage]) -> None:
     image = real_mammograms[path.stem]
@@ -25,6 +25,7 @@ def test_real_mammogram_geometry(path: Path, real_mammograms: dict[str, Mammogra
     stored = np.asarray(Image.open(path))
     # chest wall side: left breast on the left, right breast on the right (file convention)
     assert m.chest_wall_left == (image.laterality is Laterality.LEFT)
+    assert m.chest_wall_clear, f"real anatomy must give a clear chest-wall side (edge cover {m.edge_cover})"
     # the burned-in view label ("LCC"/"RCC") is full-scale text in the top rows: outside the mask
     top = stored.shape[0] // 5
     ys, xs = np.nonzero(stored[:top] == 65535)

@@ -187,7 +187,7 @@ def test_a_study_that_cannot_be_analysed_fails_and_still_gets_its_sr(pacs: Ortha
     assert all(i.reason for i in reported.images) and not reported.findings
 
 
-@pytest.mark.req("SRS-SVC-005")
+@pytest.mark.req("SRS-SVC-005", "SRS-DCM-008")
 def test_new_images_are_analysed_again_and_supersede_the_first_result(pacs: Orthanc, mass_phantom_dir: Path,
                                                                       tmp_path: Path) -> None:
     paths = exam_files_of(mass_phantom_dir)[0]
@@ -207,6 +207,13 @@ def test_new_images_are_analysed_again_and_supersede_the_first_result(pacs: Orth
                     for series in item.ReferencedSeriesSequence for ref in series.ReferencedSOPSequence}
     assert predecessors == {first[0].SOPInstanceUID}
     assert audit_records(state)[-1]["supersedes_jobs"] == [old["id"]]
+    # the current presentation states are told from the superseded ones at the workstation (RC-034)
+    states = pacs.instances(study_uid_of(paths[0]), PR_CLASS)
+    labels = {str(pr.ContentLabel) for pr in states}
+    assert labels == {"CAD_MARKS", "CAD_MARKS_V2"}, labels
+    for pr in states:
+        if pr.ContentLabel == "CAD_MARKS_V2":
+            assert str(pr.ContentDescription).startswith("Result 2, replaces earlier CAD marks")
 
 
 @pytest.mark.req("SRS-SVC-008", "SRS-SVC-007")
