@@ -48,6 +48,7 @@ needs_types = [
     {"directive": "hazard", "title": "Hazard", "prefix": "HAZ-", "color": "#F4C7C3", "style": "node"},
     {"directive": "control", "title": "Risk control", "prefix": "RC-", "color": "#FCE8B2", "style": "node"},
     {"directive": "anomaly", "title": "Known anomaly", "prefix": "ANOM-", "color": "#F6B26B", "style": "node"},
+    {"directive": "threat", "title": "Threat", "prefix": "THR-", "color": "#E6B8AF", "style": "node"},
     {"directive": "test", "title": "Test case", "prefix": "TC-", "color": "#D9EAD3", "style": "node"},
 ]
 # every status a generated need can carry: requirement verdicts, control verdicts, test outcomes
@@ -61,6 +62,8 @@ needs_fields = {
     "severity": {"description": "ISO 14971 severity level", "nullable": True},
     "residual": {"description": "risk region after control (A, R, U)", "nullable": True},
     "control_type": {"description": "design, protective or information", "nullable": True},
+    "stride": {"description": "STRIDE categories of a threat", "nullable": True},
+    "flow": {"description": "data flow a threat attacks", "nullable": True},
 }
 needs_links = {
     "allocated": {"incoming": "realised by", "outgoing": "allocated to"},

@@ -21,7 +21,7 @@ from traceability.matrix import ANOMALY, ENVIRONMENT, VERIFIED, Trace
 from traceability.report import git_revision, requirement_rows, risk_rows, tool_versions
 from traceability.requirements import CATEGORIES, CATEGORY_TITLES, REPO_ROOT
 from traceability.results import PASSED
-from traceability.risk import REGIONS
+from traceability.risk import REGIONS, STRIDE
 from verification.html import fmt
 
 
@@ -208,6 +208,7 @@ def risk_page(trace: Trace) -> str:
                 f":Verification of the implementing requirements: {verdict}")
         out.append(need("control", c.title, c.id, {"status": _verdict_status(verdict), "control_type": c.type,
                                                   "implements": ", ".join(c.requirements)}, body))
+    out.append(threat_model_section(trace))
     out.append(heading("Known residual anomalies", "-"))
     if not risk.anomalies:
         out.append("None.\n\n")
@@ -216,6 +217,38 @@ def risk_page(trace: Trace) -> str:
                 f":Hazards: {', '.join(a.hazards)}\n:Evaluation: {literal(a.evaluation)}\n"
                 f":Reference: {literal(a.reference)}")
         out.append(need("anomaly", a.title, a.id, {"status": a.status, "affects": ", ".join(a.requirements)}, body))
+    return "".join(out)
+
+
+def threat_model_section(trace: Trace) -> str:
+    """The STRIDE threat model (risk/threats.yaml): data flows, then each threat with its controls,
+    where they are implemented, their verification and the residual risk."""
+    risk = trace.risk
+    out = [heading("Threat model (STRIDE)", "-"),
+           "Cybersecurity threats over the data flows of a site installation, from ``risk/threats.yaml``. Each "
+           "threat names its STRIDE categories (" + ", ".join(f"**{k}** {v}" for k, v in STRIDE.items()) +
+           "), the risk controls and requirements that answer it (their verification from this build), the "
+           "modules where the control lives, the hazards it could lead to and the residual risk.\n\n"]
+    out.append(heading("Data flows", "~"))
+    out.append(list_table(["flow", "name", "trust boundary", "description"],
+                          [[f.id, f.name, f.trust_boundary, f.description] for f in risk.flows], [8, 22, 22, 48]))
+    out.append(heading("Threats", "~"))
+    out.append(list_table(
+        ["threat", "flow", "STRIDE", "controls", "verification", "residual"],
+        [[t.id, t.flow, "".join(t.stride), ", ".join(t.controls), trace.threat_verdict(t.id), t.residual_risk]
+         for t in risk.threats], [10, 8, 10, 30, 27, 15]))
+    names = {f.id: f.name for f in risk.flows}
+    for t in risk.threats:
+        verdict = trace.threat_verdict(t.id)
+        body = (f"{literal(t.threat)}\n\n:Data flow: {t.flow} ({names.get(t.flow, '?')})\n"
+                f":STRIDE: {', '.join(STRIDE[s] for s in t.stride if s in STRIDE)}\n"
+                f":Controls: {', '.join(t.controls)}\n:Requirements: {', '.join(t.requirements)}\n"
+                f":Implemented in: {', '.join(f'``{m}``' for m in t.implemented_in)}\n"
+                f":Hazards: {', '.join(t.hazards) or 'none (security only)'}\n"
+                f":Verification: {verdict}\n:Residual risk: {t.residual_risk}: {literal(t.residual)}")
+        out.append(need("threat", t.threat.split(".")[0][:90], t.id, {
+            "status": _verdict_status(verdict), "stride": "".join(t.stride), "flow": t.flow,
+            "mitigated_by": ", ".join(t.controls)}, body))
     return "".join(out)
 
 
@@ -439,7 +472,45 @@ def release_notes_page(inputs: DocInputs) -> str:
 
 
 PAGES = ("srs", "items", "risk", "verification", "traceability", "performance", "reader-study-example",
-         "release-notes")
+         "release-notes", "sbom")
+
+
+def sbom_page(folder: Path) -> str:
+    """The site install's SBOM (CycloneDX JSON, made now) and its vulnerability report."""
+    from traceability.sbom import SBOM_FILE, VULNERABILITY_FILE, audit, make_sbom
+
+    folder.mkdir(parents=True, exist_ok=True)
+    bom = make_sbom(folder / SBOM_FILE)
+    report = audit(folder / VULNERABILITY_FILE)
+    out = [heading("Software bill of materials and vulnerability report"),
+           "*Generated.* What a site installs (``pip install mammo-cad``, and what the optional ``batch`` extra adds), "
+           "as a CycloneDX 1.6 SBOM made by cyclonedx-bom from the installed metadata of the locked environment, "
+           "reduced to the device's runtime closure: :download:`sbom/" + SBOM_FILE + "`. Its vulnerability report "
+           "comes from pip-audit over the same exact versions: :download:`sbom/" + VULNERABILITY_FILE + "`.\n\n"]
+    out.append(heading("Vulnerability report", "-"))
+    kind = "note" if report["status"] == "checked" and not report["vulnerabilities"] else "warning"
+    out.append(f".. {kind}::\n\n{indent(report['summary'])}\n\n")
+    out.append(f"Scanner: {report['scanner']}. Components: {report['components']}; looked up: {report['checked']}; "
+               f"not looked up: {len(report['unchecked'])}.\n\n")
+    if report["vulnerabilities"]:
+        out.append(list_table(["component", "version", "vulnerability", "fixed in", "description"],
+                              [[v["component"], v["version"], v["id"], ", ".join(v["fix_versions"]), v["description"][:200]]
+                               for v in report["vulnerabilities"]], [15, 10, 15, 15, 45]))
+    if report["status"] != "checked":
+        out.append("The vulnerability sources cannot be reached from the build machine, so this build cannot say "
+                   "whether the components have known vulnerabilities. Before a release, run ``make sbom`` on a "
+                   "machine that reaches PyPI's vulnerability data and attach its report; the release checklist "
+                   "(docs/sdp.md) keeps this step open until then.\n\n")
+    out.append(heading("Components", "-"))
+    rows = []
+    for component in bom["components"]:
+        licences = "; ".join(l.get("expression") or l.get("license", {}).get("id") or l.get("license", {}).get("name", "")
+                             for l in component.get("licenses", [])) or "not stated"
+        extra = next((p["value"] for p in component.get("properties", []) if p["name"] == "mammo-cad:extra"), "")
+        rows.append([component["name"], component.get("version", ""), licences, extra or "default",
+                     component.get("purl", "")])
+    out.append(list_table(["component", "version", "licence", "install", "package URL"], rows, [18, 10, 22, 10, 40]))
+    return "".join(out)
 
 
 def generate(out: Path, inputs: DocInputs) -> list[Path]:
@@ -450,7 +521,7 @@ def generate(out: Path, inputs: DocInputs) -> list[Path]:
         "srs": srs_page(inputs.trace), "items": architecture_page(inputs.trace), "risk": risk_page(inputs.trace),
         "verification": verification_page(inputs.trace), "traceability": traceability_page(inputs.trace),
         "performance": performance_page(inputs, static), "reader-study-example": reader_study_page(inputs),
-        "release-notes": release_notes_page(inputs),
+        "release-notes": release_notes_page(inputs), "sbom": sbom_page(out / "sbom"),
     }
     written = []
     for name, text in pages.items():

@@ -90,6 +90,20 @@ class Trace:
         pending = [v for v in verdicts if v != VERIFIED]
         return pending[0] if pending else VERIFIED
 
+    def threat_verdict(self, threat_id: str) -> str:
+        """The verification verdict of a threat's answer: that of its requirements, and planned
+        while any of its controls is."""
+        threat = next((t for t in self.risk.threats if t.id == threat_id), None)
+        if threat is None:
+            return UNVERIFIED
+        if any(c.planned for c in map(self.risk.control, threat.controls) if c is not None):
+            return PLANNED
+        verdicts = [found.verdict for found in map(self.find, threat.requirements) if found is not None]
+        if not verdicts or any(v in (FAILING, NOT_MET, UNVERIFIED) for v in verdicts):
+            return UNVERIFIED
+        pending = [v for v in verdicts if v != VERIFIED]
+        return pending[0] if pending else VERIFIED
+
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for r in self.requirements:

@@ -89,6 +89,38 @@ class SafetyClass:
     items: str
 
 
+#: STRIDE categories of the threat model
+STRIDE = {"S": "spoofing", "T": "tampering", "R": "repudiation", "I": "information disclosure",
+          "D": "denial of service", "E": "elevation of privilege"}
+RESIDUAL_LEVELS = ("low", "medium", "high")
+
+
+@dataclass(frozen=True)
+class DataFlow:
+    """A data flow of the threat model (risk/threats.yaml) and the trust boundary it crosses."""
+
+    id: str
+    name: str
+    description: str
+    trust_boundary: str
+
+
+@dataclass(frozen=True)
+class Threat:
+    """A STRIDE threat on a data flow, with the controls and requirements that answer it."""
+
+    id: str
+    flow: str
+    stride: tuple[str, ...]
+    threat: str
+    controls: tuple[str, ...]
+    requirements: tuple[str, ...]
+    implemented_in: tuple[str, ...]
+    hazards: tuple[str, ...]
+    residual_risk: str
+    residual: str
+
+
 @dataclass(frozen=True)
 class RiskFile:
     policy: Policy
@@ -96,6 +128,8 @@ class RiskFile:
     controls: tuple[Control, ...]
     anomalies: tuple[Anomaly, ...]
     safety: SafetyClass
+    flows: tuple[DataFlow, ...] = ()
+    threats: tuple[Threat, ...] = ()
 
     def control(self, control_id: str) -> Control | None:
         return next((c for c in self.controls if c.id == control_id), None)
@@ -142,7 +176,17 @@ def load_risk(directory: Path = RISK_DIR) -> RiskFile:
     safety_raw = _read(directory, "safety-class.yaml")
     safety = SafetyClass(str(safety_raw["software_system"]), str(safety_raw["class"]),
                          str(safety_raw["rationale"]).strip(), str(safety_raw.get("items", "")).strip())
-    return RiskFile(policy, hazards, controls, anomalies, safety)
+    threats_raw = _read(directory, "threats.yaml") if (directory / "threats.yaml").is_file() else {}
+    flows = tuple(DataFlow(str(f["id"]), str(f["name"]), str(f["description"]).strip(), str(f["trust_boundary"]))
+                  for f in threats_raw.get("flows") or [])
+    threats = tuple(
+        Threat(str(t["id"]), str(t["flow"]), tuple(str(x) for x in t.get("stride") or []), str(t["threat"]).strip(),
+               tuple(str(x) for x in t.get("controls") or []), tuple(str(x) for x in t.get("requirements") or []),
+               tuple(str(x) for x in t.get("implemented_in") or []), tuple(str(x) for x in t.get("hazards") or []),
+               str(t["residual_risk"]), str(t["residual"]).strip())
+        for t in threats_raw.get("threats") or []
+    )
+    return RiskFile(policy, hazards, controls, anomalies, safety, flows, threats)
 
 
 def consistency_problems(risk: RiskFile, requirement_ids: set[str]) -> list[str]:
@@ -172,6 +216,7 @@ def consistency_problems(risk: RiskFile, requirement_ids: set[str]) -> list[str]
             if rid not in requirement_ids:
                 problems.append(f"{control.id}: unknown requirement {rid}")
     hazard_ids = {h.id for h in risk.hazards}
+    problems += _threat_problems(risk, requirement_ids, control_ids, hazard_ids)
     for anomaly in risk.anomalies:
         for rid in anomaly.requirements:
             if rid not in requirement_ids:
@@ -179,4 +224,30 @@ def consistency_problems(risk: RiskFile, requirement_ids: set[str]) -> list[str]
         for hid in anomaly.hazards:
             if hid not in hazard_ids:
                 problems.append(f"{anomaly.id}: unknown hazard {hid}")
+    return problems
+
+
+def _threat_problems(risk: RiskFile, requirement_ids: set[str], control_ids: set[str],
+                     hazard_ids: set[str]) -> list[str]:
+    """Broken references in the threat model, and flows no threat covers."""
+    problems: list[str] = []
+    flow_ids = {f.id for f in risk.flows}
+    for threat in risk.threats:
+        where = f"risk/threats.yaml {threat.id}"
+        if threat.flow not in flow_ids:
+            problems.append(f"{where}: unknown data flow {threat.flow}")
+        if not threat.stride or any(s not in STRIDE for s in threat.stride):
+            problems.append(f"{where}: STRIDE categories must be some of {', '.join(STRIDE)}")
+        planned = any(c.planned for c in map(risk.control, threat.controls) if c is not None)
+        if not threat.controls or not (threat.requirements or planned):
+            problems.append(f"{where}: a threat needs its controls and the requirements that verify them "
+                            "(none only while a control is planned)")
+        problems += [f"{where}: unknown risk control {c}" for c in threat.controls if c not in control_ids]
+        problems += [f"{where}: unknown requirement {r}" for r in threat.requirements if r not in requirement_ids]
+        problems += [f"{where}: unknown hazard {h}" for h in threat.hazards if h not in hazard_ids]
+        problems += [f"{where}: {m} does not exist" for m in threat.implemented_in if not (REPO_ROOT / m).exists()]
+        if threat.residual_risk not in RESIDUAL_LEVELS:
+            problems.append(f"{where}: residual_risk must be one of {', '.join(RESIDUAL_LEVELS)}")
+    covered = {t.flow for t in risk.threats}
+    problems += [f"risk/threats.yaml: data flow {f.id} has no threat" for f in risk.flows if f.id not in covered]
     return problems

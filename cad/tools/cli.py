@@ -52,7 +52,7 @@ def monitoring_reference(
     from cad.tools.monitoring_reference import write_for_model
 
     require_existing([data])
-    locked = verified_model(model)
+    locked = verified_model(model, released_only=False)  # tooling evaluates models before their release
     entry = write_for_model(locked, data)
     console.print(f"monitoring reference: {locked.path / entry['file']} ({entry['studies']} studies, "
                   f"{entry['images']} images, sha256 {entry['sha256'][:16]}…)")
@@ -119,8 +119,8 @@ def bench(
         err.print(f"error: --runtimes {runtimes}: use a comma-separated subset of torch, onnxruntime, tensorrt")
         raise typer.Exit(EXIT_USAGE)
     require_existing(inputs + list(size_input or []))
-    locked = verified_model(model)
-    baseline = verified_model(baseline_model) if baseline_model is not None else None
+    locked = verified_model(model, released_only=False)  # tooling evaluates models before their release
+    baseline = verified_model(baseline_model, released_only=False) if baseline_model is not None else None
     try:
         result = run_bench(inputs, locked, names, repeats, max_exams, list(size_input or []), cold, baseline,
                            site_python)
@@ -391,7 +391,7 @@ def release_compare(
     except ProtocolError as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(EXIT_USAGE) from None
-    models = verified_model(released), verified_model(candidate)
+    models = verified_model(released, released_only=False), verified_model(candidate, released_only=False)
     try:
         verdict = run_compare(rules, models[0], models[1], out, data or out / "data",
                               shlex.join(["cad", *sys.argv[1:]]), candidate_runtime)
