@@ -392,6 +392,37 @@ def serve(
 
 
 @app.command()
+def deidentify(
+    inputs: Annotated[list[Path], typer.Argument(help="DICOM files or folders to export.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the de-identified files and the report.")],
+    secret_file: Annotated[Path, typer.Option(
+        "--secret-file", help="File with the site's de-identification secret (16+ characters): the same secret gives "
+                              "the same identifiers, across runs.")],
+) -> None:
+    """De-identify cases before they leave the site (PS3.15 Basic Profile by dicognito, UIDs
+    remapped and dates shifted consistently from the secret, pixels outside the breast cleaned
+    of burned-in text). Images whose text cannot be checked are refused with the reason.
+    Exit 0: every file exported; 1: some refused (listed here and, by position, in the report)."""
+    from cad.deid.export import REPORT_FILE, read_secret
+    from cad.deid.export import deidentify as run_export
+    from cad.io.loader import iter_input_files
+
+    require_existing([*inputs, secret_file])
+    try:
+        secret = read_secret(secret_file)
+    except ValueError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+    report = run_export(inputs, out, secret)
+    sources = list(iter_input_files(inputs))
+    for number, reason in report.refused:  # on the site's console only: source names stay here
+        err.print(f"error: {sources[number - 1]}: not exported: {reason}")
+    console.print(f"{len(report.exported)} exported, {len(report.refused)} refused; report: {out / REPORT_FILE}")
+    if report.refused:
+        raise typer.Exit(EXIT_NOTHING_ANALYSED)
+
+
+@app.command()
 def batch(
     out: Annotated[Path, typer.Option(
         "--out", help="Output folder: <StudyInstanceUID>/ as `cad detect` writes it, the run ledger and report.")],

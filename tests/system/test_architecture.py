@@ -20,7 +20,7 @@ BIN = Path(sys.executable).parent
 #: the development extra's libraries and the tooling packages: a site does not have them
 TOOLING = ("matplotlib", "openpyxl", "jsonschema", "yaml", "hypothesis", "pytest",
            "cad.tools", "verification", "traceability")
-DEVICE_VERBS = {"inspect", "detect", "export", "serve", "audit", "outcomes", "batch"}
+DEVICE_VERBS = {"inspect", "detect", "export", "serve", "audit", "outcomes", "batch", "deidentify"}
 TOOLING_VERBS = {"phantom", "train", "bench", "evaluate", "reader-study", "trace"}
 
 
