@@ -9,19 +9,19 @@ so the documents cannot drift from the repository. docs/conf.py calls :func:`gen
 from __future__ import annotations
 
 import json
-import re
 import shutil
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cad
+from traceability.conformance import conformance_page
 from traceability.matrix import ANOMALY, ENVIRONMENT, VERIFIED, Trace
 from traceability.report import git_revision, requirement_rows, risk_rows, tool_versions
 from traceability.requirements import CATEGORIES, CATEGORY_TITLES, REPO_ROOT
 from traceability.results import PASSED
 from traceability.risk import REGIONS, STRIDE
+from traceability.rst import heading, indent, list_table, literal
 from verification.html import fmt
 
 
@@ -34,39 +34,6 @@ class DocInputs:
     performance_dir: Path | None
     reader_study: dict[str, Any] | None
     reader_study_reference: dict[str, Any] | None
-
-
-# -- reStructuredText helpers ------------------------------------------------------------------
-
-def literal(text: str) -> str:
-    """Markdown-style `code` in the YAML to RST ``code``; escapes stray markup characters."""
-    text = re.sub(r"(?<!`)`([^`\n]+)`(?!`)", r"``\1``", text)
-    return text.replace("*", "\\*").replace("|", "\\|")
-
-
-def heading(text: str, char: str = "=") -> str:
-    return f"{text}\n{char * max(len(text), 3)}\n\n"
-
-
-def indent(text: str, spaces: int = 3) -> str:
-    pad = " " * spaces
-    return "\n".join(pad + line if line.strip() else "" for line in text.splitlines())
-
-
-def list_table(header: Sequence[str], rows: Iterable[Sequence[Any]], widths: Sequence[int] | None = None,
-               title: str = "") -> str:
-    """An RST list-table (cells are literal-converted text)."""
-    out = [f".. list-table:: {title}".rstrip(), "   :header-rows: 1", "   :class: longtable"]
-    if widths:
-        out.append(f"   :widths: {' '.join(str(w) for w in widths)}")
-    out.append("")
-    for row in [list(header), *[list(r) for r in rows]]:
-        for k, cell in enumerate(row):
-            text = literal(str(cell)) if str(cell).strip() else "—"
-            lines = text.splitlines() or ["—"]
-            out.append(("   * - " if k == 0 else "     - ") + lines[0])
-            out.extend("       " + line for line in lines[1:])
-    return "\n".join(out) + "\n\n"
 
 
 def need(kind: str, title: str, need_id: str, fields: dict[str, str], body: str) -> str:
@@ -472,7 +439,7 @@ def release_notes_page(inputs: DocInputs) -> str:
 
 
 PAGES = ("srs", "items", "risk", "verification", "traceability", "performance", "reader-study-example",
-         "release-notes", "sbom")
+         "release-notes", "sbom", "conformance")
 
 
 def sbom_page(folder: Path) -> str:
@@ -522,6 +489,7 @@ def generate(out: Path, inputs: DocInputs) -> list[Path]:
         "verification": verification_page(inputs.trace), "traceability": traceability_page(inputs.trace),
         "performance": performance_page(inputs, static), "reader-study-example": reader_study_page(inputs),
         "release-notes": release_notes_page(inputs), "sbom": sbom_page(out / "sbom"),
+        "conformance": conformance_page(),
     }
     written = []
     for name, text in pages.items():

@@ -26,6 +26,19 @@ log = logging.getLogger(__name__)
 STUDY_UID, SERIES_UID, SOP_UID, RELATED_INSTANCES = "0020000D", "0020000E", "00080018", "00201208"
 
 
+#: the DICOMweb transactions the device uses as a user agent, with what it asks (the DICOM
+#: Conformance Statement is generated from this table)
+DICOMWEB_TRANSACTIONS: tuple[tuple[str, str, str], ...] = (
+    ("QIDO-RS", "Search for studies",
+     "ModalitiesInStudy=MG, StudyDate={since}- when given; includefield NumberOfStudyRelatedInstances; "
+     "one request, no paging (limit/offset not used)"),
+    ("QIDO-RS", "Search for instances of a study", "Modality=MG; reads Series and SOP Instance UIDs"),
+    ("WADO-RS", "Retrieve instance", "application/dicom of each listed MG instance, any transfer syntax"),
+    ("STOW-RS", "Store instances", "the SR and presentation states of a study (cad serve); a FailedSOPSequence "
+                                   "in the response is an error"),
+)
+
+
 class PacsError(RuntimeError):
     """The PACS or DICOM peer could not be reached or refused a request (transient)."""
 

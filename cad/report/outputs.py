@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian
 from pydicom.valuerep import DA, DT, TM
 
 from cad.io.errors import IngestErrorCode
@@ -25,6 +26,13 @@ from cad.result.model import StudyResult
 log = logging.getLogger(__name__)
 SR_NAME = "cad-sr.dcm"
 PR_NAME = "cad-pr.dcm"
+#: the SOP classes the device creates (the DICOM Conformance Statement is generated from these)
+OUTPUT_SOP_CLASSES: dict[str, str] = {
+    "1.2.840.10008.5.1.4.1.1.88.50": "Mammography CAD SR Storage",
+    "1.2.840.10008.5.1.4.1.1.11.1": "Grayscale Softcopy Presentation State Storage",
+}
+#: the transfer syntax the outputs are written in (and proposed in by the C-STORE SCU)
+OUTPUT_TRANSFER_SYNTAX = ExplicitVRLittleEndian
 #: environment variable that fixes the objects' creation date and time (reproducible outputs)
 EPOCH_VARIABLE = "SOURCE_DATE_EPOCH"
 #: the creation dates and times of an SR or presentation state (all else follows from the inputs)

@@ -19,6 +19,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from cad.io.codes import MG_FOR_PRESENTATION, MG_FOR_PROCESSING
+from cad.io.dicom_reader import SUPPORTED_TRANSFER_SYNTAXES
 from cad.io.dicomweb import DicomWeb, PacsError, RemoteInstance
 from cad.io.loader import iter_input_files
 from cad.io.uids import is_valid_uid, uid_tail
@@ -188,6 +189,10 @@ def _common_folder(paths: list[Path]) -> Path:
 #: SOP classes the C-STORE SCP accepts: mammograms (For Processing is accepted and then recorded
 #: as not analysed, so that nothing a modality sends disappears silently)
 SCP_SOP_CLASSES = (MG_FOR_PRESENTATION, MG_FOR_PROCESSING)
+#: transfer syntaxes the SCP accepts for them: those ingest decodes
+SCP_TRANSFER_SYNTAXES = SUPPORTED_TRANSFER_SYNTAXES
+#: the calling AE title of the C-STORE SCU
+SCU_AE_TITLE = "MAMMO_CAD"
 
 
 class StoreScp:
@@ -215,8 +220,8 @@ class StoreScp:
         ae = AE(ae_title=self.ae_title)
         if self.allowed:
             ae.require_calling_aet = list(self.allowed)
-        for uid in SCP_SOP_CLASSES:
-            ae.add_supported_context(uid)
+        for uid in SCP_SOP_CLASSES:  # every transfer syntax ingest decodes, compressed ones included
+            ae.add_supported_context(uid, sorted(SCP_TRANSFER_SYNTAXES))
         ae.add_supported_context(Verification)
         handlers: list[evt.EventHandlerType] = [(evt.EVT_C_STORE, self._on_store)]
         self._server = ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
@@ -274,7 +279,7 @@ class StoreScu:
 
     name = "c-store"
 
-    def __init__(self, address: str, calling_ae: str = "MAMMO_CAD") -> None:
+    def __init__(self, address: str, calling_ae: str = SCU_AE_TITLE) -> None:
         try:
             ae_title, host_port = address.split("@", 1)
             host, port = host_port.rsplit(":", 1)

@@ -43,7 +43,7 @@ from cad.result.model import BOX_DIGITS, Finding, ImageStatus, StudyResult
 PARAMETER_KEYS = ("model_name", "model_sha256", "settings_sha256", "operating_threshold", "runtime_variant", "released")
 REASON_KEY = "not_analysed_reason"
 #: Type 2 attributes highdicom copies from the evidence; empty when an input lacks them.
-_TYPE2_COPIED = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber",
+TYPE2_COPIED = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber",
                  "StudyID", "StudyDate", "StudyTime", "ReferringPhysicianName")
 
 
@@ -63,7 +63,7 @@ def algorithm_parameters(findings: StudyResult) -> list[str]:
 
 def _evidence(header: Dataset) -> Dataset:
     ds = copy.copy(header)
-    for keyword in _TYPE2_COPIED:
+    for keyword in TYPE2_COPIED:
         if keyword not in ds:
             setattr(ds, keyword, "")
     return ds

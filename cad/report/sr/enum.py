@@ -104,3 +104,15 @@ class RenderingIntent(enum.Enum):
     PRESENTATION_REQUIRED = DCM.PresentationRequiredRenderingDeviceIsExpectedToPresent
     PRESENTATION_OPTIONAL = DCM.PresentationOptionalRenderingDeviceMayPresent
     NOT_FOR_PRESENTATION = DCM.NotForPresentationRenderingDeviceExpectedNotToPresent
+
+
+#: Coded concepts highdicom writes into the device's objects on its own (the language of the
+#: content, the "Source" of image references, the purposes of the Contributing Equipment items):
+#: listed so that the DICOM Conformance Statement names every code the outputs carry.
+LIBRARY_WRITTEN: tuple[Code, ...] = (
+    DCM.LanguageOfContentItemAndDescendants,
+    Code("en-US", "RFC5646", "English (United States)"),
+    Code("260753009", "SCT", "Source"),
+    DCM.AcquisitionEquipment,
+    DCM.ProcessingEquipment,
+)
