@@ -311,6 +311,39 @@ def _check_identity(ds: Dataset, path: Path) -> None:
         )
 
 
+#: ImageType values that mark a 2D image synthesized from a tomosynthesis acquisition
+SYNTHESIZED_2D = frozenset({"GENERATED_2D", "SYNTHETIC", "SYNTHESIZED", "C-VIEW", "CVIEW", "S-VIEW"})
+#: Estimated Radiographic Magnification Factor above which an image is a magnification view
+#: (contact screening views are about 1.0-1.2; magnification views 1.5-2.0)
+MAX_SCREENING_MAGNIFICATION = 1.3
+
+
+def _check_scope(ds: Dataset, path: Path) -> None:
+    """Refuse images outside the validated scope that the header makes plain (RC-033)."""
+    body_part = _text(ds, "BodyPartExamined")
+    if body_part and body_part != "BREAST":
+        raise _fail(path, IngestErrorCode.OUT_OF_SCOPE,
+                    f"out of scope: BodyPartExamined is '{_shown(body_part)}', not BREAST")
+    image_type = {str(v).strip().upper() for v in (ds.get("ImageType") or [])}
+    synthesized = sorted(image_type & SYNTHESIZED_2D)
+    if synthesized:
+        raise _fail(path, IngestErrorCode.OUT_OF_SCOPE,
+                    f"out of scope: a 2D image synthesized from tomosynthesis (ImageType {_shown(synthesized[0])}); "
+                    "the CAD is validated on acquired 2D mammograms only")
+    magnification = ds.get("EstimatedRadiographicMagnificationFactor")
+    try:
+        factor = float(magnification) if magnification not in (None, "") else None
+    except (TypeError, ValueError):
+        factor = None
+    if factor is not None and factor > MAX_SCREENING_MAGNIFICATION:
+        raise _fail(path, IngestErrorCode.OUT_OF_SCOPE,
+                    f"out of scope: magnification view (Estimated Radiographic Magnification Factor {factor:g} > "
+                    f"{MAX_SCREENING_MAGNIFICATION:g})")
+    if _text(ds, "PatientSex") == "M":
+        raise _fail(path, IngestErrorCode.OUT_OF_SCOPE,
+                    "out of scope: PatientSex is M; the intended population is women in breast screening")
+
+
 def _check_pixel_format(ds: Dataset, path: Path) -> None:
     meta = getattr(ds, "file_meta", None)
     ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
@@ -507,6 +540,7 @@ def image_from_dataset(ds: Dataset, path: Path) -> MammogramImage:
 
 def _image_from_dataset(ds: Dataset, path: Path) -> MammogramImage:
     _check_identity(ds, path)
+    _check_scope(ds, path)
     laterality, lat_notes = read_laterality(ds, path)
     view, view_notes = read_view(ds, path)
     spacing = read_spacing(ds, path)

@@ -27,6 +27,9 @@ class IngestErrorCode(str, enum.Enum):
     CORRUPT_PIXEL_DATA = "corrupt_pixel_data"
     ABSURD_DIMENSIONS = "absurd_dimensions"
     IMPLANT_PRESENT = "breast_implant_present"
+    #: outside the validated scope by its header: another body part, a synthesized 2D image from
+    #: tomosynthesis, a magnification view, a patient outside the intended population (RC-033)
+    OUT_OF_SCOPE = "out_of_scope"
     DUPLICATE_INSTANCE = "duplicate_instance"
     INVALID_UID = "invalid_uid"
     PATIENT_MISMATCH = "patient_mismatch"

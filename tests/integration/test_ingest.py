@@ -424,3 +424,26 @@ def test_no_dicom_output_for_a_study_naming_two_patients(exam_copy: Path, tmp_pa
     findings = json.loads(findings_path.read_text())
     assert {i["status"] for i in findings["images"]} == {"not_analyzed"} and not findings["findings"]
     assert not list(out.rglob("*.dcm")), "no SR or GSPS may carry one patient's identity over another's images"
+
+
+@pytest.mark.req("SRS-ING-013")
+@pytest.mark.parametrize("keyword,value,named", [
+    ("BodyPartExamined", "CHEST", "BodyPartExamined"),
+    ("ImageType", ["DERIVED", "PRIMARY", "GENERATED_2D"], "tomosynthesis"),
+    ("EstimatedRadiographicMagnificationFactor", "1.8", "Magnification Factor"),
+    ("PatientSex", "M", "PatientSex"),
+], ids=["body-part", "synthesized-2d", "magnification", "patient-sex"])
+def test_out_of_scope_headers_are_refused(write_variant: WriteVariant, keyword: str, value: Any,
+                                          named: str) -> None:
+    failure = failure_of(write_variant(lambda ds: setattr(ds, keyword, value)))
+    assert failure.code is IngestErrorCode.OUT_OF_SCOPE and named in failure.message
+    assert "PHANTOM" not in failure.message
+
+
+@pytest.mark.req("SRS-ING-013")
+def test_in_scope_headers_are_accepted(write_variant: WriteVariant) -> None:
+    def in_scope(ds: Any) -> None:
+        ds.BodyPartExamined, ds.ImageType, ds.PatientSex = "BREAST", ["ORIGINAL", "PRIMARY"], "F"
+        ds.EstimatedRadiographicMagnificationFactor = "1.1"
+
+    assert not isinstance(load_file(write_variant(in_scope)), IngestFailure)
