@@ -33,8 +33,10 @@ def render_overlay(
     marks: Sequence[Mark],
     path: Path,
     title: str | None = None,
+    status: tuple[str, bool] | None = None,
 ) -> Path:
-    """Write a downscaled RGB PNG of ``image`` with outline, nipple, pectoral line and marks."""
+    """Write a downscaled RGB PNG of ``image`` with outline, nipple, pectoral line and marks;
+    ``status`` is a line under the title (text, and whether it is a warning: drawn in red)."""
     height, width = image.shape
     scale = min(1.0, MAX_HEIGHT / height)
     size = (max(1, int(round(width * scale))), max(1, int(round(height * scale))))
@@ -84,6 +86,12 @@ def render_overlay(
     bbox = draw.textbbox((8, 8), heading, font=font)
     draw.rectangle((bbox[0] - 4, bbox[1] - 4, bbox[2] + 4, bbox[3] + 4), fill=(0, 0, 0))
     draw.text((8, 8), heading, fill=(255, 255, 255), font=font)
+    if status is not None:
+        text, warning = status
+        top = bbox[3] + 10
+        line = draw.textbbox((8, top), text, font=font)
+        draw.rectangle((line[0] - 4, line[1] - 4, line[2] + 4, line[3] + 4), fill=(160, 0, 0) if warning else (0, 0, 0))
+        draw.text((8, top), text, fill=(255, 255, 255), font=font)
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)
     return path

@@ -17,6 +17,14 @@ def overlay_name(laterality: str, view: str, sop_instance_uid: str) -> str:
     return f"{laterality}_{view}_{sop_instance_uid[-12:]}.png"
 
 
+def completeness(findings: StudyResult) -> tuple[str, bool]:
+    """The exam line every overlay carries (RC-030), and whether it is a warning."""
+    if findings.exam_complete:
+        return "Exam complete: both breasts analysed on CC and MLO", False
+    return "Exam INCOMPLETE, no CAD result for: " + "; ".join(
+        b.describe() for b in findings.breasts if b.views_missing), True
+
+
 def write_overlays(findings: StudyResult, views: Sequence[AnalysedView], folder: Path) -> list[Path]:
     """One PNG per analysed view: outline, nipple, pectoral line, CAD marks with score and link."""
     written = []
@@ -33,5 +41,6 @@ def write_overlays(findings: StudyResult, views: Sequence[AnalysedView], folder:
         title = (f"{v.image.laterality.value} {v.image.view.value}   CAD marks: {len(marks)}   "
                  f"(score >= {findings.operating_threshold:.2f}; blue = linked CC/MLO, orange = one view)")
         written.append(render_overlay(v.image, v.view_input.geometry, marks,
-                                      folder / overlay_name(v.image.laterality.value, v.image.view.value, uid), title))
+                                      folder / overlay_name(v.image.laterality.value, v.image.view.value, uid), title,
+                                      completeness(findings)))
     return written

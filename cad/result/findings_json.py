@@ -3,7 +3,8 @@
 Canonical serialisation (sorted keys, fixed rounding, findings in result order), so the same
 result gives byte-identical files. The schema is cad/schemas/findings.schema.json; version 1.1
 added ``error_code`` to images that ingest refused and ``algorithm.runtime_variant`` to results of
-a runtime variant (1.0 files are read too). Reading builds the
+a runtime variant, 1.2 the per-breast completeness ``breasts`` and ``exam_complete`` (1.0 and 1.1
+files are read too). Reading builds the
 typed result, so a file that breaks the contract is refused with the reason.
 """
 
@@ -17,6 +18,7 @@ from cad.result.model import (
     BOX_DIGITS,
     SCORE_DIGITS,
     Algorithm,
+    BreastStatus,
     Finding,
     FindingView,
     ImageStatus,
@@ -24,9 +26,9 @@ from cad.result.model import (
     StudyResult,
 )
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 #: versions :func:`result_from_dict` reads
-READABLE_VERSIONS = ("1.0", "1.1")
+READABLE_VERSIONS = ("1.0", "1.1", "1.2")
 FINDINGS_FILE = "findings.json"
 OPERATING_POINT_DESCRIPTION = ("findings scoring at or above the threshold are the CAD marks shown to readers; "
                                "lower-scoring findings are kept for FROC analysis")
@@ -73,7 +75,16 @@ def result_to_dict(result: StudyResult) -> dict[str, Any]:
                             "description": OPERATING_POINT_DESCRIPTION},
         "images": [_image(i) for i in result.images],
         "findings": [_finding(f) for f in result.findings],
+        # schema 1.2: per-breast completeness against the 4-view screening protocol (RC-030)
+        "breasts": [_breast(b) for b in result.breasts],
+        "exam_complete": result.exam_complete,
     }
+
+
+def _breast(breast: BreastStatus) -> dict[str, Any]:
+    return {"laterality": breast.laterality.value, "status": breast.status.value,
+            "views_analysed": [v.value for v in breast.views_analysed],
+            "views_missing": [v.value for v in breast.views_missing]}
 
 
 def result_to_json(result: StudyResult) -> str:
@@ -104,11 +115,15 @@ def result_from_dict(data: dict[str, Any]) -> StudyResult:
                           for v in f["views"]),
                     f.get("link_cost"))
             for f in data["findings"])
-        return StudyResult(
+        result = StudyResult(
             data["study_instance_uid"],
             Algorithm(alg["name"], alg["version"], alg["model_sha256"], alg.get("model_name"),
                       alg.get("settings_sha256"), alg.get("runtime_variant"), alg.get("released", True)),
             float(data["operating_point"]["threshold"]), images, findings)
+        if "breasts" in data and (data["breasts"] != [_breast(b) for b in result.breasts]
+                                  or data.get("exam_complete") != result.exam_complete):
+            raise ResultError("breasts / exam_complete disagree with the images' statuses")
+        return result
     except ResultError:
         raise
     except (KeyError, TypeError, ValueError) as exc:

@@ -77,6 +77,32 @@ class Algorithm:
             raise ResultError(f"algorithm: model_sha256 {self.model_sha256!r} is not a SHA-256 hex digest")
 
 
+class BreastState(str, enum.Enum):
+    """How much of one breast the locked core analysed (RC-030)."""
+
+    ANALYSED = "analysed"
+    PARTIAL = "partially analysed"
+    NOT_ANALYSED = "not analysed"
+    ABSENT = "absent"
+
+
+@dataclass(frozen=True)
+class BreastStatus:
+    """One breast of the study: its state, the screening views analysed and those missing."""
+
+    laterality: Laterality
+    status: BreastState
+    views_analysed: tuple[View, ...]
+    views_missing: tuple[View, ...]
+
+    def describe(self) -> str:
+        """One line for people: ``L: partially analysed (CC; MLO missing)``."""
+        detail = "; ".join(filter(None, (", ".join(v.value for v in self.views_analysed),
+                                         f"{', '.join(v.value for v in self.views_missing)} missing"
+                                         if self.views_missing else "")))
+        return f"{self.laterality.value}: {self.status.value} ({detail})"
+
+
 @dataclass(frozen=True)
 class ImageStatus:
     """One input image: analysed, or not analysed with the reason (and the ingest error code
@@ -193,6 +219,26 @@ class StudyResult:
                                       "analysed image of the study")
                 if image.laterality is not finding.laterality or image.view is not view.view:
                     raise ResultError(f"finding {finding.finding_id}: laterality or view differs from its image")
+
+    @property
+    def breasts(self) -> tuple[BreastStatus, BreastStatus]:
+        """What was analysed of each breast, right then left, against the 4-view screening
+        protocol (RC-030): a breast without an analysed CC and MLO is not fully analysed, and a
+        breast with no image at all in the study is absent; neither may be read as "no marks"."""
+        out = []
+        for side in (Laterality.RIGHT, Laterality.LEFT):
+            images = [i for i in self.images if i.laterality is side]
+            analysed = tuple(v for v in FINDING_VIEWS if any(i.analysed and i.view is v for i in images))
+            missing = tuple(v for v in FINDING_VIEWS if v not in analysed)
+            status = (BreastState.ABSENT if not images else BreastState.NOT_ANALYSED if not analysed
+                      else BreastState.PARTIAL if missing else BreastState.ANALYSED)
+            out.append(BreastStatus(side, status, analysed, missing))
+        return out[0], out[1]
+
+    @property
+    def exam_complete(self) -> bool:
+        """Both breasts analysed on CC and MLO (the 4-view screening examination)."""
+        return all(b.status is BreastState.ANALYSED for b in self.breasts)
 
     def is_mark(self, score: float) -> bool:
         """The CAD mark rule: a finding scoring at or above the operating threshold is shown to

@@ -21,6 +21,7 @@ from cad.result.model import (
     ANALYZED,
     NOT_ANALYZED,
     Algorithm,
+    BreastState,
     Finding,
     FindingType,
     FindingView,
@@ -108,7 +109,7 @@ def test_findings_json_round_trips_byte_for_byte_and_carries_the_ingest_code(tmp
                    refused=True)
     path = write_result(study, tmp_path / "findings.json")
     data = json.loads(path.read_text())
-    assert data["schema_version"] == SCHEMA_VERSION == "1.1"
+    assert data["schema_version"] == SCHEMA_VERSION == "1.2"
     refused = [i for i in data["images"] if i["status"] == "not_analyzed"]
     assert refused == [{"sop_instance_uid": None, "laterality": None, "view": None, "status": "not_analyzed",
                         "reason": "not a DICOM file", "file": "junk.dcm", "error_code": "not_dicom"}]
@@ -131,3 +132,32 @@ def test_schema_1_0_files_are_read_and_unknown_versions_refused(tmp_path: Path) 
     broken.write_text('{"schema_version": "1.1"}')
     with pytest.raises(ResultError, match=f"{broken}: not a findings.json object"):
         read_result(broken)
+
+
+@pytest.mark.req("SRS-OUT-005")
+def test_each_breast_is_stated_against_the_four_view_protocol(tmp_path: Path) -> None:
+    complete = result((linked(),), refused=True)
+    assert complete.exam_complete
+    assert [(b.laterality, b.status) for b in complete.breasts] == [(Laterality.RIGHT, BreastState.ANALYSED),
+                                                                     (Laterality.LEFT, BreastState.ANALYSED)]
+    right_only = [i for i in images() if i.laterality is Laterality.RIGHT]
+    left_cc_refused = ImageStatus(UIDS[(Laterality.LEFT, View.CC)], Laterality.LEFT, View.CC, NOT_ANALYZED,
+                                  "breast region could not be found", "LCC.dcm")
+    cases = {
+        "absent": (right_only, BreastState.ABSENT, (), (View.CC, View.MLO)),
+        "not analysed": ([*right_only, left_cc_refused], BreastState.NOT_ANALYSED, (), (View.CC, View.MLO)),
+        "partial": ([*right_only, images()[3]], BreastState.PARTIAL, (View.MLO,), (View.CC,)),
+    }
+    for name, (found, state, analysed, missing) in cases.items():
+        study = StudyResult("1.2.3", ALGORITHM, 0.5, tuple(found), (linked(),))
+        right, left = study.breasts
+        assert right.status is BreastState.ANALYSED and not study.exam_complete, name
+        assert (left.status, left.views_analysed, left.views_missing) == (state, analysed, missing), name
+        data = json.loads(write_result(study, tmp_path / f"{name}.json").read_text())
+        assert data["exam_complete"] is False and data["breasts"][1]["status"] == state.value, name
+        assert data["breasts"][1]["views_missing"] == [v.value for v in missing], name
+        assert read_result(tmp_path / f"{name}.json") == study
+    forged = json.loads((tmp_path / "absent.json").read_text())
+    forged["exam_complete"] = True
+    with pytest.raises(ResultError, match="disagree"):
+        result_from_dict(forged)

@@ -40,7 +40,8 @@ from cad.report.sr.sop import MammographyCADSR
 from cad.result.model import BOX_DIGITS, Finding, ImageStatus, StudyResult
 
 #: Algorithm Parameters are "key=value" texts; these keys are read back by the reader.
-PARAMETER_KEYS = ("model_name", "model_sha256", "settings_sha256", "operating_threshold", "runtime_variant", "released")
+PARAMETER_KEYS = ("model_name", "model_sha256", "settings_sha256", "operating_threshold", "runtime_variant", "released",
+                  "completeness")
 REASON_KEY = "not_analysed_reason"
 #: Type 2 attributes highdicom copies from the evidence; empty when an input lacks them.
 TYPE2_COPIED = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber",
@@ -57,6 +58,8 @@ def algorithm_parameters(findings: StudyResult) -> list[str]:
         "runtime_variant": alg.runtime_variant,
         # only an unreleased model (development mode, RC-002) says so; released results keep their bytes
         "released": None if alg.released else "false",
+        # per breast against the 4-view screening protocol (RC-030): "R: analysed (CC, MLO); L: absent (...)"
+        "completeness": "; ".join(b.describe() for b in findings.breasts),
     }
     return [f"{key}={values[key]}" for key in PARAMETER_KEYS if values[key] is not None]
 
@@ -181,8 +184,10 @@ def build_mammography_cad_sr(
     ]
     # "with findings" means the document reports findings (PS3.16 TID 4001); which of them a
     # workstation shows is each finding's Rendering Intent.
-    summary = sr.ProcessingSummary.of(any_failed=bool(failed or linked_failed), any_succeeded=bool(analysed),
-                                      with_findings=bool(impressions))
+    # an examination without both breasts analysed on CC and MLO is not a complete CAD result
+    # (RC-030): "not all algorithms succeeded", never "all succeeded without findings"
+    summary = sr.ProcessingSummary.of(any_failed=bool(failed or linked_failed or not findings.exam_complete),
+                                      any_succeeded=bool(analysed), with_findings=bool(impressions))
     report = MammographyCADReport(
         library,
         CADProcessingAndFindingsSummary(summary, impressions),
