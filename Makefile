@@ -17,7 +17,7 @@ PHANTOMS := build/phantoms
 MODEL := models/phantom-retinanet-r18
 RUN := runs/phantom-retinanet-r18
 
-.PHONY: demo test venv system-deps lock clean train-phantom evaluate-phantom bench loadtest docs trace sbom
+.PHONY: demo test venv system-deps lock clean train-phantom evaluate-phantom bench loadtest docs trace sbom fuzz
 
 $(STAMP): pyproject.toml locked-dependencies.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,20 @@ test: venv system-deps
 
 trace: venv
 	$(BIN)/cad trace --junit reports/junit.xml --out reports/trace
+
+# Coverage-guided fuzzing (not part of `make test`; its bounded version is): atheris on every
+# parser a user feeds, schemathesis on the HTTP API (in its own venv: its jsonschema-rs pin
+# conflicts with sphinx-needs). Figures and saved inputs in reports/fuzz/.
+FUZZ_RUNS ?= 1000000
+FUZZ_RUNS_PARSERS ?= 100000
+FUZZ_RUNS_WORKBOOK ?= 10000
+fuzz: venv system-deps
+	test -x .venv-fuzz/bin/schemathesis || { $(PYTHON) -m venv .venv-fuzz && .venv-fuzz/bin/pip install --quiet 'schemathesis>=4,<5'; }
+	$(BIN)/python -m cad.tools.fuzz ingest --out reports/fuzz --runs $(FUZZ_RUNS)
+	for target in reader-study outcomes findings; do \
+	  $(BIN)/python -m cad.tools.fuzz $$target --out reports/fuzz --runs $(FUZZ_RUNS_PARSERS) || exit 1; done
+	$(BIN)/python -m cad.tools.fuzz jafroc --out reports/fuzz --runs $(FUZZ_RUNS_WORKBOOK)
+	$(BIN)/python -m cad.tools.fuzz.api --out reports/fuzz --examples 200 --schemathesis .venv-fuzz/bin/schemathesis
 
 # The site install's SBOM (CycloneDX) and vulnerability report (pip-audit) alone; `make docs`
 # includes them. A report that says NOT CHECKED (sources unreachable) leaves a release step open.

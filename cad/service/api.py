@@ -14,13 +14,15 @@ import hmac
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request, Response, status
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
+from fastapi import Path as PathParameter
 from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import BaseModel, Field
 
 import cad
+from cad.io.dicomweb import PacsError
 from cad.service import alerts, audit, dashboard, drift, outcomes, store
 from cad.service.metrics import CONTENT_TYPE, ServiceMetrics
 from cad.service.queue import STATES, JobQueue
@@ -38,6 +40,21 @@ def read_token(path: Path) -> str:
     if len(token) < 16:
         raise ValueError(f"{path}: the API token must be at least 16 characters")
     return token
+
+
+#: the largest integer SQLite stores: identifiers above it cannot name a row
+SQLITE_MAX = 2**63 - 1
+#: how many rows a listing returns at most
+Limit = Annotated[int, Query(ge=1, le=10_000)]
+#: the error answers of the API, as its OpenAPI document states them
+ERROR_ANSWERS = {
+    400: "the request names an unknown state, or its body or file cannot be read",
+    401: "no valid bearer token",
+    404: "no such study or alert",
+    409: "no DICOMweb PACS is configured",
+    413: "the uploaded file is too large",
+    502: "the PACS could not be reached",
+}
 
 
 class Acknowledgement(BaseModel):
@@ -65,6 +82,10 @@ def create_app(state: Path, token: str, readiness: Callable[[], dict[str, bool]]
     monitor = monitor or alerts.AlertMonitor()
     app = FastAPI(title="mammo-cad service", version=cad.__version__, docs_url=None, redoc_url=None)
     expected = token.encode()
+
+    def documented(*codes: int) -> dict[int | str, dict[str, Any]]:
+        """The error answers a route gives, for its OpenAPI entry (401 on every protected route)."""
+        return {code: {"description": ERROR_ANSWERS[code]} for code in (401, *codes)}
 
     def authorised(request: Request) -> str:
         header = request.headers.get("authorization", "")
@@ -102,14 +123,14 @@ def create_app(state: Path, token: str, readiness: Callable[[], dict[str, bool]]
         ok = all(checks.values())
         return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
 
-    @app.get("/studies")
-    def studies(state_filter: str | None = None, limit: int = 200, _: str = Depends(authorised),
+    @app.get("/studies", responses=documented(400))
+    def studies(state_filter: str | None = None, limit: Limit = 200, _: str = Depends(authorised),
                 q: JobQueue = Depends(queue)) -> dict[str, Any]:
         if state_filter is not None and state_filter not in STATES:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, f"state must be one of {', '.join(STATES)}")
         return {"counts": q.counts(), "jobs": [j.public() for j in q.jobs(state=state_filter, limit=limit)]}
 
-    @app.get("/studies/{study_uid}")
+    @app.get("/studies/{study_uid}", responses=documented(404))
     def study(study_uid: str, _: str = Depends(authorised), q: JobQueue = Depends(queue)) -> dict[str, Any]:
         jobs = q.jobs(study_uid=study_uid)
         if not jobs:
@@ -118,14 +139,14 @@ def create_app(state: Path, token: str, readiness: Callable[[], dict[str, bool]]
         return {"study_instance_uid": study_uid, "state": (current or jobs)[-1].state,
                 "jobs": [j.public() for j in jobs]}
 
-    @app.post("/studies/{study_uid}/requeue", status_code=status.HTTP_202_ACCEPTED)
+    @app.post("/studies/{study_uid}/requeue", status_code=status.HTTP_202_ACCEPTED, responses=documented(404))
     def requeue(study_uid: str, who: str = Depends(authorised), q: JobQueue = Depends(queue)) -> dict[str, Any]:
         jobs = [j for j in q.jobs(study_uid=study_uid) if j.state != "superseded"]
         if not jobs:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no job for this study")
         return q.requeue(jobs[-1].id, who).public()
 
-    @app.post("/studies/{study_uid}", status_code=status.HTTP_202_ACCEPTED)
+    @app.post("/studies/{study_uid}", status_code=status.HTTP_202_ACCEPTED, responses=documented(404, 409, 502))
     def submit_study(study_uid: str, _: str = Depends(authorised)) -> dict[str, Any]:
         if submit is None:
             raise HTTPException(status.HTTP_409_CONFLICT, "no DICOMweb PACS is configured to fetch the study from")
@@ -133,13 +154,15 @@ def create_app(state: Path, token: str, readiness: Callable[[], dict[str, bool]]
             return submit(study_uid)
         except LookupError:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "the PACS has no MG images for this study") from None
+        except PacsError as exc:  # the PACS, not this request, failed
+            raise HTTPException(status.HTTP_502_BAD_GATEWAY, str(exc)) from None
 
-    @app.get("/about")
+    @app.get("/about", responses=documented())
     def about(_: str = Depends(authorised)) -> dict[str, Any]:
         return {"version": cad.__version__, **(identity or {})}
 
-    @app.get("/alerts")
-    def list_alerts(state_filter: str | None = None, limit: int = 200, _: str = Depends(authorised),
+    @app.get("/alerts", responses=documented(400))
+    def list_alerts(state_filter: str | None = None, limit: Limit = 200, _: str = Depends(authorised),
                     q: JobQueue = Depends(queue)) -> dict[str, Any]:
         try:
             found = alerts.alerts(q.db, state_filter, limit)
@@ -147,15 +170,15 @@ def create_app(state: Path, token: str, readiness: Callable[[], dict[str, bool]]
             raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
         return {"open": sum(alerts.open_counts(q.db).values()), "alerts": [a.public() for a in found]}
 
-    @app.post("/alerts/{alert_id}/acknowledge")
-    def acknowledge(alert_id: int, body: Acknowledgement, _: str = Depends(authorised),
-                    q: JobQueue = Depends(queue)) -> dict[str, Any]:
+    @app.post("/alerts/{alert_id}/acknowledge", responses=documented(400, 404))
+    def acknowledge(alert_id: Annotated[int, PathParameter(ge=1, le=SQLITE_MAX)], body: Acknowledgement,
+                    _: str = Depends(authorised), q: JobQueue = Depends(queue)) -> dict[str, Any]:
         alert = alerts.acknowledge(q.db, alert_id, body.by, body.note)
         if alert is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such alert")
         return alert.public()
 
-    @app.get("/drift")
+    @app.get("/drift", responses=documented())
     def output_drift(_: str = Depends(authorised), q: JobQueue = Depends(queue)) -> dict[str, Any]:
         settings = monitor.settings.output_drift
         series = monitor.output_charts(q.db)
@@ -165,7 +188,7 @@ def create_app(state: Path, token: str, readiness: Callable[[], dict[str, bool]]
                 "charts": drift.summary([s.state() for s in series]),
                 "from_model": sorted(s.fact for s in series if s.from_model)}
 
-    @app.get("/inputs")
+    @app.get("/inputs", responses=documented())
     def inputs(_: str = Depends(authorised), q: JobQueue = Depends(queue)) -> dict[str, Any]:
         settings = monitor.settings.input_drift
         return {"reference": "model" if monitor.input_reference else "site",
@@ -173,12 +196,12 @@ def create_app(state: Path, token: str, readiness: Callable[[], dict[str, bool]]
                 "p_value": settings.p_value, "min_ks_distance": settings.min_ks_distance,
                 "devices": monitor.input_summary(q.db)}
 
-    @app.get("/performance")
-    def performance(window_days: float | None = None, _: str = Depends(authorised),
+    @app.get("/performance", responses=documented())
+    def performance(window_days: Annotated[float | None, Query(gt=0, le=36_500)] = None, _: str = Depends(authorised),
                     q: JobQueue = Depends(queue)) -> dict[str, Any]:
         return outcomes.performance(q.db, window_days or monitor.settings.performance.window_days)
 
-    @app.post("/outcomes")
+    @app.post("/outcomes", responses=documented(400, 413))
     async def import_outcomes(request: Request, _: str = Depends(authorised),
                               q: JobQueue = Depends(queue)) -> dict[str, Any]:
         body = await request.body()
@@ -191,11 +214,12 @@ def create_app(state: Path, token: str, readiness: Callable[[], dict[str, bool]]
         return {"imported": report.imported, "refused": list(report.refused),
                 "ignored_columns": list(report.ignored_columns)}
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=Response, responses={
+        **documented(), 200: {"description": "Prometheus text exposition", "content": {CONTENT_TYPE: {}}}})
     def prometheus(_: str = Depends(authorised)) -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE)
 
-    @app.get("/audit/verify")
+    @app.get("/audit/verify", responses=documented())
     def verify_audit(_: str = Depends(authorised), q: JobQueue = Depends(queue)) -> dict[str, Any]:
         result = audit.verify(q.db)
         return {"intact": result.intact, "records": result.records, "head_sha256": result.head_sha256,

@@ -11,10 +11,12 @@ import csv
 import io
 import math
 import zipfile
+import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import numpy as np
 
@@ -28,6 +30,8 @@ from verification.readerstudy.data import (
 )
 
 CSV_COLUMNS = ("reader", "treatment", "case", "truth", "rating")
+#: what a damaged xlsx (a zip of XML parts) raises while it is opened or its sheets are read
+DAMAGED_XLSX = (zipfile.BadZipFile, zlib.error, EOFError, ElementTree.ParseError, OSError, KeyError, ValueError)
 
 RatingKey = tuple[str, str, str]  # (treatment, reader, case)
 
@@ -258,9 +262,14 @@ def read_jafroc(path: Path) -> ReaderStudy:
         warnings.simplefilter("ignore")  # openpyxl warns about Excel extensions it does not keep
         try:  # from bytes: openpyxl would otherwise insist on an .xlsx file name
             workbook = openpyxl.load_workbook(io.BytesIO(path.read_bytes()), read_only=True, data_only=True)
-        except (zipfile.BadZipFile, OSError, KeyError, ValueError, InvalidFileException) as exc:
-            raise ReaderStudyInputError(f"{path}: not a readable xlsx workbook: {exc}") from None
-        return _read_workbook(path, workbook)
+        except (*DAMAGED_XLSX, InvalidFileException) as exc:
+            raise ReaderStudyInputError(f"{path}: not a readable xlsx workbook: {str(exc)[:200]}") from None
+        try:  # read-only workbooks parse their sheets lazily: damage inside one shows up here
+            return _read_workbook(path, workbook)
+        except ReaderStudyInputError:
+            raise
+        except (*DAMAGED_XLSX, TypeError, IndexError) as exc:
+            raise ReaderStudyInputError(f"{path}: damaged xlsx workbook ({type(exc).__name__})") from None
 
 
 def _read_workbook(path: Path, workbook: Any) -> ReaderStudy:
