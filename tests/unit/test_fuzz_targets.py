@@ -3,6 +3,8 @@ user feeds ends mutated seed inputs in a result or its documented error."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -53,3 +55,15 @@ def test_mutated_seeds_end_in_a_result_or_a_documented_error(name: str, seeds: d
         check(TARGETS[name], mutate(seeds[name][index], changes))
 
     one()
+
+
+#: inputs `make fuzz` found crashing a target, kept as regressions (tests/data/fuzz/<target>/)
+FOUND = sorted((Path(__file__).resolve().parents[1] / "data" / "fuzz").glob("*/*"))
+
+
+@pytest.mark.req("SRS-SEC-004")
+@pytest.mark.parametrize("path", FOUND, ids=[f"{p.parent.name}-{p.name[:18]}" for p in FOUND])
+def test_inputs_the_fuzzer_found_end_in_a_documented_error(path: Path) -> None:
+    target = TARGETS[path.parent.name]
+    with pytest.raises(target.expected):
+        target.run(path.read_bytes())

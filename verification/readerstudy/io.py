@@ -13,7 +13,7 @@ import math
 import zipfile
 import zlib
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
@@ -107,10 +107,24 @@ def _roc_from_records(path: Path, truth: dict[str, int], ratings: dict[RatingKey
 # --------------------------------------------------------------------------- flat CSV
 
 
+def _csv_rows(path: Path, text: str) -> Iterator[list[str]]:
+    """CSV rows, a malformed line (a stray carriage return, an unclosed quote) being one
+    ReaderStudyInputError naming the line."""
+    reader = csv.reader(io.StringIO(text))
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise ReaderStudyInputError(f"{path}: line {reader.line_num}: malformed CSV ({exc})") from None
+        yield row
+
+
 def read_csv(path: Path, text: str | None = None) -> ReaderStudy:
     """The flat ROC CSV: a header ``reader,treatment,case,truth,rating`` (any order), one row per rating."""
     text = path.read_text(encoding="utf-8-sig") if text is None else text
-    rows = csv.reader(io.StringIO(text))
+    rows = _csv_rows(path, text)
     header = [h.strip().lower() for h in next(rows, [])]
     missing = [c for c in CSV_COLUMNS if c not in header]
     if missing:

@@ -102,9 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     names = list(targets()) if args.target == "all" else [args.target]
     seeds = write_seeds(args.out / "seeds")
     report_path = args.out / "fuzz-report.json"
-    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    report: dict[str, Any] = {}
     for name in names:
         result = run_target(name, args.out, seeds[name], args.runs, args.seconds)
+        # read again just before writing: other targets may have reported meanwhile
+        report = json.loads(report_path.read_text()) if report_path.is_file() else {}
         report[name] = result
         report_path.write_text(json.dumps(report, indent=2) + "\n")
         print(json.dumps(result))
