@@ -17,6 +17,7 @@ Policy choices (documented in docs/ingest.md):
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 from collections.abc import Callable
@@ -89,6 +90,11 @@ MIN_SIDE = 64
 SPACING_RANGE_MM = (0.02, 1.0)
 
 PIXEL_DATA_TAG = 0x7FE00010
+#: Memory bound of reading one file: the file itself (uncompressed 16-bit pixels at the pixel
+#: cap are 80 MB; the rest is header and encapsulation) and its header (every element but Pixel
+#: Data; screening images carry well under 1 MB, vendor private blocks included).
+MAX_FILE_BYTES = 128 * 2**20
+MAX_HEADER_BYTES = 16 * 2**20
 
 
 def _fail(path: Path, code: IngestErrorCode, message: str) -> IngestError:
@@ -483,6 +489,10 @@ def header_of(ds: Dataset) -> Dataset:
 def read_dataset(source: Path | str | BinaryIO, path: Path | None = None) -> Dataset:
     """Parse a DICOM file (header now, pixel data on first use)."""
     shown = path or Path(str(getattr(source, "name", source)))
+    size = _source_size(source)
+    if size is not None and size > MAX_FILE_BYTES:
+        raise _fail(shown, IngestErrorCode.ABSURD_DIMENSIONS,
+                    f"file is {size:,} bytes, at most {MAX_FILE_BYTES:,} are read")
     try:
         ds = pydicom.dcmread(source, defer_size="256 KB")
     except InvalidDicomError:
@@ -497,7 +507,44 @@ def read_dataset(source: Path | str | BinaryIO, path: Path | None = None) -> Dat
             IngestErrorCode.UNREADABLE,
             f"unreadable DICOM header ({type(exc).__name__})",
         ) from None
+    header = _header_bytes(ds)
+    if header > MAX_HEADER_BYTES:
+        raise _fail(shown, IngestErrorCode.ABSURD_DIMENSIONS,
+                    f"header (every element but Pixel Data) is {header:,} bytes, at most {MAX_HEADER_BYTES:,}")
     return ds
+
+
+def _source_size(source: Path | str | BinaryIO) -> int | None:
+    """The bytes a file or stream holds (None when it cannot tell, e.g. a pipe)."""
+    try:
+        if isinstance(source, (str, Path)):
+            return Path(source).stat().st_size
+        position = source.tell()
+        size = source.seek(0, io.SEEK_END)
+        source.seek(position)
+        return size - position
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _header_bytes(ds: Dataset) -> int:
+    """Bytes of every element but Pixel Data, from the raw elements before their values are
+    converted (sequences, which pydicom parses while reading, by their items; deferred values by
+    their length, unread)."""
+    total = 0
+    for tag in list(ds.keys()):
+        if tag == PIXEL_DATA_TAG:
+            continue
+        raw = ds.get_item(tag)
+        value = getattr(raw, "value", None)
+        length = getattr(raw, "length", None)
+        if isinstance(value, (bytes, bytearray, str)):
+            total += len(value)
+        elif getattr(raw, "VR", None) == "SQ" and value is not None:
+            total += sum(_header_bytes(item) for item in value if isinstance(item, Dataset))
+        elif isinstance(length, int) and length != 0xFFFFFFFF:
+            total += length
+    return total
 
 
 def _parse_every_element(ds: Dataset, path: Path) -> None:

@@ -18,7 +18,7 @@ from pydicom.sequence import Sequence
 
 from cad.io import IngestErrorCode, Laterality, View, load, read_image
 from cad.io.codes import MG_FOR_PROCESSING
-from cad.io.dicom_reader import MAX_PIXELS, to_display
+from cad.io.dicom_reader import MAX_FILE_BYTES, MAX_HEADER_BYTES, MAX_PIXELS, to_display
 from cad.io.image import IngestFailure
 from cad.io.loader import load_file
 
@@ -304,6 +304,29 @@ def test_absurd_dimensions_refused_before_decoding(write_variant: WriteVariant) 
     failure = failure_of(path)
     assert failure.code is IngestErrorCode.ABSURD_DIMENSIONS
     assert f"{MAX_PIXELS:,}" in failure.message
+
+
+@pytest.mark.req("SRS-ING-008")
+def test_oversized_header_and_file_refused_before_parsing(write_variant: WriteVariant, exam_copy: Path) -> None:
+    """Memory of reading one file is bounded: a header (here a vendor block in a sequence item)
+    beyond the header cap, and a file beyond the file cap, are refused without being parsed."""
+
+    def vendor_block(ds: Dataset) -> None:
+        item = Dataset()
+        item.add_new(0x00091010, "OB", b"\0" * (MAX_HEADER_BYTES // 4))
+        item.add_new(0x00091011, "OB", b"\0" * (MAX_HEADER_BYTES // 4))
+        ds.add_new(0x00091001, "SQ", Sequence([item, item, item]))
+
+    failure = failure_of(write_variant(vendor_block, name="vendor.dcm"))
+    assert failure.code is IngestErrorCode.ABSURD_DIMENSIONS
+    assert f"at most {MAX_HEADER_BYTES:,}" in failure.message and "header" in failure.message
+    big = exam_copy / "big.dcm"
+    with big.open("wb") as handle:  # sparse: the size is what is checked, nothing is read
+        handle.truncate(MAX_FILE_BYTES + 1)
+    result = load([exam_copy])
+    (refused,) = [f for f in result.failures if f.ref.path == big]
+    assert refused.code is IngestErrorCode.ABSURD_DIMENSIONS and f"{MAX_FILE_BYTES:,}" in refused.message
+    assert len(result.images) == 4
 
 
 @pytest.mark.req("SRS-ING-008")
