@@ -535,7 +535,7 @@ def _header_bytes(ds: Dataset) -> int:
     for tag in list(ds.keys()):
         if tag == PIXEL_DATA_TAG:
             continue
-        raw = ds.get_item(tag)
+        raw = ds.get_item(tag, keep_deferred=True)
         value = getattr(raw, "value", None)
         length = getattr(raw, "length", None)
         if isinstance(value, (bytes, bytearray, str)):

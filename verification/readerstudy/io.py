@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import lzma
 import math
 import zipfile
 import zlib
@@ -31,7 +32,10 @@ from verification.readerstudy.data import (
 
 CSV_COLUMNS = ("reader", "treatment", "case", "truth", "rating")
 #: what a damaged xlsx (a zip of XML parts) raises while it is opened or its sheets are read
-DAMAGED_XLSX = (zipfile.BadZipFile, zlib.error, EOFError, ElementTree.ParseError, OSError, KeyError, ValueError)
+#: (zipfile: NotImplementedError for a compression method or flag it does not support,
+#: RuntimeError for an encrypted member, lzma.LZMAError inside an LZMA member)
+DAMAGED_XLSX = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, ElementTree.ParseError, OSError, KeyError,
+                ValueError, NotImplementedError, RuntimeError)
 
 RatingKey = tuple[str, str, str]  # (treatment, reader, case)
 
