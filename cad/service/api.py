@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 
 import cad
 from cad.io.dicomweb import PacsError
+from cad.io.uids import is_valid_uid
 from cad.service import alerts, audit, dashboard, drift, outcomes, store
 from cad.service.metrics import CONTENT_TYPE, ServiceMetrics
 from cad.service.queue import STATES, JobQueue
@@ -48,13 +49,25 @@ SQLITE_MAX = 2**63 - 1
 Limit = Annotated[int, Query(ge=1, le=10_000)]
 #: the error answers of the API, as its OpenAPI document states them
 ERROR_ANSWERS = {
-    400: "the request names an unknown state, or its body or file cannot be read",
+    400: "the request names an unknown state or an invalid UID, or its body or file cannot be read",
     401: "no valid bearer token",
     404: "no such study or alert",
     409: "no DICOMweb PACS is configured",
     413: "the uploaded file is too large",
     502: "the PACS could not be reached",
 }
+
+#: POST /outcomes takes the outcomes CSV itself as the body (docs/service.md), stated so that
+#: clients and schemathesis send one
+OUTCOMES_BODY: dict[str, Any] = {"requestBody": {"required": True, "description": (
+    "the outcomes CSV (UTF-8): a header naming StudyInstanceUID, assessment, recall and optionally "
+    "pathology, laterality, location; one row per study"), "content": {"text/csv": {"schema": {
+        "type": "string", "maxLength": outcomes.MAX_BYTES, "example": (
+            "StudyInstanceUID,assessment,recall,pathology\n1.2.826.0.1.3680043.2.1125.1,4,yes,malignant\n")}}}}}
+
+#: what GET /ready answers, ready or not
+READINESS: dict[str, Any] = {"type": "object", "required": ["ready", "checks"], "properties": {
+    "ready": {"type": "boolean"}, "checks": {"type": "object", "additionalProperties": {"type": "boolean"}}}}
 
 
 class Acknowledgement(BaseModel):
@@ -117,7 +130,10 @@ def create_app(state: Path, token: str, readiness: Callable[[], dict[str, bool]]
     def health() -> dict[str, str]:
         return {"status": "ok", "version": cad.__version__}
 
-    @app.get("/ready")
+    @app.get("/ready", responses={
+        200: {"description": "every readiness check passes", "content": {"application/json": {"schema": READINESS}}},
+        503: {"description": "a readiness check fails (named in checks)",
+              "content": {"application/json": {"schema": READINESS}}}})
     def ready() -> JSONResponse:
         checks = readiness()
         ok = all(checks.values())
@@ -146,8 +162,11 @@ def create_app(state: Path, token: str, readiness: Callable[[], dict[str, bool]]
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no job for this study")
         return q.requeue(jobs[-1].id, who).public()
 
-    @app.post("/studies/{study_uid}", status_code=status.HTTP_202_ACCEPTED, responses=documented(404, 409, 502))
+    @app.post("/studies/{study_uid}", status_code=status.HTTP_202_ACCEPTED,
+              responses=documented(400, 404, 409, 502))
     def submit_study(study_uid: str, _: str = Depends(authorised)) -> dict[str, Any]:
+        if not is_valid_uid(study_uid):  # it goes into a PACS query: refused here, never sent
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, "not a valid DICOM UID")
         if submit is None:
             raise HTTPException(status.HTTP_409_CONFLICT, "no DICOMweb PACS is configured to fetch the study from")
         try:
@@ -201,7 +220,7 @@ def create_app(state: Path, token: str, readiness: Callable[[], dict[str, bool]]
                     q: JobQueue = Depends(queue)) -> dict[str, Any]:
         return outcomes.performance(q.db, window_days or monitor.settings.performance.window_days)
 
-    @app.post("/outcomes", responses=documented(400, 413))
+    @app.post("/outcomes", responses=documented(400, 413), openapi_extra=OUTCOMES_BODY)
     async def import_outcomes(request: Request, _: str = Depends(authorised),
                               q: JobQueue = Depends(queue)) -> dict[str, Any]:
         body = await request.body()

@@ -78,7 +78,8 @@ def read_text(path: Path) -> str:
     try:
         if path.stat().st_size > MAX_BYTES:
             raise OutcomesError(f"{path}: larger than {MAX_BYTES >> 20} MiB; split it")
-        return path.read_text(encoding="utf-8-sig")
+        # bytes decoded as the API decodes a request body: line ends reach the csv module as sent
+        return path.read_bytes().decode("utf-8-sig")
     except OSError as exc:
         raise OutcomesError(f"{path}: cannot be read ({exc.strerror})") from None
     except UnicodeDecodeError:
@@ -90,15 +91,20 @@ def parse(path: Path, text: str | None = None) -> tuple[list[Outcome], list[str]
     row, columns not read). OutcomesError when the file cannot be read or lacks a required column."""
     if text is None:
         text = read_text(path)
-    reader = csv.DictReader(io.StringIO(text))
-    header = [h.strip() for h in (reader.fieldnames or [])]
+    # newline="": the csv module reads line ends itself (a lone CR ends a row, as in old Mac files)
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        rows = [(reader.line_num, row) for row in reader]  # the line a row ends on
+    except csv.Error as exc:  # e.g. a field beyond the csv module's size limit
+        raise OutcomesError(f"{path} line {reader.line_num}: not a readable CSV file ({exc})") from None
     missing = [c for c in REQUIRED if c not in header]
     if missing:
         raise OutcomesError(f"{path}: no column {', '.join(missing)} (the header must name {', '.join(REQUIRED)})")
     ignored = [h for h in header if h not in COLUMNS]
     good: list[Outcome] = []
     refused: list[str] = []
-    for line, raw in enumerate(reader, start=2):
+    for line, raw in rows:
         row = {(k or "").strip(): (v or "").strip() for k, v in raw.items() if k is not None}
         problem, outcome = _row(row)
         if problem:

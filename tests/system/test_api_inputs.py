@@ -1,7 +1,9 @@
 """What schemathesis found in the API (`make fuzz`), kept fixed, against a real `cad serve`
 (SRS-SEC-004): out-of-range numbers are refused as invalid requests rather than failing in
-SQLite, an unreachable PACS is a 502 rather than an internal error, and the OpenAPI document
-states every answer the API gives."""
+SQLite, an unreachable PACS is a 502 rather than an internal error, an outcomes body with a
+carriage return inside a row is read rather than failing in the csv module, a submitted
+study UID that is not a UID is refused before any PACS query, and the OpenAPI
+document states every answer the API gives and the outcomes body."""
 
 from __future__ import annotations
 
@@ -51,6 +53,15 @@ def test_fuzzer_findings_stay_fixed(service: str) -> None:
                             headers={**AUTH, "Content-Type": "application/json"})
     assert garbled.status_code in (400, 422)
     assert requests.get(f"{service}/alerts?limit=5", headers=AUTH, timeout=30).status_code == 200
+    # a carriage return inside a row (the outcomes file's own parser saw only \n-normalised text)
+    crlf = requests.post(f"{service}/outcomes", headers={**AUTH, "Content-Type": "text/csv"}, timeout=30,
+                         data=b"StudyInstanceUID,assessment,recall\r\n1.2.826.0.1.3680043.2.1125.9.1,4\r,yes\n")
+    assert crlf.status_code == 200 and crlf.json()["imported"] == 0 and len(crlf.json()["refused"]) == 2
+    oversized_field = requests.post(f"{service}/outcomes", headers={**AUTH, "Content-Type": "text/csv"}, timeout=30,
+                                    data=b"StudyInstanceUID,assessment,recall\n" + b"9" * 200_000 + b"\n")
+    assert oversized_field.status_code == 400 and "not a readable CSV" in oversized_field.json()["detail"]
+    not_a_uid = requests.post(f"{service}/studies/Ax%21u%C3%B5%C3%89%C2%BCO", headers=AUTH, timeout=30)
+    assert not_a_uid.status_code == 400 and "UID" in not_a_uid.json()["detail"]
     unreachable = requests.post(f"{service}/studies/1.2.3", headers=AUTH, timeout=120)
     assert unreachable.status_code == 502 and "DICOMweb" in unreachable.json()["detail"]
 
@@ -59,5 +70,7 @@ def test_fuzzer_findings_stay_fixed(service: str) -> None:
         for method, operation in methods.items():
             if path not in ("/health", "/ready") and not path.startswith("/ui"):
                 assert "401" in operation["responses"], (method, path)
-    assert "502" in schema["paths"]["/studies/{study_uid}"]["post"]["responses"]
+    assert {"400", "502"} <= set(schema["paths"]["/studies/{study_uid}"]["post"]["responses"])
+    assert {"200", "503"} <= set(schema["paths"]["/ready"]["get"]["responses"])
     assert "text/plain" in "".join(schema["paths"]["/metrics"]["get"]["responses"]["200"]["content"])
+    assert "text/csv" in schema["paths"]["/outcomes"]["post"]["requestBody"]["content"]

@@ -110,7 +110,15 @@ def main(argv: list[str] | None = None) -> int:
         report[name] = result
         report_path.write_text(json.dumps(report, indent=2) + "\n")
         print(json.dumps(result))
-    failed = [n for n in names if report[n]["crashes"] or report[n]["timeouts"] or report[n]["out_of_memory"]]
+    # libFuzzer ends 0 when its runs or time are done; anything else (a saved input, or a death
+    # by a signal that left none) is a failed campaign, never a silent pass
+    failed = [n for n in names if report[n]["exit_code"] != 0 or report[n]["crashes"] or report[n]["timeouts"]
+              or report[n]["out_of_memory"]]
+    for name in failed:
+        code = report[name]["exit_code"]
+        print(f"fuzz {name}: failed (exit {code}{', killed by signal ' + str(-code) if code < 0 else ''}; "
+              f"saved inputs: {report[name]['saved_inputs'] or 'none'}; log: {args.out / name / 'libfuzzer.log'})",
+              file=sys.stderr)
     return 1 if failed else 0
 
 
