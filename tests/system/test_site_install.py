@@ -8,6 +8,7 @@ README tells a site to run. Packages come from the registry (pip's cache after t
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -88,3 +89,24 @@ def test_site_install_refuses_the_pytorch_side_naming_the_extra(site_venv: Path,
     assert not (tmp_path / "t").exists() or not any((tmp_path / "t").rglob("findings.json"))
     export = _run([cad, "export", "--out", str(tmp_path / "e"), "--model", str(MODEL)])
     assert export.returncode == 2 and "mammo-cad[dev]" in export.stderr and "Traceback" not in export.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.req("SRS-RT-009", "SRS-BAT-001")
+def test_site_install_runs_batch_locally_without_ray(site_venv: Path, mass_phantom_dir: Path, tmp_path: Path) -> None:
+    """Ray is the batch extra: the local engine runs in the site install and writes what the
+    development install's `cad detect` writes."""
+    probe = _run([str(site_venv / "bin" / "python"), "-c", "import ray"])
+    assert probe.returncode != 0 and "ModuleNotFoundError" in probe.stderr, "ray is in the site install"
+    env = {**os.environ, "SOURCE_DATE_EPOCH": "1767225600"}
+    batch = _run([str(site_venv / "bin" / "cad"), "batch", str(mass_phantom_dir), "--out", str(tmp_path / "batch"),
+                  "--model", str(MODEL)], env=env)
+    assert batch.returncode == 0, batch.stderr
+    detect = _run([sys.executable, "-c", "from cad.cli import main; main()", "detect", str(mass_phantom_dir),
+                   "--out", str(tmp_path / "detect"), "--model", str(MODEL), "--no-overlays"], env=env)
+    assert detect.returncode == 0, detect.stderr
+    (study,) = [p for p in (tmp_path / "detect").iterdir() if p.is_dir()]
+    written = sorted(p.name for p in study.iterdir())
+    assert "findings.json" in written and "cad-sr.dcm" in written
+    for name in written:
+        assert (tmp_path / "batch" / study.name / name).read_bytes() == (study / name).read_bytes(), name
