@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import secrets
 import shutil
@@ -69,10 +70,10 @@ def _schemathesis(schemathesis: str, base: str, token: str, examples: int, folde
     config.write_text(text)
     command = [schemathesis, "--config-file", str(config), "run", f"{base}/openapi.json",
                "-H", f"Authorization: Bearer {token}", "--checks", CHECKS,
-                "--max-examples", str(examples), "--request-timeout", "30", "--report", "junit",
-                "--report-junit-path", str(folder / f"{name}-junit.xml"), "--seed", "19"]
+               "--max-examples", str(examples), "--request-timeout", "30", "--report", "junit",
+               "--report-junit-path", str(folder / f"{name}-junit.xml"), "--seed", "19"]
     began = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, cwd=folder)
     (folder / f"{name}.log").write_text(done.stdout[-1_000_000:] + done.stderr[-200_000:])
     junit = (folder / f"{name}-junit.xml").read_text() if (folder / f"{name}-junit.xml").is_file() else ""
     generated = re.findall(r"(\d+) generated, (\d+) passed", done.stdout)
@@ -85,7 +86,12 @@ def _schemathesis(schemathesis: str, base: str, token: str, examples: int, folde
 
 
 def run(out: Path, examples: int, schemathesis: str) -> dict[str, Any]:
-    folder = out / "api"
+    # absolute paths: schemathesis runs in the report folder (its crash cache lands there)
+    folder = (out / "api").resolve()
+    found = shutil.which(schemathesis)
+    if found is None:
+        raise SystemExit(f"error: schemathesis not found at {schemathesis} (make fuzz installs it in .venv-fuzz)")
+    schemathesis = os.path.abspath(found)
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
