@@ -5,25 +5,31 @@ bench, evaluate, reader-study, trace) are added by the tooling's ``cad.commands`
 it is installed (:func:`load_plugins`).
 
 Exit codes (all verbs): 0 success; 1 nothing could be analysed (every input refused; for
-`cad serve --once` a study failed or a source was unreachable; for `cad audit verify` the log
-was altered);
-2 usage error (bad option, missing input, or a runtime that cannot run here); 3 the locked model
-(weights or its ONNX export) failed verification; 4 (`cad detect`) images were analysed but a
-study's DICOM outputs (SR, presentation state) could not be written. Problems go to stderr, one
-line each, naming the file and the problem; no patient identifier is ever printed.
+`cad batch` and `cad serve --once` a study failed or a source was unreachable; for `cad audit
+verify` the log was altered); 2 usage error (bad option, missing input, an output location that
+is not a writable folder, or a runtime that cannot run here); 3 the locked model (weights or its
+ONNX export) failed verification; 4 (`cad detect`) images were analysed but a study's DICOM
+outputs (SR, presentation state) could not be written; 5 analysed, but not every image: some
+were not analysed (each listed, with why) and those studies' results are incomplete; 6 the
+machine could not do what was asked (no space left to write the outputs, a port that cannot be
+opened). Problems go to stderr, one line each, naming the file as the user gave it and the
+problem; no patient identifier is ever printed.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import sqlite3
 import sys
 import time
 from contextlib import closing
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -43,6 +49,10 @@ EXIT_USAGE = 2
 EXIT_MODEL = 3
 #: analysed, but a study's DICOM outputs (SR, presentation state) could not be written
 EXIT_OUTPUTS_INCOMPLETE = 4
+#: analysed, but some images were not (listed with why): those studies' results are incomplete
+EXIT_INCOMPLETE = 5
+#: the machine could not do what was asked: no space to write the outputs, a port that cannot be opened
+EXIT_ENVIRONMENT = 6
 
 app = typer.Typer(
     name="cad",
@@ -51,9 +61,92 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # click's plain help: it wraps option names and help at any width; rich's tables cut long
+    # option names (`--dicomweb-auth…`) at 80 columns
+    rich_markup_mode=None,
 )
 console = Console()
 err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)  # messages name files: no markup
+
+
+def usage_error(message: str) -> typer.Exit:
+    """Print ``error: message`` (one line) and give the usage exit to raise."""
+    err.print(f"error: {message}")
+    return typer.Exit(EXIT_USAGE)
+
+
+def _first_existing(path: Path) -> Path:
+    """``path`` itself, or the nearest of its parents that exists (what creating it would write in)."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return probe
+
+
+def _writable_location(path: Path, option: str, folder: bool) -> None:
+    """Exit 2 with one line unless ``path`` can be written as a folder (``folder``) or a file: it
+    is one already, or the nearest existing parent is a folder this process may write in. Checked
+    before any work, so that no analysis runs only to fail at its end."""
+    if path.exists():
+        if folder and not path.is_dir():
+            raise usage_error(f"{option} {path}: exists and is not a folder")
+        if not folder and path.is_dir():
+            raise usage_error(f"{option} {path}: is a folder, not a file")
+        target = path if folder else path.parent
+    else:
+        target = _first_existing(path.parent)
+        if not target.is_dir():
+            raise usage_error(f"{option} {path}: {target} is not a folder")
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise usage_error(f"{option} {path}: cannot write in {target} (permission denied or read-only)")
+
+
+def _option_name(param: Any) -> str:
+    return str(param.opts[0]) if getattr(param, "opts", None) else str(getattr(param, "name", "output"))
+
+
+def check_output_folder(ctx: typer.Context, param: typer.CallbackParam, value: Path | None) -> Path | None:
+    """Option callback: an output or state folder must be (or be creatable as) a writable folder."""
+    if value is not None and not ctx.resilient_parsing:
+        _writable_location(value, _option_name(param), folder=True)
+    return value
+
+
+def check_output_file(ctx: typer.Context, param: typer.CallbackParam, value: Path | None) -> Path | None:
+    """Option callback: an output file must be writable and not a folder."""
+    if value is not None and not ctx.resilient_parsing:
+        _writable_location(value, _option_name(param), folder=False)
+    return value
+
+
+def check_existing_folder(ctx: typer.Context, param: typer.CallbackParam, value: Path | None) -> Path | None:
+    """Option callback: a folder read by the verb (e.g. the state of `cad serve`) must be a folder."""
+    if value is not None and not ctx.resilient_parsing:
+        if not value.exists():
+            raise usage_error(f"{_option_name(param)} {value}: no such folder")
+        if not value.is_dir():
+            raise usage_error(f"{_option_name(param)} {value}: exists and is not a folder")
+    return value
+
+
+def output_folder_option(help_text: str, name: str = "--out") -> Any:
+    """An option naming a folder the verb writes (checked before any work: exit 2, one line)."""
+    return typer.Option(name, help=help_text, callback=check_output_folder, is_eager=True)
+
+
+def output_file_option(help_text: str, name: str) -> Any:
+    """An option naming a file the verb writes (checked before any work: exit 2, one line)."""
+    return typer.Option(name, help=help_text, callback=check_output_file, is_eager=True)
+
+
+def state_folder_option(help_text: str) -> Any:
+    """``--state`` of a verb that reads an existing service state folder."""
+    return typer.Option("--state", help=help_text, callback=check_existing_folder, is_eager=True)
+
+
+def plural(count: int, singular: str, many: str | None = None) -> str:
+    """``1 record``, ``2 records``, ``1 study``, ``3 studies``."""
+    return f"{count} {singular if count == 1 else many or singular + 's'}"
 
 
 def require_existing(paths: list[Path]) -> None:
@@ -130,9 +223,7 @@ def _root(
 @app.command()
 def inspect(
     inputs: Annotated[list[Path], typer.Argument(help="DICOM files or folders.")],
-    out: Annotated[
-        Path | None, typer.Option("--out", help="Write geometry overlay PNGs here.")
-    ] = None,
+    out: Annotated[Path | None, output_folder_option("Write geometry overlay PNGs here.")] = None,
     truth: Annotated[
         Path | None, typer.Option("--truth", help="truth.json whose lesion boxes to draw.")
     ] = None,
@@ -152,6 +243,7 @@ def inspect(
         err.print(f"error: {exc}")
         raise typer.Exit(EXIT_USAGE) from None
     result = load(inputs)
+    refused: list[str] = []
     table = Table(title="Ingest", show_lines=False)
     for column in ("study", "image", "lat", "view", "spacing mm", "status"):
         table.add_column(column)
@@ -164,6 +256,7 @@ def inspect(
             except (NoBreastError, OrientationMismatchError) as exc:  # what `cad detect` records as not analysed
                 table.add_row(short_study, image.path.name, image.laterality.value, image.view.value,
                               f"{image.spacing.row_mm:g} ({image.spacing.source})", f"not analysed: {exc}")
+                refused.append(f"not analysed: {image.path}: {exc}")
                 continue
             notes = "; ".join((*image.warnings, *geometry.warnings))
             table.add_row(
@@ -182,7 +275,7 @@ def inspect(
                         out / study.study_instance_uid / name,
                     )
                 )
-    for failure in result.failures:
+    for failure in result.not_analysed:
         ref = failure.ref
         table.add_row(
             uid_tail(ref.study_instance_uid) if ref.study_instance_uid else "?",
@@ -192,20 +285,27 @@ def inspect(
             "",
             f"not analysed: {failure.message}",
         )
-        err.print(f"error: {failure}")
+        refused.append(f"not analysed: {failure}")
+    for line in refused:
+        err.print(line)
+    for failure in result.not_mammograms:
+        err.print(f"skipped: {failure}")
     console.print(table)
     if written:
         console.print(f"overlays: {out} ({len(written)} PNG)")
     if not result.images:
         err.print("error: nothing could be analysed")
         raise typer.Exit(EXIT_NOTHING_ANALYSED)
+    if refused:
+        err.print(f"incomplete: {plural(len(refused), 'file')} not analysed (listed above)")
+        raise typer.Exit(EXIT_INCOMPLETE)
 
 
 @app.command()
 def detect(
     inputs: Annotated[list[Path], typer.Argument(help="DICOM files or folders (one or many studies).")],
-    out: Annotated[Path, typer.Option(
-        "--out", help="Output folder: <StudyInstanceUID>/findings.json, cad-sr.dcm, cad-pr.dcm, overlays/.")],
+    out: Annotated[Path, output_folder_option(
+        "Output folder: <StudyInstanceUID>/findings.json, cad-sr.dcm, cad-pr.dcm, overlays/.")],
     model: Annotated[
         Path | None, typer.Option("--model", help="Locked model folder (default: the released model).")
     ] = None,
@@ -220,7 +320,8 @@ def detect(
     a presentation state and overlays per study."""
     from cad.io import load
     from cad.io.uids import uid_tail
-    from cad.job import DetectRun
+    from cad.job import DetectRun, OutputsNotWritten, StudyState
+    from cad.result.model import shown_score
     from cad.stages import Stage
 
     _check_runtime_name(runtime)
@@ -230,38 +331,61 @@ def detect(
     started = time.perf_counter(), time.process_time()
     with run.clock.stage(Stage.DECODE):
         result = load(inputs)
-    table = Table(title=f"CAD {locked.name} (model {locked.sha256[:12]})")
-    for column in ("study", "images analysed", "not analysed", "findings", f"marks ≥ {locked.operating_threshold:.2f}",
-                   "linked", "DICOM"):
-        table.add_column(column)
-    for outcome in run.run(result, started):
-        study = outcome.result
-        table.add_row(uid_tail(study.study_instance_uid), str(outcome.images_analysed),
-                      str(len(study.images) - outcome.images_analysed), str(len(study.findings)),
-                      str(len(study.marks)), str(sum(f.linked for f in study.marks)), outcome.dicom_summary())
-        for line in outcome.problems:
-            err.print(line)
-    for failure in result.unassigned_failures:
-        err.print(f"error: {failure}")
+    threshold = shown_score(locked.operating_threshold)
+    table = Table(title=f"CAD {locked.name} (model {locked.sha256[:12]})", box=box.SIMPLE_HEAD)
+    for column in ("study", "images analysed", "not analysed", "CAD marks", "linked", "candidates", "DICOM"):
+        table.add_column(column, no_wrap=column not in ("images analysed", "not analysed"))
+    try:
+        for outcome in run.run(result, started):
+            study = outcome.result
+            table.add_row(uid_tail(study.study_instance_uid), str(outcome.images_analysed),
+                          str(outcome.images_not_analysed), str(len(study.marks)),
+                          str(sum(f.linked for f in study.marks)), str(len(study.findings) - len(study.marks)),
+                          outcome.dicom_summary())
+            for line in outcome.problems:
+                err.print(line)
+    except OutputsNotWritten as exc:  # the studies written so far are complete; the rest were not analysed
+        if run.outcomes:
+            console.print(table)
+        err.print(f"error: {exc}; {plural(len(run.outcomes), 'study', 'studies')} of "
+                  f"{len(result.studies)} written; free space and run `cad detect` again")
+        raise typer.Exit(EXIT_ENVIRONMENT) from None
+    for failure in result.unassigned_failures:  # not DICOM: it might have been a mammogram
+        err.print(f"not analysed: {failure}")
+    for failure in result.not_mammograms:
+        err.print(f"skipped: {failure}")
     console.print(table)
+    console.print(f"CAD marks: findings scoring ≥ {threshold} (the operating point), shown to readers in the SR, "
+                  "presentation state and overlays; linked: marks joined across CC and MLO; candidates: findings "
+                  f"below {threshold}, kept in findings.json for performance analysis only.")
     if result.studies:
         summary = run.summary
         console.print(f"analysis time per study: {summary['mean_wall_seconds_per_study']:.2f} s wall, "
                       f"{summary['mean_cpu_seconds_per_study']:.2f} s CPU ({summary['threads']} threads, "
                       f"{engine.name}, ingest to outputs)")
+    incomplete = [o for o in run.outcomes if o.state is StudyState.INCOMPLETE]
+    if result.not_mammograms:
+        console.print(f"skipped {plural(len(result.not_mammograms), 'file')} that are not mammograms (listed above)")
     console.print(f"results: {out}")
     if not run.images_analysed:
         err.print("error: nothing could be analysed")
         raise typer.Exit(EXIT_NOTHING_ANALYSED)
     if run.dicom_failed:
-        err.print(f"error: the DICOM outputs of {run.dicom_failed} stud{'y' if run.dicom_failed == 1 else 'ies'} "
-                  "could not be written (see above); their findings.json is complete")
+        err.print(f"error: the DICOM outputs of {plural(run.dicom_failed, 'study', 'studies')} could not be written "
+                  "(see above); their findings.json is complete")
         raise typer.Exit(EXIT_OUTPUTS_INCOMPLETE)
+    if incomplete or result.unassigned_failures:
+        images = sum(o.images_not_analysed for o in incomplete)
+        parts = ([f"{plural(images, 'image')} of {plural(len(incomplete), 'study', 'studies')}"] if incomplete else []) + (
+            [f"{plural(len(result.unassigned_failures), 'file')} that could not be read"]
+            if result.unassigned_failures else [])
+        err.print(f"incomplete: {' and '.join(parts)} not analysed (listed above); the results of the rest are complete")
+        raise typer.Exit(EXIT_INCOMPLETE)
 
 
 @app.command()
 def export(
-    out: Annotated[Path, typer.Option("--out", help="Output folder (the model folder registers the export).")],
+    out: Annotated[Path, output_folder_option("Output folder (the model folder registers the export).")],
     export_format: Annotated[str, typer.Option(
         "--format", help="onnx, onnx-int8 (its int8 variant), or tensorrt (on a CUDA GPU).")] = "onnx",
     model: Annotated[
@@ -302,7 +426,8 @@ def export(
 
 @app.command()
 def serve(
-    state: Annotated[Path, typer.Option("--state", help="State folder: job queue, audit log, received and result files.")],
+    state: Annotated[Path, output_folder_option("State folder: job queue, audit log, received and result files.",
+                                                "--state")],
     dicomweb: Annotated[str | None, typer.Option(
         "--dicomweb", help="DICOMweb root of the PACS (QIDO/WADO/STOW), e.g. http://pacs:8042/dicom-web.")] = None,
     since: Annotated[str | None, typer.Option("--since", help="Only studies from this date on (YYYYMMDD).")] = None,
@@ -352,10 +477,12 @@ def serve(
     """Run the CAD as a service: find new MG studies (DICOMweb polling, C-STORE, or a watched
     folder), analyse each (study, instance set) exactly once, deliver SR and GSPS, audit every
     analysis. Exit codes: 0 done; 1 (--once) a study failed or a source was unreachable;
-    2 usage; 3 model verification failed."""
+    2 usage; 3 model verification failed; 5 (--once) a study's result is incomplete (images
+    not analysed); 6 a port could not be opened, or the outputs or state could not be stored."""
     from cad.detect.locked import ModelIntegrityError
+    from cad.service import store
     from cad.service.queue import FAILED, RetryPolicy
-    from cad.service.service import Service, ServiceConfig
+    from cad.service.service import ListenerError, Service, ServiceConfig
     from cad.service.store import StateLockedError
 
     logging.getLogger("cad").setLevel(logging.INFO)  # a service reports what it does
@@ -381,20 +508,35 @@ def serve(
         raise typer.Exit(EXIT_USAGE) from None
     try:
         counts = service.run(once=once)
+    except ListenerError as exc:
+        err.print(f"error: {exc}; the service stopped (nothing was analysed)")
+        raise typer.Exit(EXIT_ENVIRONMENT) from None
+    except sqlite3.OperationalError as exc:  # the state database cannot be written: nothing can be recorded
+        if "disk" not in str(exc) and "readonly" not in str(exc):
+            raise
+        err.print(f"error: {state / store.DATABASE}: {exc}; the service stopped (jobs are kept)")
+        raise typer.Exit(EXIT_ENVIRONMENT) from None
     finally:
         service.close()
     console.print("jobs: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     unreachable = [name for name, ok in service.last_poll_ok.items() if not ok]
     for name in unreachable:
         err.print(f"error: {name}: could not be reached at the last poll")
+    if service.worker.storage_problem:
+        err.print(f"error: {service.worker.storage_problem}; the study waits in the queue for the next run")
+        raise typer.Exit(EXIT_ENVIRONMENT)
     if once and (counts[FAILED] or unreachable):
         raise typer.Exit(EXIT_NOTHING_ANALYSED)
+    if once and service.worker.incomplete:
+        err.print(f"incomplete: {plural(service.worker.incomplete, 'study', 'studies')} with images not analysed "
+                  "(see the log and each result)")
+        raise typer.Exit(EXIT_INCOMPLETE)
 
 
 @app.command()
 def deidentify(
     inputs: Annotated[list[Path], typer.Argument(help="DICOM files or folders to export.")],
-    out: Annotated[Path, typer.Option("--out", help="Folder for the de-identified files and the report.")],
+    out: Annotated[Path, output_folder_option("Folder for the de-identified files and the report.")],
     secret_file: Annotated[Path, typer.Option(
         "--secret-file", help="File with the site's de-identification secret (16+ characters): the same secret gives "
                               "the same identifiers, across runs.")],
@@ -424,8 +566,8 @@ def deidentify(
 
 @app.command()
 def batch(
-    out: Annotated[Path, typer.Option(
-        "--out", help="Output folder: <StudyInstanceUID>/ as `cad detect` writes it, the run ledger and report.")],
+    out: Annotated[Path, output_folder_option(
+        "Output folder: <StudyInstanceUID>/ as `cad detect` writes it, the run ledger and report.")],
     inputs: Annotated[list[Path] | None, typer.Argument(
         help="Archive: folders of DICOM files, files, or manifest CSVs (column 'path').")] = None,
     engine: Annotated[str, typer.Option(
@@ -455,13 +597,15 @@ def batch(
     """Analyse an archive study by study, resumable and exactly once: outputs as `cad detect`
     writes them, a durable ledger (re-run with the same arguments to finish an interrupted run:
     only what is missing is done), and batch-report.json. Exit 0: every study done; 1: some
-    failed (see the report); 2 usage; 3 model verification failed."""
+    failed (see the report); 2 usage; 3 model verification failed; 5 some studies are incomplete
+    (images not analysed) or files could not be read; 6 no space left for the outputs."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from cad.batch.discover import Archive, discover, discover_dicomweb
     from cad.batch.engines import EngineConfig, LocalEngine, RayEngine
-    from cad.batch.ledger import Outcome
+    from cad.batch.ledger import FAILED, Outcome
     from cad.batch.run import run_batch
+    from cad.io import atomic
     from cad.io.dicomweb import DicomWeb, PacsError, read_authorization
 
     _check_runtime_name(runtime)
@@ -486,9 +630,8 @@ def batch(
     def find() -> Archive:
         archive = discover(inputs) if inputs else Archive()
         if dicomweb:
-            remote = discover_dicomweb(DicomWeb(dicomweb, headers={"Authorization": auth} if auth else None), since)
-            archive.studies = sorted(archive.studies + remote.studies, key=lambda w: w.study_uid)
-            archive.skipped += remote.skipped
+            archive.extend(discover_dicomweb(DicomWeb(dicomweb, headers={"Authorization": auth} if auth else None),
+                                             since))
         return archive
 
     try:
@@ -508,7 +651,10 @@ def batch(
                 rate = f"{3600 * finished / elapsed:,.0f} studies/h" if finished and elapsed else ""
                 bar.update(task, total=total, completed=finished, rate=rate)
                 if outcome is not None and outcome.reason:
-                    bar.console.print(f"study …{outcome.study_uid[-8:]}: {outcome.reason}")
+                    for line in outcome.record.get("not_analysed", []):
+                        bar.console.print(f"not analysed: {line}")
+                    what = "failed" if outcome.state == FAILED else "incomplete"
+                    bar.console.print(f"{what}: study …{outcome.study_uid[-8:]}: {outcome.reason}")
 
             summary = run_batch(find, out, runner, progress, retry_failed)
     except ValueError as exc:
@@ -517,23 +663,47 @@ def batch(
     except PacsError as exc:  # the archive could not be listed: nothing was analysed
         err.print(f"error: {dicomweb}: {exc}")
         raise typer.Exit(EXIT_NOTHING_ANALYSED) from None
+    except (OSError, sqlite3.OperationalError) as exc:  # the ledger or report could not be written
+        if not (atomic.is_environment_error(exc) or "disk" in str(exc)):
+            raise
+        why = atomic.describe(exc) if isinstance(exc, OSError) else str(exc)
+        err.print(f"error: {out}: {why}: the run stopped; studies done so far are kept; free space and run the same "
+                  "command again")
+        raise typer.Exit(EXIT_ENVIRONMENT) from None
     finally:
         runner.close()
-    console.print(f"studies: {summary['studies_discovered']} found, {summary['studies_done_this_run']} done, "
-                  f"{summary['studies_failed_this_run']} failed, {summary['skipped_already_done']} already done, "
-                  f"{len(summary['files_not_work'])} files not MG; report: {out / 'batch-report.json'}")
+    for entry in summary["files_not_analysed"]:
+        err.print(f"not analysed: {entry['file']}: {entry['reason']}")
+    for entry in summary["files_not_mammograms"]:
+        err.print(f"skipped: {entry['file']}: {entry['reason']}")
+    incomplete = summary["studies_incomplete_this_run"]
+    console.print(f"studies: {summary['studies_discovered']} found, {summary['studies_done_this_run']} done "
+                  f"({incomplete} of them incomplete: not every image analysed), "
+                  f"{summary['studies_failed_this_run']} failed, {summary['skipped_already_done']} already done; "
+                  f"files: {len(summary['files_not_analysed'])} not analysed (not readable as DICOM), "
+                  f"{len(summary['files_not_mammograms'])} skipped (not mammograms); report: {out / 'batch-report.json'}")
+    if summary["stopped"]:
+        err.print(f"error: {out}: {summary['stopped']}: the run stopped; {summary['pending_left']} "
+                  f"{'study was' if summary['pending_left'] == 1 else 'studies were'} left for the next run; studies done "
+                  "so far are kept; free space and run the same command again")
+        raise typer.Exit(EXIT_ENVIRONMENT)
     if summary["studies_failed_this_run"] or summary["ledger"]["failed"]:
         raise typer.Exit(EXIT_NOTHING_ANALYSED)
+    if summary["incomplete_in_ledger"] or summary["files_not_analysed"]:
+        err.print(f"incomplete: {plural(summary['incomplete_in_ledger'], 'study', 'studies')} with images not analysed "
+                  f"and {plural(len(summary['files_not_analysed']), 'file')} not readable (see above and the report)")
+        raise typer.Exit(EXIT_INCOMPLETE)
 
 
-outcomes_app = typer.Typer(help="Radiologists' outcomes and the CAD's performance against them.", no_args_is_help=True)
+outcomes_app = typer.Typer(help="Radiologists' outcomes and the CAD's performance against them.", no_args_is_help=True,
+                           rich_markup_mode=None)
 app.add_typer(outcomes_app, name="outcomes")
 
 
 @outcomes_app.command("import")
 def outcomes_import(
     csv_file: Annotated[Path, typer.Argument(help="Outcomes CSV (docs/service.md, Outcomes).")],
-    state: Annotated[Path, typer.Option("--state", help="State folder of `cad serve`.")],
+    state: Annotated[Path, output_folder_option("State folder of `cad serve` (made when absent).", "--state")],
 ) -> None:
     """Import outcomes: good rows are stored (UIDs and coded values only), each bad row is refused
     with one line. Exit 0 when rows were imported, 1 when none could be, 2 when the file cannot be read."""
@@ -548,9 +718,9 @@ def outcomes_import(
         err.print(f"error: {exc}")
         raise typer.Exit(EXIT_USAGE) from None
     for line in report.refused:
-        err.print(f"error: {line}")
+        err.print(f"refused: {line}")
     if report.ignored_columns:
-        err.print(f"note: {csv_file.name}: columns not read (not part of the format): {', '.join(report.ignored_columns)}")
+        err.print(f"note: {csv_file}: columns not read (not part of the format): {', '.join(report.ignored_columns)}")
     console.print(f"imported {report.imported} outcome(s); refused {len(report.refused)}")
     if not report.imported:
         raise typer.Exit(EXIT_NOTHING_ANALYSED)
@@ -558,7 +728,7 @@ def outcomes_import(
 
 @outcomes_app.command("report")
 def outcomes_report(
-    state: Annotated[Path, typer.Option("--state", help="State folder of `cad serve`.")],
+    state: Annotated[Path, state_folder_option("State folder of `cad serve`.")],
     window_days: Annotated[float, typer.Option("--window-days", min=1.0, help="Studies analysed in the last N days.")
                            ] = 365.0,
 ) -> None:
@@ -571,13 +741,14 @@ def outcomes_report(
         console.print_json(data=performance(connection, window_days))
 
 
-audit_app = typer.Typer(help="The service's audit log (hash-chained, append-only).", no_args_is_help=True)
+audit_app = typer.Typer(help="The service's audit log (hash-chained, append-only).", no_args_is_help=True,
+                           rich_markup_mode=None)
 app.add_typer(audit_app, name="audit")
 
 
 @audit_app.command("verify")
 def audit_verify(
-    state: Annotated[Path, typer.Option("--state", help="State folder of `cad serve`.")],
+    state: Annotated[Path, state_folder_option("State folder of `cad serve`.")],
 ) -> None:
     """Recompute the audit log's hash chain; exit 1 and list the problems if it was altered."""
     from cad.service import audit, store
@@ -586,7 +757,7 @@ def audit_verify(
     result = audit.verify(store.connect(state))
     for problem in result.problems:
         err.print(f"error: {state / store.DATABASE}: {problem}")
-    console.print(f"{result.records} records, head SHA-256 {result.head_sha256}: "
+    console.print(f"{plural(result.records, 'record')}, head SHA-256 {result.head_sha256}: "
                   + ("intact" if result.intact else "NOT intact"))
     if not result.intact:
         raise typer.Exit(EXIT_NOTHING_ANALYSED)
@@ -594,7 +765,7 @@ def audit_verify(
 
 @audit_app.command("show")
 def audit_show(
-    state: Annotated[Path, typer.Option("--state", help="State folder of `cad serve`.")],
+    state: Annotated[Path, state_folder_option("State folder of `cad serve`.")],
     study: Annotated[str | None, typer.Option("--study", help="Only this StudyInstanceUID.")] = None,
 ) -> None:
     """Print the audit records (JSON lines, oldest first)."""

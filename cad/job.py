@@ -8,6 +8,7 @@ PACS service run exactly this, so what is timed is what runs.
 
 from __future__ import annotations
 
+import enum
 import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -20,7 +21,8 @@ from pydicom.dataset import Dataset
 from cad.analysis.pipeline import AnalysedView, analyse_studies
 from cad.detect.locked import LockedModel
 from cad.detect.runtime import Runtime, default_threads
-from cad.io.image import IngestResult, Study
+from cad.io import atomic
+from cad.io.image import IngestFailure, IngestResult, Study
 from cad.io.uids import uid_tail
 from cad.report.outputs import DicomOutputs, write_dicom_outputs
 from cad.result.findings_json import FINDINGS_FILE, write_result
@@ -28,6 +30,17 @@ from cad.result.model import StudyResult
 from cad.stages import NO_CLOCK, Stage, StageClock
 
 OVERLAY_FOLDER = "overlays"
+
+
+class StudyState(str, enum.Enum):
+    """How one study's analysis ended: the one rule `cad detect`, `cad batch` and `cad serve` share."""
+
+    #: every image analysed, every output written
+    DONE = "done"
+    #: outputs written, but some images were not analysed (each named with why): not a full result
+    INCOMPLETE = "incomplete"
+    #: no image could be analysed, or the DICOM outputs could not be written
+    FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -48,11 +61,50 @@ class StudyOutcome:
     def images_analysed(self) -> int:
         return self.result.images_analysed
 
+    @property
+    def images_not_analysed(self) -> int:
+        return len(self.result.images) - self.result.images_analysed
+
+    @property
+    def not_analysed_reasons(self) -> list[str]:
+        """The distinct reasons images of the study were not analysed, sorted."""
+        return sorted({i.reason or "unknown" for i in self.result.images if not i.analysed})
+
+    @property
+    def state(self) -> StudyState:
+        if not self.images_analysed or self.dicom is None:
+            return StudyState.FAILED
+        return StudyState.INCOMPLETE if self.images_not_analysed else StudyState.DONE
+
+    @property
+    def reason(self) -> str | None:
+        """Why the study failed or is incomplete (one line, no PHI); None when done."""
+        if not self.images_analysed:
+            return "no image could be analysed: " + "; ".join(self.not_analysed_reasons)
+        if self.dicom is None:
+            return self.dicom_error or "DICOM outputs not written"
+        if self.images_not_analysed:
+            count = self.images_not_analysed
+            return f"{count} image{'s' if count != 1 else ''} not analysed: " + "; ".join(self.not_analysed_reasons)
+        return None
+
     def dicom_summary(self) -> str:
         """``SR+GSPS``, ``SR``, ``none`` or ``failed``: which DICOM objects were written."""
         if self.dicom is None:
             return "failed"
         return "+".join(name for name, path in (("SR", self.dicom.sr), ("GSPS", self.dicom.pr)) if path) or "none"
+
+
+class OutputsNotWritten(Exception):
+    """A study's outputs could not be stored (no space left, a read-only or forbidden folder):
+    the machine's condition, not a defect and not a clinical statement. Nothing of the study was
+    left behind, and an earlier result in its place is unchanged."""
+
+    def __init__(self, folder: Path, error: OSError) -> None:
+        self.folder, self.error = folder, error
+        self.no_space = error.errno in atomic.NO_SPACE_ERRNOS
+        super().__init__(f"{folder}: {atomic.describe(error)}: the study's outputs were not written "
+                         "(none of them was left behind)")
 
 
 def write_study_outputs(
@@ -62,29 +114,49 @@ def write_study_outputs(
 ) -> StudyOutcome:
     """findings.json, SR, presentation state(s) and, if asked, overlays of one analysed study.
 
-    A DICOM object that cannot be built is reported as a problem; findings.json is always
-    written first, so a failure there never loses the findings.
+    The study's folder appears complete or not at all: its files are written beside it and the
+    folder is renamed into place. A DICOM object that cannot be built is reported as a problem
+    (findings.json is written first, so that never loses the findings); a file system that
+    cannot take the outputs raises :class:`OutputsNotWritten`.
     """
     from cad.report.overlays import write_overlays
 
     problems: list[str] = []
     tag = f"study {uid_tail(study.study_instance_uid)}"
     with clock.stage(Stage.OUTPUTS):
-        write_result(result, folder / FINDINGS_FILE)
-        written = tuple(write_overlays(result, views, folder / OVERLAY_FOLDER)) if overlays else ()
-        dicom: DicomOutputs | None
-        dicom_error: str | None = None
         try:
-            dicom = write_dicom_outputs(result, study, folder, previous_srs, result_number)
-            if dicom.pr_problem and dicom.sr:
-                problems.append(f"warning: {tag}: no presentation state: {dicom.pr_problem}")
-        except ValueError as exc:
-            dicom, dicom_error = None, f"DICOM outputs not written: {exc}"
-            problems.append(f"error: {tag}: {dicom_error}")
-    for image in result.images:
-        if not image.analysed:
-            problems.append(f"error: {image.file}: not analysed: {image.reason}")
-    return StudyOutcome(result, folder, dicom, written, tuple(problems), dicom_error, tuple(views))
+            staging = atomic.staging_folder(folder)
+        except OSError as exc:
+            raise OutputsNotWritten(folder, exc) from None
+        try:
+            write_result(result, staging / FINDINGS_FILE)
+            written = tuple(write_overlays(result, views, staging / OVERLAY_FOLDER)) if overlays else ()
+            dicom: DicomOutputs | None
+            dicom_error: str | None = None
+            try:
+                dicom = write_dicom_outputs(result, study, staging, previous_srs, result_number)
+                if dicom.pr_problem and dicom.sr:
+                    problems.append(f"warning: {tag}: no presentation state: {dicom.pr_problem}")
+            except ValueError as exc:
+                dicom, dicom_error = None, f"DICOM outputs not written: {exc}"
+                problems.append(f"error: {tag}: {dicom_error}")
+            atomic.commit_folder(staging, folder)
+        except OSError as exc:
+            atomic.discard(staging)
+            raise OutputsNotWritten(folder, exc) from None
+    problems += not_analysed_lines(result, study)
+    return StudyOutcome(result, folder, dicom.moved(staging, folder) if dicom else None,
+                        tuple(folder / p.relative_to(staging) for p in written), tuple(problems), dicom_error,
+                        tuple(views))
+
+
+def not_analysed_lines(result: StudyResult, study: Study) -> list[str]:
+    """One line per image of the study that was not analysed, naming its file as the user gave
+    it (findings.json keeps only the file name: in an archive every exam has an R_CC.dcm)."""
+    paths = {image.sop_instance_uid: image.path for image in study.images}
+    lines = [f"not analysed: {failure.ref.path}: {failure.message}" for failure in study.failures]
+    return lines + [f"not analysed: {paths.get(image.sop_instance_uid or '', image.file)}: {image.reason}"
+                    for image in result.images if not image.analysed and image.error_code is None]
 
 
 def run_studies(
@@ -104,6 +176,12 @@ def run_studies(
 
 
 NOT_ANALYSED_FILE = "not_analysed.json"
+
+
+def not_in_any_study(result: IngestResult) -> list[IngestFailure]:
+    """The input files no study's outputs list: files that are not DICOM (which might have been
+    mammograms) and DICOM objects that are not mammograms (never part of an exam)."""
+    return [*result.unassigned_failures, *result.not_mammograms]
 RUN_FILE = "detect_run.json"
 
 
@@ -131,13 +209,15 @@ class DetectRun:
             for outcome in run_studies(group, self.model, self.runtime, self.out, self.overlays, self.clock):
                 self.outcomes.append(outcome)
                 yield outcome
-        if result.unassigned_failures:
-            records = [{"file": f.ref.path.name, "reason": f.message, "code": f.code.value}
-                       for f in result.unassigned_failures]
-            self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / NOT_ANALYSED_FILE).write_text(json.dumps(records, indent=2, sort_keys=True) + "\n")
-        if result.studies:
-            self._write_summary(len(result.studies), started)
+        files = not_in_any_study(result)
+        try:
+            if files:
+                records = [{"file": str(f.ref.path), "reason": f.message, "code": f.code.value} for f in files]
+                atomic.write_text(self.out / NOT_ANALYSED_FILE, json.dumps(records, indent=2, sort_keys=True) + "\n")
+            if result.studies:
+                self._write_summary(len(result.studies), started)
+        except OSError as exc:
+            raise OutputsNotWritten(self.out, exc) from None
 
     @property
     def images_analysed(self) -> int:
@@ -159,5 +239,4 @@ class DetectRun:
             "batch_exams": self.batch_exams,
             "note": "timing of this run (not part of findings.json, which is deterministic)",
         }
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / RUN_FILE).write_text(json.dumps(self.summary, indent=2, sort_keys=True) + "\n")
+        atomic.write_text(self.out / RUN_FILE, json.dumps(self.summary, indent=2, sort_keys=True) + "\n")

@@ -4,14 +4,16 @@ on a DICOMweb PACS, QIDO-RS lists the MG studies and their instances (fetched by
 
 What is kept per file is its path and two UIDs (a few hundred bytes), so discovery of a million
 files holds a few hundred MB; pixels are read only by the worker that analyses the study.
-A file that is not DICOM, or not an MG image, is recorded with why, never silently dropped.
+The rule for what is work is the one `cad detect` and `cad serve` apply (docs/ingest.md): a DICOM
+object that is not a mammogram (another modality, an SR or presentation state, this product's
+own outputs) is listed as skipped with why; a file that is not DICOM at all is listed as not
+analysed (it might have been a mammogram); sidecar and hidden files and DICOMDIR are not read.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +21,9 @@ from pathlib import Path
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from cad.io.dicom_reader import not_mammogram
 from cad.io.dicomweb import DicomWeb
+from cad.io.loader import iter_input_files
 
 #: header keywords discovery reads (everything before the pixel data is parsed, these are kept)
 KEYWORDS = ("StudyInstanceUID", "SOPInstanceUID", "Modality")
@@ -49,22 +53,29 @@ class StudyWork:
 
 @dataclass
 class Archive:
-    """The studies found, and the files that are not work (with why)."""
+    """The studies found, and the files that are not work (with why): ``skipped`` DICOM objects
+    that are not mammograms (never part of an exam) and ``unreadable`` files that are not DICOM
+    (which might have been mammograms, so they count as not analysed)."""
 
     studies: list[StudyWork] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+
+    def extend(self, other: Archive) -> None:
+        """Add another source's studies (kept in study order) and files that are not work."""
+        self.studies = sorted(self.studies + other.studies, key=lambda w: w.study_uid)
+        self.skipped += other.skipped
+        self.unreadable += other.unreadable
 
 
 def _files(inputs: Iterable[Path]) -> Iterator[Path]:
+    """The files of the archive: those named in manifest CSVs, named directly, or found below
+    folders by the rule `cad detect` uses (sidecars, hidden files and DICOMDIR are not read)."""
     for root in inputs:
         if root.is_file() and root.suffix.lower() == ".csv":
             yield from _manifest(root)
-        elif root.is_file():
-            yield root
         else:
-            for folder, _, names in sorted(os.walk(root)):
-                for name in sorted(names):
-                    yield Path(folder) / name
+            yield from iter_input_files([root])
 
 
 def _manifest(path: Path) -> Iterator[Path]:
@@ -85,19 +96,21 @@ def discover(inputs: Iterable[Path]) -> Archive:
     archive = Archive()
     by_study: dict[str, list[tuple[str, str]]] = {}
     for path in _files(inputs):
-        if path.name in {"DICOMDIR"} or path.name.startswith("."):
-            continue
         try:
             header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(KEYWORDS))
-        except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
-            archive.skipped.append((str(path), f"not a DICOM file ({type(exc).__name__})"))
+        except InvalidDicomError:
+            archive.unreadable.append((str(path), "not a DICOM file (no DICM preamble or header)"))
+            continue
+        except (OSError, ValueError, EOFError) as exc:
+            archive.unreadable.append((str(path), f"unreadable DICOM header ({type(exc).__name__})"))
+            continue
+        reason = not_mammogram(header)
+        if reason:
+            archive.skipped.append((str(path), reason))
             continue
         study_uid, sop_uid = str(header.get("StudyInstanceUID", "")), str(header.get("SOPInstanceUID", ""))
-        if header.get("Modality") != "MG":
-            archive.skipped.append((str(path), f"modality {header.get('Modality') or 'absent'}, not MG"))
-            continue
         if not study_uid or not sop_uid:
-            archive.skipped.append((str(path), "no Study or SOP Instance UID"))
+            archive.unreadable.append((str(path), "no Study or SOP Instance UID"))
             continue
         by_study.setdefault(study_uid, []).append((sop_uid, str(path)))
     for study_uid in sorted(by_study):

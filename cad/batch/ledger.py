@@ -49,12 +49,20 @@ class Outcome:
     record: dict[str, Any]
 
     @classmethod
-    def failed(cls, work: StudyWork, reason: str, seconds: float | None = None) -> Outcome:
-        """A study that ended without its outputs in place, and why."""
+    def failed(cls, work: StudyWork, reason: str, seconds: float | None = None, environment: bool = False) -> Outcome:
+        """A study that ended without its outputs in place, and why; ``environment``: because the
+        machine could not store them (no space left), which stops the run."""
         record: dict[str, Any] = {"study_uid": work.study_uid, "instances_sha256": work.instances_sha256}
         if seconds is not None:
             record["seconds"] = round(seconds, 3)
+        if environment:
+            record["environment"] = True
         return cls(work.study_uid, work.instances_sha256, FAILED, reason, record)
+
+    @property
+    def environment(self) -> bool:
+        """Whether the study failed because the machine could not store its outputs."""
+        return bool(self.record.get("environment"))
 
 
 class Ledger:
@@ -107,6 +115,13 @@ class Ledger:
         """Failed studies by reason."""
         rows = self.db.execute("SELECT reason, COUNT(*) AS n FROM studies WHERE state = ? GROUP BY reason", (FAILED,))
         return {str(r["reason"]): int(r["n"]) for r in rows}
+
+    def incomplete(self) -> list[str]:
+        """Studies done with some images not analysed (their results are incomplete)."""
+        rows = self.db.execute("SELECT study_uid FROM studies WHERE state = ? AND "
+                               "COALESCE(json_extract(record, '$.images_not_analysed'), 0) > 0 ORDER BY study_uid",
+                               (DONE,))
+        return [str(r["study_uid"]) for r in rows]
 
     def records(self) -> list[dict[str, Any]]:
         return [json.loads(r["record"]) for r in self.db.execute("SELECT record FROM studies WHERE record IS NOT NULL")]

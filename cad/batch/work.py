@@ -25,10 +25,10 @@ from cad.batch.ledger import DONE, FAILED, Outcome
 from cad.detect.locked import LockedModel, load_locked_model
 from cad.detect.runtime import Runtime
 from cad.detect.runtimes import make_runtime
-from cad.io import load
+from cad.io import atomic, load
 from cad.io.dicomweb import DicomWeb, PacsError, RemoteInstance
 from cad.io.uids import uid_tail
-from cad.job import run_studies
+from cad.job import OutputsNotWritten, StudyState, run_studies
 from cad.stages import Stage, StageClock
 
 log = logging.getLogger(__name__)
@@ -97,17 +97,16 @@ def analyse(work: StudyWork, out: Path, overlays: bool = True) -> Outcome:
             reasons = sorted({f.message for f in ingest.unassigned_failures}) or ["no file could be read"]
             return Outcome.failed(work, "not analysed: " + "; ".join(reasons)[:300], time.perf_counter() - began)
         (outcome,) = run_studies(studies, model, runtime, partial, overlays, clock)
-        analysed = outcome.images_analysed
-        not_analysed = sorted({i.reason or "unknown" for i in outcome.result.images if not i.analysed})
-        state = DONE if analysed and outcome.dicom is not None else FAILED
-        reason = None
-        if not analysed:
-            reason = "no image could be analysed: " + "; ".join(not_analysed)[:300]
-        elif outcome.dicom is None:
-            reason = outcome.dicom_error
+        # the one rule of `cad detect` and `cad serve` (cad.job.StudyState): an incomplete study is
+        # done (analysing it again would not change it) and says what was not analysed
+        state = FAILED if outcome.state is StudyState.FAILED else DONE
+        reason = outcome.reason[:300] if outcome.reason else None
         record = {
             "study_uid": work.study_uid, "instances_sha256": work.instances_sha256, "state": state, "reason": reason,
-            "files": len(work.files), "images_analysed": analysed, "images_not_analysed": len(not_analysed),
+            "result": outcome.state.value, "files": len(work.files), "images_analysed": outcome.images_analysed,
+            "images_not_analysed": outcome.images_not_analysed,
+            "not_analysed": [line.removeprefix("not analysed: ") for line in outcome.problems
+                             if line.startswith("not analysed: ")],
             "marks": len(outcome.result.marks), "model_sha256": model.sha256, "runtime": runtime.name,
             # WADO-RS time of a study on a PACS is its own stage ahead of decoding
             "stage_seconds": {k: round(v, 4) for k, v in clock.as_dict().items()} | (
@@ -118,12 +117,16 @@ def analyse(work: StudyWork, out: Path, overlays: bool = True) -> Outcome:
         }
         folder = partial / work.study_uid
         (folder / RECORD_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-        final = out / work.study_uid
-        if final.exists():  # an earlier, superseded instance set of this study
-            shutil.rmtree(final)
-        folder.rename(final)  # the commit: the study folder is complete or absent
+        # the commit: the study folder is complete or absent (an earlier instance set's is replaced)
+        atomic.commit_folder(folder, out / work.study_uid)
         return Outcome(work.study_uid, work.instances_sha256, state, reason, record)
+    except OutputsNotWritten as exc:  # the disk, not the study: the driver stops the run
+        return Outcome.failed(work, f"outputs not written: {atomic.describe(exc.error)}", time.perf_counter() - began,
+                              environment=True)
     except Exception as exc:  # a defect in one study must not stop the run; it is recorded
+        if atomic.is_environment_error(exc):  # the study's record or its move into place: the disk again
+            return Outcome.failed(work, f"outputs not written: {atomic.describe(exc)}", time.perf_counter() - began,
+                                  environment=True)
         log.error("study %s: internal error (%s)", uid_tail(work.study_uid), type(exc).__name__, exc_info=True)
         return Outcome.failed(work, f"internal error: {type(exc).__name__}", time.perf_counter() - began)
     finally:

@@ -6,7 +6,9 @@ applies the PS3.15 Basic Application Level Confidentiality Profile's replacement
 accession and study numbers, institutions and addresses replaced with generated values, every
 UID remapped, dates and times shifted by one offset, all derived from the site's secret, so that
 a study stays one study and a second export with the same secret gives the same identifiers.
-Private attributes are removed. Patient sex, age, size and weight are kept (Retain Patient
+Private attributes are removed. Person names become the placeholder ``DEIDENTIFIED`` (the
+patient's with the remapped Patient ID after it), never a realistic invented name that a QA
+person could take for a real patient. Patient sex, age, size and weight are kept (Retain Patient
 Characteristics Option: they describe the screened population).
 
 Burned-in text: in a mammogram, labels, markers and annotations lie outside the breast. The
@@ -38,6 +40,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 from scipy import ndimage
 
 import cad
+from cad.io import atomic
 from cad.io.dicom_reader import image_from_dataset, read_dataset
 from cad.io.errors import IngestError
 from cad.io.loader import iter_input_files
@@ -100,10 +103,27 @@ def _clean_pixels(ds: Dataset, path: Path) -> int:
     return changed
 
 
+#: the family name every person name of an export gets: unmistakably not a real person's
+PLACEHOLDER_NAME = "DEIDENTIFIED"
+
+
+def _placeholder_names(ds: Dataset) -> None:
+    """Replace the realistic fake names dicognito generates by a placeholder a QA person cannot
+    take for a real patient: the patient's carries the (consistently remapped) Patient ID, so
+    patients stay distinguishable; every other person name is the placeholder alone."""
+    for element in ds.iterall():
+        if element.VR == "PN" and element.value:
+            element.value = PLACEHOLDER_NAME
+    if ds.get("PatientName"):
+        ds.PatientName = f"{PLACEHOLDER_NAME}^{ds.get('PatientID', '')}".rstrip("^")
+
+
 def _record_method(ds: Dataset, anonymizer_version: str) -> None:
     ds.PatientIdentityRemoved = "YES"
-    ds.DeidentificationMethod = (f"mammo-cad {cad.__version__} deidentify: PS3.15 Basic Profile by dicognito "
-                                 f"{anonymizer_version}; pixels outside the breast cleaned")[:64]
+    # one value per step (LO, VM 1-n, 64 characters each): never cut mid-version
+    ds.DeidentificationMethod = [f"mammo-cad {cad.__version__} deidentify",
+                                 f"PS3.15 Basic Profile by dicognito {anonymizer_version}",
+                                 "pixels outside the breast cleaned", "person names set to a placeholder"]
     items = []
     for code in METHODS:
         item = Dataset()
@@ -140,10 +160,11 @@ def deidentify(inputs: Iterable[Path], out: Path, secret: str) -> ExportReport:
             continue
         ds.remove_private_tags()
         anonymizer.anonymize(ds)
+        _placeholder_names(ds)
         _record_method(ds, tool)
         target = out / str(ds.StudyInstanceUID) / f"{ds.SOPInstanceUID}.dcm"
         target.parent.mkdir(parents=True, exist_ok=True)
         ds.save_as(target, enforce_file_format=True)
         report.exported.append(str(target.relative_to(out)))
-    (out / REPORT_FILE).write_text(json.dumps(report.as_dict(), indent=2) + "\n")
+    atomic.write_text(out / REPORT_FILE, json.dumps(report.as_dict(), indent=2) + "\n")
     return report

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,8 +41,11 @@ __all__ = ["DEFAULT_MODEL_DIR", "MANIFEST_FILE", "MODEL_ENV", "RESCORER_PREFIX",
 
 #: the prefix of the second stage's tensors in the weights file
 RESCORER_PREFIX = "rescorer."
-#: the model shipped with this release (an editable install or a source checkout)
+#: the model released with this software, in a source checkout (or an editable install)
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "phantom-retinanet-r18"
+#: the same model where `pip install` puts it: the site package carries it as data files
+#: (pyproject.toml, tool.setuptools.data-files)
+INSTALLED_MODEL_DIR = Path(sys.prefix) / "share" / "mammo-cad" / "models" / DEFAULT_MODEL_DIR.name
 MODEL_ENV = "CAD_MODEL_DIR"
 
 
@@ -87,7 +91,11 @@ def sha256_file(path: Path) -> str:
 
 
 def default_model_dir() -> Path:
-    return Path(os.environ.get(MODEL_ENV) or DEFAULT_MODEL_DIR)
+    """The model folder used without --model: CAD_MODEL_DIR, else the released model of a
+    source checkout, else the one installed with the package."""
+    if os.environ.get(MODEL_ENV):
+        return Path(os.environ[MODEL_ENV])
+    return DEFAULT_MODEL_DIR if (DEFAULT_MODEL_DIR / MANIFEST_FILE).is_file() else INSTALLED_MODEL_DIR
 
 
 def read_manifest(model_dir: Path, calibrated: bool = True) -> ModelManifest:
@@ -107,6 +115,9 @@ def load_locked_model(model_dir: Path | None = None, calibrated: bool = True) ->
     The weights are read once; the bytes that are hashed are the bytes that are loaded.
     """
     model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
+    if not (model_dir / MANIFEST_FILE).is_file():
+        how = "name the locked model folder with --model DIR or the CAD_MODEL_DIR environment variable"
+        raise ModelIntegrityError(f"{model_dir}: no locked model here ({MANIFEST_FILE} not found); {how}")
     manifest = read_manifest(model_dir, calibrated)
     weights = model_dir / manifest.weights.file
     if not weights.is_file():

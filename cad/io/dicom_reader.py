@@ -270,6 +270,28 @@ def read_spacing(ds: Dataset, path: Path) -> PixelSpacing:
     )
 
 
+def not_mammogram(header: Dataset) -> str | None:
+    """Why a DICOM object is not a mammogram and so belongs to no exam the CAD analyses (another
+    modality, or no image at all: an SR, a presentation state, this product's own outputs), or
+    None for an MG object. The one rule every driver (`cad detect`, `cad batch`, `cad serve`)
+    applies to the files it is given; it needs only the Modality of the header."""
+    try:
+        modality = _text(header, "Modality")
+    except Exception:  # noqa: BLE001 - a malformed Modality is not MG
+        modality = "(malformed)"
+    if modality == "MG":
+        return None
+    return f"not a mammogram: Modality is '{_shown(modality or '')}' (expected 'MG')"
+
+
+def is_image_object(header: Dataset) -> bool:
+    """Whether a header belongs to an image object (Image Pixel module and an image storage SOP
+    class): only these may be referenced as IMAGE content items of an SR or shown by a
+    presentation state."""
+    sop_class = str(header.get("SOPClassUID", ""))
+    return bool(sop_class) and "Rows" in header and "Columns" in header and "Image" in UID(sop_class).name
+
+
 def _check_identity(ds: Dataset, path: Path) -> None:
     if "SOPClassUID" not in ds and "Modality" not in ds:
         raise _fail(
@@ -277,13 +299,9 @@ def _check_identity(ds: Dataset, path: Path) -> None:
             IngestErrorCode.UNREADABLE,
             "unreadable DICOM header: no SOPClassUID and no Modality",
         )
-    modality = _text(ds, "Modality")
-    if modality != "MG":
-        raise _fail(
-            path,
-            IngestErrorCode.NOT_MG,
-            f"not a mammogram: Modality is '{_shown(modality or '')}' (expected 'MG')",
-        )
+    reason = not_mammogram(ds)
+    if reason:
+        raise _fail(path, IngestErrorCode.NOT_MG, reason)
     sop_class = str(ds.get("SOPClassUID", ""))
     intent = _text(ds, "PresentationIntentType")
     if sop_class == MG_FOR_PROCESSING or intent == "FOR PROCESSING":

@@ -150,13 +150,23 @@ class Study:
 
 @dataclass
 class IngestResult:
-    """Everything read from the inputs: studies, plus failures that name no study."""
+    """Everything read from the inputs: studies of MG images; files that could not be read as
+    DICOM at all (they name no study, and might have been mammograms: not analysed); and DICOM
+    files that are not mammograms (other modalities, SRs, presentation states), which belong to
+    no exam and are listed with why."""
 
     studies: list[Study] = field(default_factory=list)
     unassigned_failures: list[IngestFailure] = field(default_factory=list)
+    not_mammograms: list[IngestFailure] = field(default_factory=list)
 
     @property
     def failures(self) -> list[IngestFailure]:
+        """Every input that is not an analysable image: not analysed, or not a mammogram."""
+        return [*self.not_analysed, *self.not_mammograms]
+
+    @property
+    def not_analysed(self) -> list[IngestFailure]:
+        """Files that might have been mammograms and could not be read or analysed."""
         out = list(self.unassigned_failures)
         for study in self.studies:
             out.extend(study.failures)

@@ -74,6 +74,8 @@ def _failure(path: Path, ds: Dataset | None, code: IngestErrorCode, message: str
 def load(inputs: Iterable[Path | str]) -> IngestResult:
     """Read every input into studies grouped by StudyInstanceUID, in a stable order.
 
+    Only mammograms (Modality MG) make up a study; any other DICOM object goes to
+    ``not_mammograms`` with why, and a file that is not DICOM at all to ``unassigned_failures``.
     A duplicate SOPInstanceUID within a study is recorded as a failure, not merged.
     """
     studies: dict[str, Study] = {}
@@ -81,6 +83,9 @@ def load(inputs: Iterable[Path | str]) -> IngestResult:
     seen: dict[str, set[str]] = {}
     for path in iter_input_files(inputs):
         outcome = load_file(path)
+        if isinstance(outcome, IngestFailure) and outcome.code is IngestErrorCode.NOT_MG:
+            result.not_mammograms.append(outcome)  # belongs to no exam (never an image of an SR)
+            continue
         if isinstance(outcome, IngestFailure):
             uid = outcome.ref.study_instance_uid
             if uid:

@@ -50,7 +50,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRBigEndian
 
 from cad.report.equipment import DEVICE, PR_SERIES_NUMBER
-from cad.result.model import BOX_DIGITS, Finding, FindingView, StudyResult
+from cad.result.model import BOX_DIGITS, Finding, FindingView, StudyResult, shown_score
 
 CONTENT_LABEL = "CAD_MARKS"
 LAYER_NAME = "CAD_MARKS"
@@ -180,14 +180,14 @@ def _description(findings: StudyResult, result_number: int) -> str:
     for a later result that it replaces the earlier CAD marks of the study."""
     algorithm = findings.algorithm
     if result_number == 1:
-        return f"{algorithm.name} {algorithm.version}, operating point {findings.operating_threshold:.4f}"[:64]
+        return f"{algorithm.name} {algorithm.version}, operating point {shown_score(findings.operating_threshold)}"[:64]
     return f"Result {result_number}, replaces earlier CAD marks; {algorithm.name} {algorithm.version}"[:64]
 
 
 def _label(finding: Finding, view: FindingView) -> str:
     """Text shown beside a mark: finding id, score and, when linked, the other view."""
     others = [v.view.value for v in finding.views if v.sop_instance_uid != view.sop_instance_uid]
-    return f"{finding.finding_id} {finding.score:.2f}" + (f" + {others[0]}" if others else "")
+    return f"{finding.finding_id} {shown_score(finding.score)}" + (f" + {others[0]}" if others else "")
 
 
 def _box(view: FindingView) -> tuple[float, float, float, float]:
@@ -198,7 +198,7 @@ def _box(view: FindingView) -> tuple[float, float, float, float]:
 
 def _group_description(finding: Finding) -> str:
     views = "/".join(v.view.value for v in finding.views)
-    return f"{finding.laterality.value} {finding.type.value}, score {finding.score:.3f}, {views}"
+    return f"{finding.laterality.value} {finding.type.value}, score {shown_score(finding.score)}, {views}"
 
 
 def _annotations(

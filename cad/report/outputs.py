@@ -18,6 +18,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 from pydicom.valuerep import DA, DT, TM
 
+from cad.io.dicom_reader import is_image_object
 from cad.io.errors import IngestErrorCode
 from cad.io.image import Study
 from cad.io.uids import derived_uid, output_uids, uid_tail
@@ -74,12 +75,19 @@ class DicomOutputs:
     pr_problem: str | None = None
     prs: tuple[Path, ...] = ()
 
+    def moved(self, old: Path, new: Path) -> DicomOutputs:
+        """The same outputs after their folder ``old`` was renamed ``new``."""
+        def at(path: Path | None) -> Path | None:
+            return new / path.relative_to(old) if path is not None else None
+        return DicomOutputs(at(self.sr), at(self.pr), self.pr_problem, tuple(new / p.relative_to(old) for p in self.prs))
+
 
 def study_headers(study: Study) -> tuple[list[Dataset], list[Dataset]]:
-    """Pixel-free headers of the study's decoded images and of its failed inputs that were DICOM."""
+    """Pixel-free headers of the study's decoded images and of its failed inputs that are DICOM
+    image objects (only images may be referenced as images; anything else stays in findings.json)."""
     images = [image.header for image in study.images if image.header is not None]
     failed = [f.header for f in study.failures
-              if f.header is not None and "SOPInstanceUID" in f.header and "SOPClassUID" in f.header]
+              if f.header is not None and "SOPInstanceUID" in f.header and is_image_object(f.header)]
     return images, failed
 
 

@@ -61,45 +61,116 @@ def render_overlay(
             (ax, ay), (bx, by) = geometry.pectoral_line
             draw.line((ax * scale, ay * scale, bx * scale, by * scale), fill=PECTORAL, width=line_w)
 
-    boxes = [tuple(float(v) * scale for v in mark.box) for mark in marks]
-    placed: list[tuple[float, float, float, float]] = []
-    for mark, box in zip(marks, boxes):  # every box first: labels go on top of all of them
+    boxes: list[Rect] = [(float(m.box[0]) * scale, float(m.box[1]) * scale, float(m.box[2]) * scale,
+                          float(m.box[3]) * scale) for m in marks]
+    header = _header(draw, font, title or f"{image.laterality.value} {image.view.value}", status, boxes, size)
+    placed: list[Rect] = []  # each label's rectangle, highest-scoring mark first
+    anchors: list[tuple[float, float]] = []
+    for n, mark in enumerate(marks):
+        others = [b for k, b in enumerate(boxes) if k != n]
+        anchors.append(_label_place(draw, font, mark.label, boxes[n], others, placed, header, size))
+        placed.append(draw.textbbox(anchors[-1], mark.label, font=font))
+    for mark, box, label in zip(marks, boxes, placed):  # a label that had to move away points at its box
+        leader = _leader(label, box, font.size // 2)
+        if leader is not None:
+            draw.line(leader, fill=mark.color, width=max(1, line_w // 2))
+    for mark, box in zip(marks, boxes):  # boxes over the leaders, labels over the boxes
         draw.rectangle(box, outline=mark.color, width=line_w)
-    for mark, (x0, y0, _, y1) in zip(marks, boxes):
-        # a mark near the right edge keeps its whole label on the canvas: moved left, not clipped
-        text_x = max(0.0, min(x0, size[0] - draw.textlength(mark.label, font=font) - 2))
-        # above the box, else below it, else further down: never over an earlier (higher-scoring)
-        # mark's label
-        step = font.size + 4
-        text_y = y0 - step if y0 > step + 2 else y1 + 4  # where it goes when every place is taken
-        tries = [y0 - step] + [y1 + 4 + k * step for k in range(len(marks) + 1)]
-        for y in (y for y in tries if 0 <= y <= size[1] - step):
-            if not any(_overlap(draw.textbbox((text_x, y), mark.label, font=font), other) for other in placed):
-                text_y = y
-                break
-        bbox = draw.textbbox((text_x, text_y), mark.label, font=font)
-        placed.append(bbox)
-        draw.rectangle(bbox, fill=(0, 0, 0))
-        draw.text((text_x, text_y), mark.label, fill=mark.color, font=font)
-
-    heading = title or f"{image.laterality.value} {image.view.value}"
-    bbox = draw.textbbox((8, 8), heading, font=font)
-    draw.rectangle((bbox[0] - 4, bbox[1] - 4, bbox[2] + 4, bbox[3] + 4), fill=(0, 0, 0))
-    draw.text((8, 8), heading, fill=(255, 255, 255), font=font)
-    if status is not None:
-        text, warning = status
-        top = bbox[3] + 10
-        line = draw.textbbox((8, top), text, font=font)
-        draw.rectangle((line[0] - 4, line[1] - 4, line[2] + 4, line[3] + 4), fill=(160, 0, 0) if warning else (0, 0, 0))
-        draw.text((8, top), text, fill=(255, 255, 255), font=font)
+    for mark, label, anchor in zip(marks, placed, anchors):
+        draw.rectangle(label, fill=(0, 0, 0))
+        draw.text(anchor, mark.label, fill=mark.color, font=font)
+    for (rect, fill), (at, text) in header:  # drawn last, over anything
+        draw.rectangle(rect, fill=fill)
+        draw.text(at, text, fill=(255, 255, 255), font=font)
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)
     return path
 
 
-def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
+Rect = tuple[float, float, float, float]
+#: how many label rows away from its box a label may go to find a free place
+SEARCH_ROWS = 12
+#: a banner line: (its rectangle, its fill), (where its text goes, the text)
+Banner = tuple[tuple[Rect, tuple[int, int, int]], tuple[tuple[float, float], str]]
+
+
+def _header(draw: ImageDraw.ImageDraw, font: ImageFont.FreeTypeFont, heading: str, status: tuple[str, bool] | None,
+            boxes: Sequence[Rect], size: tuple[int, int]) -> list[Banner]:
+    """The banner lines: the title, and the status line under it (red when it is a warning), at
+    the top left, or at the bottom left when that hides less of the marks' boxes."""
+
+    def lines_at(top: float) -> list[Banner]:
+        bbox = draw.textbbox((8, top), heading, font=font)
+        lines: list[Banner] = [(((bbox[0] - 4, bbox[1] - 4, bbox[2] + 4, bbox[3] + 4), (0, 0, 0)), ((8, top), heading))]
+        if status is not None:
+            text, warning = status
+            below = bbox[3] + 10
+            line = draw.textbbox((8, below), text, font=font)
+            lines.append((((line[0] - 4, line[1] - 4, line[2] + 4, line[3] + 4), (160, 0, 0) if warning else (0, 0, 0)),
+                          ((8, below), text)))
+        return lines
+
+    def hidden(lines: list[Banner]) -> float:
+        return sum(_area(rect, box) for (rect, _), _ in lines for box in boxes)
+
+    top = lines_at(8)
+    height = max(rect[3] for (rect, _), _ in top) - 8
+    bottom = lines_at(size[1] - height - 8)
+    return bottom if hidden(bottom) < hidden(top) else top
+
+
+def _leader(label: Rect, box: Rect, near: float) -> tuple[float, float, float, float] | None:
+    """A line from a label to its box when the label is not beside it (None when it is)."""
+    cx = min(max((label[0] + label[2]) / 2, box[0]), box[2])
+    cy = min(max((label[1] + label[3]) / 2, box[1]), box[3])
+    lx = min(max(cx, label[0]), label[2])
+    ly = min(max(cy, label[1]), label[3])
+    return (lx, ly, cx, cy) if abs(lx - cx) + abs(ly - cy) > near else None
+
+
+def _label_place(draw: ImageDraw.ImageDraw, font: ImageFont.FreeTypeFont, label: str, box: Rect, others: list[Rect],
+                 placed: list[Rect], header: list[Banner], size: tuple[int, int]) -> tuple[float, float]:
+    """Where a mark's label goes: beside its box (above, below, left, right, then further down or
+    up), on the canvas, covering neither another mark's box, an earlier (higher-scoring) label,
+    nor the banner. When every place is taken, the one covering the least of the other boxes and
+    labels, and still never the banner."""
+    width, step = draw.textlength(label, font=font) + 2, font.size + 4
+    x0, y0, x1, y1 = box
+
+    def fit_x(x: float) -> float:
+        return max(0.0, min(x, size[0] - width))
+
+    spots = [(fit_x(x0), y0 - step), (fit_x(x0), y1 + 4), (fit_x(x1 - width), y0 - step), (fit_x(x1 - width), y1 + 4),
+             (x0 - width - 4, y0), (x1 + 4, y0)]
+    for k in range(1, SEARCH_ROWS + 1):  # then further away, row by row, below and above
+        spots += [(x, y) for y in (y1 + 4 + k * step, y0 - step - k * step) for x in (fit_x(x0), fit_x(x1 - width))]
+    banner = [rect for (rect, _), _ in header]
+    best: tuple[float, tuple[float, float]] | None = None
+    for x, y in spots:
+        if x < 0 or y < 0 or x + width > size[0] or y + step > size[1]:
+            continue
+        rect = draw.textbbox((x, y), label, font=font)
+        if any(_overlap(rect, b) for b in banner):
+            continue
+        covered = sum(_area(rect, other) for other in [*others, *placed])
+        if covered == 0:
+            return x, y
+        if best is None or covered < best[0]:
+            best = (covered, (x, y))
+    if best is not None:
+        return best[1]
+    below_banner = max(r[3] for r in banner) + 2
+    return fit_x(x0), max(below_banner, min(y1 + 4, size[1] - step))
+
+
+def _area(a: Rect, b: Rect) -> float:
+    """The area two (x0, y0, x1, y1) rectangles share."""
+    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def _overlap(a: Rect, b: Rect) -> bool:
     """Whether two (x0, y0, x1, y1) rectangles share any area."""
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+    return _area(a, b) > 0
 
 
 def reference_marks(path: Path) -> dict[str, list[Mark]]:

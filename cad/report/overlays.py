@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cad.analysis.pipeline import AnalysedView
 from cad.report.overlay import Mark, render_overlay
-from cad.result.model import StudyResult
+from cad.result.model import StudyResult, shown_score
 
 LINKED = (0, 210, 255)
 SINGLE = (255, 150, 0)
@@ -37,9 +37,9 @@ def write_overlays(findings: StudyResult, views: Sequence[AnalysedView], folder:
                     continue
                 other = [o.view.value for o in f.views if o.sop_instance_uid != uid]
                 link = f" + {other[0]}" if other else " (this view only)"
-                marks.append(Mark(fv.box, f"{f.finding_id} {f.score:.2f}{link}", LINKED if other else SINGLE))
+                marks.append(Mark(fv.box, f"{f.finding_id} {shown_score(f.score)}{link}", LINKED if other else SINGLE))
         title = (f"{v.image.laterality.value} {v.image.view.value}   CAD marks: {len(marks)}   "
-                 f"(score >= {findings.operating_threshold:.2f}; blue = linked CC/MLO, orange = one view)")
+                 f"(score >= {shown_score(findings.operating_threshold)}; blue = linked CC/MLO, orange = one view)")
         written.append(render_overlay(v.image, v.view_input.geometry, marks,
                                       folder / overlay_name(v.image.laterality.value, v.image.view.value, uid), title,
                                       completeness(findings)))

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cad.io import atomic
 from cad.result.model import (
     BOX_DIGITS,
     SCORE_DIGITS,
@@ -92,9 +93,8 @@ def result_to_json(result: StudyResult) -> str:
 
 
 def write_result(result: StudyResult, path: Path) -> Path:
-    """Write ``result`` as findings.json at ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(result_to_json(result))
+    """Write ``result`` as findings.json at ``path`` (whole or not at all)."""
+    atomic.write_text(path, result_to_json(result))
     return path
 
 

@@ -21,6 +21,15 @@ from cad.io.image import Laterality, View
 
 SCORE_DIGITS = 6
 BOX_DIGITS = 2
+#: digits of a score or the operating threshold wherever a person reads it (console, overlays,
+#: presentation state labels, dashboard, reports); the data (findings.json, SR parameters) keep
+#: SCORE_DIGITS. Marks and threshold at the same precision: rounding keeps score >= threshold.
+SHOWN_DIGITS = 3
+
+
+def shown_score(value: float) -> str:
+    """A score or the operating threshold as people read it: ``0.116``."""
+    return f"{value:.{SHOWN_DIGITS}f}"
 #: the views a finding may be seen on (a linked finding: one of each)
 FINDING_VIEWS = (View.CC, View.MLO)
 

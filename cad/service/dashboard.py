@@ -40,6 +40,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 import cad
 from cad.io.uids import uid_tail
+from cad.result.model import shown_score
 from cad.service import alerts, audit, drift, outcomes
 from cad.service.queue import PENDING, RUNNING, STATES, Job, JobQueue
 
@@ -199,6 +200,7 @@ def _templates() -> Environment:
     env.filters["when"] = _when
     env.filters["duration"] = _duration
     env.filters["uid_tail"] = uid_tail
+    env.filters["score"] = shown_score  # scores and the threshold as every other output shows them
     return env
 
 

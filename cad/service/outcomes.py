@@ -108,7 +108,7 @@ def parse(path: Path, text: str | None = None) -> tuple[list[Outcome], list[str]
         row = {(k or "").strip(): (v or "").strip() for k, v in raw.items() if k is not None}
         problem, outcome = _row(row)
         if problem:
-            refused.append(f"{path.name} line {line}: {problem}; row not imported")
+            refused.append(f"{path} line {line}: {problem}; row not imported")
         elif outcome is not None:
             good.append(outcome)
     return good, refused, ignored

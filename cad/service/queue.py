@@ -29,6 +29,9 @@ from cad.io.uids import uid_tail
 from cad.service import audit
 
 PENDING, RUNNING, DONE, FAILED, SUPERSEDED = "pending", "running", "done", "failed", "superseded"
+#: a job waiting for the machine (no space left) is tried again after the backoff of this many
+#: attempts (16 s with the default policy): seldom enough not to analyse it over and over
+WAIT_ATTEMPTS = 4
 STATES = (PENDING, RUNNING, DONE, FAILED, SUPERSEDED)
 
 
@@ -192,6 +195,14 @@ class JobQueue:
         with self.transaction() as db:
             db.execute("UPDATE jobs SET state = ?, next_attempt = ?, reason = ? WHERE id = ?",
                        (PENDING, time.time() + self.retry.delay(job.attempts), reason, job.id))
+            return _job(db, job.id)
+
+    def wait(self, job: Job, reason: str) -> Job:
+        """The machine cannot take the job's outputs now (no space left): back to pending after
+        the backoff of its attempts, without using one up (a full disk is not the study's fault)."""
+        with self.transaction() as db:
+            db.execute("UPDATE jobs SET state = ?, attempts = MAX(attempts - 1, 0), next_attempt = ?, reason = ? "
+                       "WHERE id = ?", (PENDING, time.time() + self.retry.delay(WAIT_ATTEMPTS), reason, job.id))
             return _job(db, job.id)
 
     def requeue(self, job_id: int, who: str) -> Job:

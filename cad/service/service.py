@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import threading
 import time
 from contextlib import closing
@@ -99,6 +100,8 @@ class ServiceConfig:
         for path in (watch, tls_cert, tls_key, dicomweb_auth_file):
             if path is not None and not path.exists():
                 raise ValueError(f"{path}: no such file or folder")
+        if watch is not None and not watch.is_dir():
+            raise ValueError(f"--watch {watch}: not a folder")
         if api and token_file is None:
             raise ValueError("--api needs --token-file: the API never runs without authentication")
         if (tls_cert is None) != (tls_key is None):
@@ -126,6 +129,29 @@ class ServiceConfig:
         return {"dicomweb": self.dicomweb, "watch": str(self.watch) if self.watch else None,
                 "scp": f"{self.scp[0]}:{self.scp[1]}" if self.scp else None, "send": self.send,
                 "api": f"{self.api[0]}:{self.api[1]}" if self.api else None}
+
+
+class ListenerError(Exception):
+    """A port the service was told to listen on cannot be opened (in use, not permitted): the
+    service stops rather than run without it."""
+
+
+def listening_socket(host: str, port: int, option: str) -> socket.socket:
+    """A TCP socket bound to ``host:port`` and listening; ListenerError naming ``option`` otherwise."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+            sock.listen(2048)
+        except OSError:
+            sock.close()
+            raise
+    except OSError as exc:
+        raise ListenerError(f"{option} {host}:{port}: cannot listen: {(exc.strerror or str(exc)).lower()}") from None
+    return sock
 
 
 class Service:
@@ -185,7 +211,8 @@ class Service:
         return self._verified
 
     def readiness(self) -> dict[str, bool]:
-        checks = {"model_verified": self._model_verified(), "database": True, "running": not self._stop.is_set()}
+        checks = {"model_verified": self._model_verified(), "database": True, "running": not self._stop.is_set(),
+                  "outputs_writable": self.worker.storage_problem is None}
         try:
             with closing(store.connect(self.config.state)) as connection:
                 JobQueue(connection).counts()
@@ -214,7 +241,6 @@ class Service:
     def _start_api(self) -> None:
         import uvicorn
 
-
         assert self.config.api and self.config.token
         from cad.service.api import create_app
 
@@ -224,12 +250,15 @@ class Service:
         host, port = self.config.api
         tls: dict[str, Any] = ({"ssl_certfile": str(self.config.tls[0]), "ssl_keyfile": str(self.config.tls[1])}
                                if self.config.tls else {})
+        # bound here, in the caller's thread, so that a port that cannot be opened stops the
+        # service (uvicorn binding in its own thread would only log it and leave no API)
+        sock = listening_socket(host, port, "--api")
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                                                **tls))
         # older uvicorn's Server method; current uvicorn has no such attribute (it installs no
         # signal handlers off the main thread), so its type hints do not know it
         server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
-        threading.Thread(target=server.run, name="cad-api", daemon=True).start()
+        threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="cad-api", daemon=True).start()
         self._api_server = server
 
     def _poll(self) -> None:
@@ -266,19 +295,24 @@ class Service:
 
     def run(self, once: bool = False) -> dict[str, int]:
         """Serve until stopped (or, with ``once``, until everything found is finished)."""
-        recovered = self.queue.recover()
-        if recovered:
-            log.warning("%d job(s) left running by a stopped process were put back in the queue", recovered)
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self.stop)
-            signal.signal(signal.SIGINT, self.stop)
-        if self.scp:
-            self.scp.start()
-        if self.config.api:
-            self._start_api()
-        log.info("serving %s", {k: v for k, v in self.config.describe().items() if v})
-        next_poll = next_check = 0.0
         try:
+            # every listener first: one that cannot open its port stops the service before any work
+            if self.scp:
+                try:
+                    self.scp.start()
+                except OSError as exc:
+                    raise ListenerError(f"--scp {self.scp.ae_title}:{self.scp.port}: cannot listen on port "
+                                        f"{self.scp.port}: {(exc.strerror or str(exc)).lower()}") from None
+            if self.config.api:
+                self._start_api()
+            recovered = self.queue.recover()
+            if recovered:
+                log.warning("%d job(s) left running by a stopped process were put back in the queue", recovered)
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, self.stop)
+                signal.signal(signal.SIGINT, self.stop)
+            log.info("serving %s", {k: v for k, v in self.config.describe().items() if v})
+            next_poll = next_check = 0.0
             while not self._stop.is_set():
                 now = time.time()
                 if now >= next_poll:
@@ -292,6 +326,8 @@ class Service:
                     self.worker.process(job)
                     self._check_alerts()  # a failed study or a drift is alerted as soon as it is known
                     next_check = time.time() + self.config.alert_seconds
+                    if once and self.worker.storage_problem:  # kept for the next run; it cannot finish now
+                        break
                     continue
                 if once and self.queue.idle() and not self._settling():
                     self._check_alerts()  # the last word on what failed

@@ -19,7 +19,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from cad.io.codes import MG_FOR_PRESENTATION, MG_FOR_PROCESSING
-from cad.io.dicom_reader import SUPPORTED_TRANSFER_SYNTAXES
+from cad.io.dicom_reader import SUPPORTED_TRANSFER_SYNTAXES, not_mammogram
 from cad.io.dicomweb import DicomWeb, PacsError, RemoteInstance
 from cad.io.loader import iter_input_files
 from cad.io.uids import is_valid_uid, uid_tail
@@ -93,14 +93,15 @@ def _header(path: Path) -> Dataset | None:
 
 
 def mg_instances_of(headers: Iterable[Dataset]) -> list[Instance]:
-    """The MG images among file headers, as queue instances."""
+    """The mammograms among file headers, as queue instances (by the rule every driver applies:
+    :func:`cad.io.dicom_reader.not_mammogram`)."""
     return [Instance(str(h.get("SeriesInstanceUID", "")), str(h.SOPInstanceUID)) for h in headers
-            if h.get("Modality") == "MG" and h.get("SOPInstanceUID")]
+            if not_mammogram(h) is None and h.get("SOPInstanceUID")]
 
 
 def files_of_job(job: Job, folder: Path) -> list[Path]:
-    """The job's files in ``folder`` (its MG instances, and files of the study that are not MG
-    images so that the analysis can record them as not analysed)."""
+    """The job's files in ``folder``: its mammograms (any other object of the study, an SR or a
+    presentation state say, is no part of the exam and never analysed or referenced)."""
     wanted = {i.sop_uid for i in job.instances}
     out = []
     for path in iter_input_files([folder]):
@@ -109,8 +110,7 @@ def files_of_job(job: Job, folder: Path) -> list[Path]:
         header = _header(path)
         if header is None:
             continue
-        if str(header.get("StudyInstanceUID", "")) == job.study_uid and (
-                str(header.get("SOPInstanceUID", "")) in wanted or header.get("Modality") != "MG"):
+        if str(header.get("StudyInstanceUID", "")) == job.study_uid and str(header.get("SOPInstanceUID", "")) in wanted:
             out.append(path)
     return out
 
@@ -132,6 +132,8 @@ class WatchFolder:
         self.root = root
         self.quiet = quiet_seconds
         self._cache: dict[Path, _Seen] = {}
+        #: files that are not work, each said once per version (modification time)
+        self._reported: dict[Path, float] = {}
         self.unsettled = 0
 
     def _headers(self) -> dict[Path, tuple[Dataset | None, float]]:
@@ -152,10 +154,19 @@ class WatchFolder:
 
     def poll(self, queue: JobQueue) -> int:
         groups: dict[str, list[tuple[Path, Dataset, float]]] = {}
+        now = time.time()
         for path, (header, mtime) in self._headers().items():
-            if header is not None and header.get("StudyInstanceUID"):
+            if header is not None and header.get("StudyInstanceUID") and not_mammogram(header) is None:
                 groups.setdefault(str(header.StudyInstanceUID), []).append((path, header, mtime))
-        now, added, unsettled = time.time(), 0, 0
+            elif now - mtime >= self.quiet and self._reported.get(path) != mtime:  # settled: not a file being copied
+                self._reported[path] = mtime
+                reason = not_mammogram(header) if header is not None else None
+                if reason:
+                    log.warning("skipped: %s: %s", path, reason)
+                else:  # it might have been a mammogram
+                    log.warning("not analysed: %s: %s", path, "not a DICOM file (no DICM preamble or header)"
+                                if header is None else "no StudyInstanceUID")
+        added, unsettled = 0, 0
         for uid, files in groups.items():
             if now - max(m for _, _, m in files) < self.quiet:
                 unsettled += 1

@@ -3,7 +3,8 @@ presentation states, and finish the job with its audit record.
 
 A study in which no image can be analysed ends ``failed`` with the reasons, and its SR (which
 lists every image as not analysed, with why) is still delivered. PACS errors are transient:
-the job goes back to the queue with backoff.
+the job goes back to the queue with backoff. Outputs that cannot be stored (no space left) keep
+the job waiting, without using up its attempts, until they can.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from pydicom.dataset import Dataset
 import cad
 from cad.detect.locked import LockedModel, sha256_file
 from cad.detect.runtime import Runtime
-from cad.io import load
+from cad.io import atomic, load
 from cad.io.dicomweb import PacsError
 from cad.io.uids import uid_tail
-from cad.job import StudyOutcome, run_studies
+from cad.job import OutputsNotWritten, StudyOutcome, StudyState, run_studies
 from cad.result.findings_json import FINDINGS_FILE
 from cad.service import drift, input_drift
 from cad.service.metrics import ServiceMetrics
@@ -58,6 +59,11 @@ class Worker:
     overlays: bool = False
     #: counters and histograms of finished jobs (/metrics); None: not counted
     metrics: ServiceMetrics | None = None
+    #: why the last job's outputs could not be stored (no space left...), until a job's are again:
+    #: the readiness check ``outputs_writable`` (an alert while it lasts)
+    storage_problem: str | None = None
+    #: studies finished in this process whose results are incomplete (some images not analysed)
+    incomplete: int = 0
     _last_record: dict[int, dict[str, Any]] = field(default_factory=dict, init=False, repr=False)
 
     def results_folder(self, job: Job) -> Path:
@@ -105,6 +111,8 @@ class Worker:
         except PacsError as exc:
             log.warning("study %s: %s; will retry", uid_tail(job.study_uid), exc)
             return self.queue.retry_later(job, str(exc), {**base, "event": "analysis"})
+        except OutputsNotWritten as exc:  # the machine's condition: the job waits for it to change
+            return self._wait_for_storage(job, atomic.describe(exc.error))
         except Exception as exc:  # a defect must not stop the service; the job records it
             log.error("study %s: internal error (%s)", uid_tail(job.study_uid), type(exc).__name__, exc_info=True)
             return self.queue.finish(job, FAILED, {**base, "event": "analysis"},
@@ -112,17 +120,19 @@ class Worker:
         finally:
             if job.source == "dicomweb":  # fetched copies; other sources' files stay where they are
                 shutil.rmtree(work, ignore_errors=True)
+        self.storage_problem = None
         result = outcome.result
         analysed = outcome.images_analysed
-        not_analysed = [i for i in result.images if not i.analysed]
-        reasons = sorted({i.reason or "unknown" for i in not_analysed})
-        state = DONE if analysed else FAILED
-        reason = None if analysed else "no image could be analysed: " + "; ".join(reasons)
+        # the one rule of `cad detect` and `cad batch` (cad.job.StudyState); an incomplete study is
+        # done, its reason says what was not analysed
+        state = FAILED if outcome.state is StudyState.FAILED else DONE
+        reason = outcome.reason
+        self.incomplete += outcome.state is StudyState.INCOMPLETE
         marks = result.marks
         record = {
-            **base, "event": "analysis", "status": state,
-            "images_analysed": analysed, "images_not_analysed": len(not_analysed),
-            "not_analysed_reasons": reasons,
+            **base, "event": "analysis", "status": state, "result": outcome.state.value,
+            "images_analysed": analysed, "images_not_analysed": outcome.images_not_analysed,
+            "not_analysed_reasons": outcome.not_analysed_reasons,
             "findings": len(result.findings), "marks_at_operating_point": len(marks),
             "outputs": {k: v for k, v in outputs.items() if k != "delivered"},
             "seconds": round(time.time() - started, 3),
@@ -135,9 +145,19 @@ class Worker:
         input_drift.record(self.queue.db, job.id, finished, list(outcome.views))
         if reason:
             log.warning("study %s: %s", uid_tail(job.study_uid), reason)
+            for line in outcome.problems:
+                log.warning("study %s: %s", uid_tail(job.study_uid), line)
         else:
             log.info("study %s: analysed %d images, %d marks", uid_tail(job.study_uid), analysed, len(marks))
         return self.queue.finish(job, state, record, outputs=outputs, reason=reason)
+
+    def _wait_for_storage(self, job: Job, problem: str) -> Job:
+        """Outputs that cannot be stored (no space left...): the job is kept and tried again after
+        the backoff without using up its attempts, and the service is not ready until outputs
+        are stored again; nothing already done is touched."""
+        self.storage_problem = f"outputs cannot be stored: {problem}"
+        log.error("study %s: %s; the job waits and is tried again", uid_tail(job.study_uid), self.storage_problem)
+        return self.queue.wait(job, self.storage_problem)
 
     def _analyse(self, job: Job, paths: list[Path], clock: StageClock) -> StudyOutcome:
         with clock.stage(Stage.DECODE):

@@ -17,7 +17,17 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cad.cli import EXIT_MODEL, EXIT_NOTHING_ANALYSED, EXIT_USAGE, console, err, require_existing, verified_model
+from cad.cli import (
+    EXIT_MODEL,
+    EXIT_NOTHING_ANALYSED,
+    EXIT_USAGE,
+    console,
+    err,
+    output_file_option,
+    output_folder_option,
+    require_existing,
+    verified_model,
+)
 
 #: what the tooling verbs need beyond the device (the ``dev`` extra)
 TOOLING_MODULES = ("matplotlib", "openpyxl", "jsonschema")
@@ -35,7 +45,8 @@ def register(app: typer.Typer) -> None:
         app.command()(verb)
     app.command("reader-study")(reader_study)
     app.command("monitoring-reference")(monitoring_reference)
-    release_app = typer.Typer(help="Model change control under the pre-specified protocol.", no_args_is_help=True)
+    release_app = typer.Typer(help="Model change control under the pre-specified protocol.", no_args_is_help=True,
+                           rich_markup_mode=None)
     release_app.command("compare")(release_compare)
     app.add_typer(release_app, name="release")
 
@@ -59,7 +70,7 @@ def monitoring_reference(
 
 
 def phantom(
-    out: Annotated[Path, typer.Option("--out", help="Output folder (DICOM files + truth.json).")],
+    out: Annotated[Path, output_folder_option("Output folder (DICOM files + truth.json).")],
     exams: Annotated[int, typer.Option("--exams", min=1, help="Number of 4-view exams.")] = 1,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Random seed (same seed, same files).")] = 0,
     spacing: Annotated[
@@ -85,7 +96,7 @@ def phantom(
 
 def bench(
     inputs: Annotated[list[Path], typer.Argument(help="Folder(s) of DICOM exams to time (4-view exams).")],
-    json_out: Annotated[Path, typer.Option("--json", help="Write the measurements here (JSON).")],
+    json_out: Annotated[Path, output_file_option("Write the measurements here (JSON).", "--json")],
     runtimes: Annotated[str, typer.Option(
         "--runtimes", help="Comma-separated runtimes to time; those that cannot run here are listed as unavailable.")
     ] = "torch,onnxruntime,tensorrt",
@@ -157,9 +168,7 @@ def bench(
 def evaluate(
     truth: Annotated[Path, typer.Option("--truth", help="truth.json (phantom or converted dataset).")],
     findings: Annotated[Path, typer.Option("--findings", help="`cad detect` output folder.")],
-    out: Annotated[
-        Path, typer.Option("--out", help="Report folder: metrics.json, operating_points.csv, plots, report.html.")
-    ],
+    out: Annotated[Path, output_folder_option("Report folder: metrics.json, operating_points.csv, plots, report.html.")],
     min_diameter: Annotated[float, typer.Option("--min-diameter-mm", help="Smallest lesion counted.")] = 8.0,
     iou: Annotated[
         float | None, typer.Option("--iou", help="Localise by IoU >= this instead of centre-in-box.")
@@ -222,9 +231,7 @@ def evaluate(
 
 def train(
     config: Annotated[Path, typer.Option("--config", help="Training recipe (YAML).")],
-    out: Annotated[
-        Path | None, typer.Option("--out", help="Run folder (default: runs/<name>).")
-    ] = None,
+    out: Annotated[Path | None, output_folder_option("Run folder (default: runs/<name>).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's checkpoint.")] = False,
 ) -> None:
     """Train the detector on phantom or public-dataset images, or (a recipe with `stage: second`)
@@ -260,11 +267,10 @@ def reader_study(
         metavar="INPUT", help="Ratings: flat CSV (reader,treatment,case,truth,rating), iMRMC file or JAFROC "
                               "workbook (sheets Truth, TP, FP; ROC or FROC).")],
     fom: Annotated[str, typer.Option("--fom", help="Figure of merit: wilcoxon (ROC data) or wafroc (FROC data).")],
-    json_out: Annotated[Path, typer.Option("--json", help="Write the results here (JSON, reader_study schema).")],
+    json_out: Annotated[Path, output_file_option("Write the results here (JSON, reader_study schema).", "--json")],
     method: Annotated[str, typer.Option("--method", help="or (Obuchowski-Rockette, Hillis ddf), dbm, or both.")] = "or",
-    report: Annotated[
-        Path | None, typer.Option("--report", help="Folder for the HTML and PDF report with curves.")
-    ] = None,
+    report: Annotated[Path | None, output_folder_option("Folder for the HTML and PDF report with curves.", "--report")
+                      ] = None,
     alpha: Annotated[float, typer.Option("--alpha", min=0.001, max=0.5, help="1 - confidence level.")] = 0.05,
 ) -> None:
     """MRMC reader-study analysis (OR/DBM; RRRC, FRRC, RRFC) of ROC or FROC ratings, as RJafroc."""
@@ -318,7 +324,7 @@ def reader_study(
 
 
 def trace(
-    out: Annotated[Path, typer.Option("--out", help="Folder for the matrices (CSV, HTML, JSON) and gaps.txt.")],
+    out: Annotated[Path, output_folder_option("Folder for the matrices (CSV, HTML, JSON) and gaps.txt.")],
     junit: Annotated[Path, typer.Option("--junit", help="JUnit XML of the test run to trace.")] = Path(
         "reports/junit.xml"),
     strict: Annotated[bool, typer.Option(
@@ -362,13 +368,12 @@ def release_compare(
     released: Annotated[Path, typer.Option("--released", help="The released locked model folder.")],
     candidate: Annotated[Path, typer.Option("--candidate", help="The candidate locked model folder.")],
     protocol: Annotated[Path, typer.Option("--protocol", help="The acceptance protocol (docs/change-protocol.yaml).")],
-    out: Annotated[Path, typer.Option("--out", help="Folder: verdict.json, report.html/.pdf, release-notes entry.")],
+    out: Annotated[Path, output_folder_option("Folder: verdict.json, report.html/.pdf, release-notes entry.")],
     data: Annotated[Path | None, typer.Option(
         "--data", help="Where the sequestered sets are (generated from their seeds when absent; default OUT/data).")
     ] = None,
-    record: Annotated[Path | None, typer.Option(
-        "--record", help="Also copy verdict.json here (docs/acceptance/NAME.json: listed in the release notes).")
-    ] = None,
+    record: Annotated[Path | None, output_file_option(
+        "Also copy verdict.json here (docs/acceptance/NAME.json: listed in the release notes).", "--record")] = None,
     candidate_runtime: Annotated[str | None, typer.Option(
         "--candidate-runtime", help="Run the candidate with this runtime (a variant, e.g. onnxruntime-int8); "
                                     "default: the protocol's.")] = None,

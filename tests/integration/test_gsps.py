@@ -155,7 +155,7 @@ def test_gsps_references_the_analysed_images_and_draws_the_marks(
             right, bottom = text.BoundingBoxBottomRightHandCorner
             assert 0 <= left < right <= cols and 0 <= top < bottom <= rows, "label inside the image"
             finding_id = groups[text.GraphicGroupID]
-            assert text.UnformattedTextValue.startswith(f"{finding_id} {scores[finding_id]:.2f}")
+            assert text.UnformattedTextValue.startswith(f"{finding_id} {scores[finding_id]:.3f}")
         assert len(annotation.TextObjectSequence) == len(annotation.GraphicObjectSequence)
     assert drawn == expected
     assert not below & set(drawn), "a finding below the operating point is drawn"

@@ -49,11 +49,11 @@ def test_bad_rows_are_refused_one_line_each_and_only_coded_values_are_stored(tmp
     report = outcomes.import_file(connection, path)
     assert report.imported == 3 and report.ignored_columns == ("PatientName",)
     assert list(report.refused) == [
-        "outcomes.csv line 3: StudyInstanceUID is not a valid DICOM UID; row not imported",
-        "outcomes.csv line 4: assessment '7' is not a BI-RADS category 0-6; row not imported",
-        "outcomes.csv line 5: recall 'maybe' is not yes or no; row not imported",
-        "outcomes.csv line 6: pathology 'cancer' is not one of malignant, benign, none (or empty); row not imported",
-        "outcomes.csv line 9: a malignant pathology without a recall is not a screening outcome this format covers; "
+        f"{path} line 3: StudyInstanceUID is not a valid DICOM UID; row not imported",
+        f"{path} line 4: assessment '7' is not a BI-RADS category 0-6; row not imported",
+        f"{path} line 5: recall 'maybe' is not yes or no; row not imported",
+        f"{path} line 6: pathology 'cancer' is not one of malignant, benign, none (or empty); row not imported",
+        f"{path} line 9: a malignant pathology without a recall is not a screening outcome this format covers; "
         "row not imported",
     ]
     stored = [dict(r) for r in connection.execute("SELECT * FROM outcomes ORDER BY study_uid")]
@@ -116,7 +116,7 @@ def test_the_outcomes_command(tmp_path: Path) -> None:
     result = subprocess.run([*cad, "import", str(path), "--state", str(tmp_path / "state")], capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0 and "imported 1 outcome(s); refused 1" in result.stdout
-    assert "error: outcomes.csv line 3: assessment '9' is not a BI-RADS category 0-6" in result.stderr
+    assert f"refused: {path} line 3: assessment '9' is not a BI-RADS category 0-6" in result.stderr
     assert "columns not read (not part of the format): PatientName" in result.stderr and "Traceback" not in result.stderr
     report = subprocess.run([*cad, "report", "--state", str(tmp_path / "state")], capture_output=True, text=True,
                             timeout=120)

@@ -48,27 +48,29 @@ def test_batch_writes_what_detect_writes_once_and_records_what_it_cannot_use(tmp
     other.SOPClassUID, other.SOPInstanceUID = pydicom.uid.CTImageStorage, "2.25.1"
     other.StudyInstanceUID, other.Modality = "2.25.2", "CT"
     other.save_as(archive / "ct.dcm", enforce_file_format=True)
-    (archive / "notes.txt").write_text("not DICOM")
+    (archive / "notes.txt").write_text("a sidecar: not read")
+    (archive / "broken.dcm").write_text("not DICOM")
 
     out = tmp_path / "batch"
     ran = subprocess.run([*CAD, "batch", str(archive), "--out", str(out)], capture_output=True, text=True, timeout=600,
                          env=REPRODUCIBLE)
-    assert ran.returncode == 0, ran.stderr
+    assert ran.returncode == 5, ran.stderr  # the corrupt image and the unreadable file: incomplete
     report = json.loads((out / "batch-report.json").read_text())
     assert report["studies_discovered"] == 2 and report["studies_done_this_run"] == 2
-    assert {Path(f["file"]).name: f["reason"] for f in report["files_not_work"]} == {
-        "ct.dcm": "modality CT, not MG", "notes.txt": "not a DICOM file (InvalidDicomError)"}
+    assert report["studies_incomplete_this_run"] == 1 and report["incomplete_in_ledger"] == 1
+    assert {Path(f["file"]).name: f["reason"] for f in report["files_not_mammograms"]} == {
+        "ct.dcm": "not a mammogram: Modality is 'CT' (expected 'MG')"}
+    assert report["files_not_analysed"] == [{"file": str(archive / "broken.dcm"),
+                                             "reason": "not a DICOM file (no DICM preamble or header)"}]
+    assert f"not analysed: {corrupt}: " in ran.stderr, "the image not analysed, named by its path"
     assert report["stage_seconds_per_study"] and report["studies_per_hour"] > 0
 
     detected = tmp_path / "detect"
     subprocess.run([*CAD, "detect", str(archive), "--out", str(detected), "--no-overlays"], capture_output=True,
                    text=True, timeout=600, env=REPRODUCIBLE)
     batch_studies, detect_studies = _study_folders(out), _study_folders(detected)
-    # `cad detect` files the CT instance under its own study (nothing analysable, no SR: one
-    # error line, no traceback); `cad batch` lists it in its report instead
-    ct_study = json.loads((detect_studies.pop("2.25.2") / "findings.json").read_text())
-    assert [i["status"] for i in ct_study["images"]] != ["analyzed"]
-    assert set(batch_studies) == set(detect_studies) and len(batch_studies) == 2
+    # the CT instance belongs to no exam in either (one rule, SRS-OUT-006): no study, no SR
+    assert set(batch_studies) == set(detect_studies) and len(batch_studies) == 2 and "2.25.2" not in detect_studies
     for uid, folder in batch_studies.items():
         theirs = detect_studies[uid]
         assert {p.name for p in folder.iterdir()} == {p.name for p in theirs.iterdir()} | {"batch-record.json"}
@@ -87,7 +89,7 @@ def test_batch_writes_what_detect_writes_once_and_records_what_it_cannot_use(tmp
               and p.parent != out}
     again = subprocess.run([*CAD, "batch", str(archive), "--out", str(out)], capture_output=True, text=True,
                            timeout=600)
-    assert again.returncode == 0, again.stderr
+    assert again.returncode == 5, again.stderr  # the incomplete study done earlier is still incomplete
     second = json.loads((out / "batch-report.json").read_text())
     assert second["skipped_already_done"] == 2 and second["studies_done_this_run"] == 0
     assert before == {p: p.stat().st_mtime_ns for p in before}
@@ -97,7 +99,7 @@ def test_batch_writes_what_detect_writes_once_and_records_what_it_cannot_use(tmp
     manifest.write_text("path\n" + "".join(f"{p.relative_to(tmp_path)}\n" for p in sorted(archive.rglob("*.dcm"))))
     listed = subprocess.run([*CAD, "batch", str(manifest), "--out", str(out)], capture_output=True, text=True,
                             timeout=600)
-    assert listed.returncode == 0 and json.loads((out / "batch-report.json").read_text())["skipped_already_done"] == 2
+    assert listed.returncode == 5 and json.loads((out / "batch-report.json").read_text())["skipped_already_done"] == 2
 
 
 @pytest.mark.slow

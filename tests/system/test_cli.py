@@ -40,10 +40,11 @@ def test_phantom_then_inspect_with_a_bad_file(tmp_path: Path) -> None:
     bad = out / "exam00000" / "broken.dcm"
     bad.write_bytes(b"not dicom at all")
     result = run("inspect", str(out), "--truth", str(out / "truth.json"), "--out", str(tmp_path / "ov"))
-    assert result.returncode == 0
+    assert result.returncode == 5  # the rest inspected; one file was not
     assert "Traceback" not in result.stderr + result.stdout
     error_lines = [l for l in result.stderr.splitlines() if l.strip()]
-    assert error_lines == [f"error: {bad}: not a DICOM file (no DICM preamble or header)"]
+    assert error_lines == [f"not analysed: {bad}: not a DICOM file (no DICM preamble or header)",
+                           "incomplete: 1 file not analysed (listed above)"]
     assert len(list((tmp_path / "ov").rglob("*.png"))) == 4
 
 

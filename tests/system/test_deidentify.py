@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from datetime import date
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,9 @@ def test_a_phantom_exam_leaves_the_site_without_its_identity(exam_files: list[Pa
         assert ds.PatientIdentityRemoved == "YES" and ds.BurnedInAnnotation == "NO"
         assert {i.CodeValue for i in ds.DeidentificationMethodCodeSequence} == {"113100", "113101", "113107", "113108"}
         assert not any(element.tag.is_private for element in ds.iterall())
+        assert str(ds.PatientName) == f"DEIDENTIFIED^{ds.PatientID}", "a placeholder, never a realistic name"
+        assert all(len(v) <= 64 for v in ds.DeidentificationMethod), "each value within LO's 64 characters"
+        assert any(v.endswith(f"dicognito {version('dicognito')}") for v in ds.DeidentificationMethod), "version whole"
     assert len({ds.StudyInstanceUID for ds in exported}) == 1 and len({ds.PatientID for ds in exported}) == 1
     first = next(iter(originals.values()))
     shift = {(date.fromisoformat(_iso(ds.StudyDate)) - date.fromisoformat(_iso(first.StudyDate))).days for ds in exported}

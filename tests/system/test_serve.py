@@ -8,6 +8,7 @@ queue and the audit log (SRS-SVC-*).
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -469,3 +470,29 @@ def test_alert_options_are_checked_before_the_service_starts(tmp_path: Path) -> 
     assert bad_url.returncode == 2 and "--alert-webhook ftp://gateway/alerts: use an http:// or https:// URL" in bad_url.stderr
     bad_limit = serve(tmp_path / "state", "--watch", str(tmp_path), "--late-after", "0")
     assert bad_limit.returncode == 2 and "--late-after" in bad_limit.stderr
+
+
+@pytest.mark.req("SRS-SVC-020")
+def test_a_port_that_cannot_be_opened_stops_the_service_with_exit_6(mass_phantom_dir: Path, tmp_path: Path) -> None:
+    """A site must not lose its dashboard, alerts, /ready and /metrics (or its SCP) to a port in
+    use while the service runs on without them."""
+    import socket
+
+    token = tmp_path / "token"
+    token.write_text("a-token-of-thirty-two-characters\n")
+    watched = tmp_path / "inbox"
+    shutil.copytree(mass_phantom_dir / "exam00000", watched / "exam")
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        for option, args in (("--api", ["--api", f"127.0.0.1:{port}", "--token-file", str(token)]),
+                             ("--scp", ["--scp", f"MAMMO_CAD:{port}"])):
+            state = tmp_path / f"state{option}"
+            ran = serve(state, "--watch", str(watched), "--quiet-seconds", "0", *args, "--once", timeout=300)
+            assert ran.returncode == 6, ran.stderr
+            (line,) = [l for l in ran.stderr.splitlines() if l.startswith("error:")]
+            assert line.startswith(f"error: {option} ") and f":{port}: cannot listen" in line
+            assert "address already in use" in line and "Traceback" not in ran.stderr
+            assert not jobs(state), "nothing was analysed"
+    assert not (watched / "exam" / "cad-results").exists()

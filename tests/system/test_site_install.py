@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import sys
-import venv
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,52 +28,90 @@ def _run(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[st
     return subprocess.run(command, capture_output=True, text=True, check=False, timeout=900, **kwargs)  # type: ignore[call-overload, no-any-return]
 
 
+#: the README section whose shell block is the site recipe run here as written
+RECIPE_HEADING = "### Installing at a site (no torch)"
+
+
+def site_recipe() -> tuple[str, list[str]]:
+    """The README's site recipe: its first line (where to install, what to analyse: the
+    variables this test sets itself) and the command lines after it."""
+    section = (ROOT / "README.md").read_text().split(RECIPE_HEADING, 1)[1]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    first, *commands = [line for line in block.splitlines() if line.strip()]
+    return first, commands
+
+
 @pytest.fixture(scope="module")
-def site_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A clean venv with the site install of this checkout (no extras)."""
+def site_install(tmp_path_factory: pytest.TempPathFactory, mass_phantom_dir: Path) -> tuple[Path, Path]:
+    """A clean venv made by the README's site recipe, run as written in a copy of this checkout
+    (so the repository gets no build folders), and the folder its `cad detect` line wrote."""
     base = tmp_path_factory.mktemp("site")
     source = base / "source"
     source.mkdir()
     for name in ("pyproject.toml", "README.md", "LICENSE", "locked-dependencies.txt"):
         if (ROOT / name).exists():
             shutil.copy(ROOT / name, source / name)
-    for package in ("cad", "verification", "traceability"):
+    for package in ("cad", "verification", "traceability", "models/phantom-retinanet-r18"):
         shutil.copytree(ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
-    env = base / "venv"
-    venv.EnvBuilder(with_pip=True, clear=True).create(env)
-    done = _run([str(env / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                 "-c", str(ROOT / "locked-dependencies.txt"), str(source)])
-    assert done.returncode == 0, f"site install failed: {done.stderr[-2000:]}"
-    return env
+    first, commands = site_recipe()
+    assert first.startswith("SITE=") and "EXAM=" in first and "OUT=" in first, first
+    env = {k: v for k, v in os.environ.items() if k != "CAD_MODEL_DIR"}
+    env.update(SITE=str(base / "venv"), EXAM=str(mass_phantom_dir), OUT=str(base / "out"))
+    for command in commands:
+        done = _run(["bash", "-c", command], cwd=source, env=env)
+        assert done.returncode == 0, f"{command}: {done.stderr[-2000:]}"
+    return base / "venv", base / "out"
+
+
+@pytest.fixture(scope="module")
+def site_venv(site_install: tuple[Path, Path]) -> Path:
+    """The site install's venv (no extras)."""
+    return site_install[0]
 
 
 @pytest.mark.slow
-@pytest.mark.req("SRS-RT-009")
-def test_site_install_runs_detect_without_torch(site_venv: Path, mass_phantom_dir: Path, tmp_path: Path,
+@pytest.mark.req("SRS-RT-009", "SRS-PRD-009")
+def test_site_install_runs_detect_without_torch(site_install: tuple[Path, Path], mass_phantom_dir: Path,
+                                                tmp_path: Path,
                                                 without_creation_times: Callable[[Path], pydicom.Dataset]) -> None:
+    """The README's recipe, as written: the site install finds the released model installed with
+    it and writes what the development install writes."""
+    site_venv, site_out = site_install
     python = str(site_venv / "bin" / "python")
     for module in TORCH_SIDE:
         probe = _run([python, "-c", f"import {module}"])
         assert probe.returncode != 0 and "ModuleNotFoundError" in probe.stderr, f"{module} is in the site install"
     help_text = _run([str(site_venv / "bin" / "cad"), "--help"]).stdout
     assert "detect" in help_text and "serve" in help_text
+    installed = site_venv / "share" / "mammo-cad" / "models" / MODEL.name
+    assert (installed / "manifest.json").read_bytes() == (MODEL / "manifest.json").read_bytes()
 
-    site = _run([str(site_venv / "bin" / "cad"), "detect", str(mass_phantom_dir), "--out", str(tmp_path / "site"),
-                 "--model", str(MODEL)])
-    assert site.returncode == 0, site.stderr
     development = _run([sys.executable, "-c", "from cad.cli import main; main()", "detect", str(mass_phantom_dir),
                         "--out", str(tmp_path / "dev"), "--model", str(MODEL)])
     assert development.returncode == 0, development.stderr
     (study,) = [p.name for p in (tmp_path / "dev").iterdir() if p.is_dir()]
-    site_dir, dev_dir = tmp_path / "site" / study, tmp_path / "dev" / study
+    site_dir, dev_dir = site_out / study, tmp_path / "dev" / study
     assert (site_dir / "findings.json").read_bytes() == (dev_dir / "findings.json").read_bytes()
     findings = json.loads((site_dir / "findings.json").read_text())
     assert findings["findings"], "the masses are found"
-    assert json.loads((tmp_path / "site" / "detect_run.json").read_text())["runtime"] == "onnxruntime"
+    assert json.loads((site_out / "detect_run.json").read_text())["runtime"] == "onnxruntime"
     for name in ("cad-sr.dcm", "cad-pr.dcm"):
         assert without_creation_times(site_dir / name) == without_creation_times(dev_dir / name), name
     for png in (dev_dir / "overlays").glob("*.png"):
         assert (site_dir / "overlays" / png.name).read_bytes() == png.read_bytes()
+
+
+@pytest.mark.slow
+@pytest.mark.req("SRS-MOD-001", "SRS-PRD-009")
+def test_site_install_without_a_model_says_how_to_name_one(site_venv: Path, mass_phantom_dir: Path,
+                                                           tmp_path: Path) -> None:
+    empty = tmp_path / "no-model"
+    empty.mkdir()
+    run = _run([str(site_venv / "bin" / "cad"), "detect", str(mass_phantom_dir), "--out", str(tmp_path / "o")],
+               env={**os.environ, "CAD_MODEL_DIR": str(empty)})
+    assert run.returncode == 3, run.stderr
+    (line,) = run.stderr.strip().splitlines()
+    assert str(empty) in line and "--model" in line and "CAD_MODEL_DIR" in line and "Traceback" not in run.stderr
 
 
 @pytest.mark.slow

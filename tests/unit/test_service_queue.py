@@ -106,3 +106,18 @@ def test_one_process_per_state_folder(tmp_path: Path) -> None:
         store.lock_state(tmp_path)
     held.close()
     store.lock_state(tmp_path).close()
+
+
+@pytest.mark.req("SRS-OUT-007")
+def test_a_job_waiting_for_space_uses_up_no_attempt_and_is_never_failed(queue: JobQueue) -> None:
+    """No space left is the machine's condition: however often it recurs, the job stays queued."""
+    job, _ = queue.enqueue("2.25.9", instances("2.25.91"), "watch")
+    for _ in range(queue.retry.max_attempts + 2):  # more often than PACS errors would be tolerated
+        queue.db.execute("UPDATE jobs SET next_attempt = 0")
+        running = queue.claim()
+        assert running is not None and running.attempts == 1
+        waiting = queue.wait(running, "outputs cannot be stored: no space left on device")
+        assert waiting.state == PENDING and waiting.attempts == 0
+        assert waiting.reason == "outputs cannot be stored: no space left on device"
+        assert queue.claim() is None, "not tried again before its delay"
+    assert queue.counts()[FAILED] == 0 and not list(audit.records(queue.db)), "nothing finished, nothing audited"

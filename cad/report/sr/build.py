@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from pydicom.dataset import Dataset
 
+from cad.io.dicom_reader import is_image_object
 from cad.io.image import View
 from cad.report.equipment import DEVICE, SR_SERIES_NUMBER
 from cad.report.sr import enum as sr
@@ -195,6 +196,10 @@ def build_mammography_cad_sr(
         SummaryOfAnalyses(successful_analyses, failed_analyses),
     )
     evidence = [_evidence(headers[s.sop_instance_uid]) for s in listed]  # type: ignore[index]
+    not_images = sorted({str(h.get("SOPClassUID", "")) or "(none)" for h in evidence if not is_image_object(h)})
+    if not_images:  # an IMAGE content item must reference an image (a defect upstream, never written)
+        raise ValueError(f"study {findings.study_instance_uid}: evidence that is not an image object "
+                         f"(SOP class {', '.join(not_images)}) cannot be referenced as an image")
     return MammographyCADSR(
         evidence=evidence,
         content=report,

@@ -194,7 +194,7 @@ class SingleImageFinding(CodeContentItem):
         x0, y0, x1, y1 = (float(c) for c in box)
         if not (x1 > x0 and y1 > y0 and x0 >= 0 and y0 >= 0):
             raise ValueError(f"finding box must be [x0, y0, x1, y1] with x1 > x0 >= 0, y1 > y0 >= 0: {list(box)}")
-        super().__init__(sr.SINGLE_IMAGE_FINDING, sr.DENSITY, relationship_type=relationship_type)
+        super().__init__(sr.SINGLE_IMAGE_FINDING, sr.MASS, relationship_type=relationship_type)
         center = ScoordContentItem(sr.CENTER, GraphicTypeValues.POINT,
                                    np.array([[(x0 + x1) / 2, (y0 + y1) / 2]]), relationship_type=HAS_PROPERTIES)
         outline = ScoordContentItem(
@@ -269,12 +269,12 @@ class _Performed(CodeContentItem):
 
 
 class DetectionPerformed(_Performed):
-    """TID 4017 CAD Detection Performed: mass (CID 6014 "density") detection on the images."""
+    """TID 4017 CAD Detection Performed: mass detection on the images."""
 
     concept = sr.DETECTION_PERFORMED
 
     def __init__(self, algorithm: AlgorithmIdentification, image_paths: Sequence[Sequence[int]]) -> None:
-        super().__init__(sr.DENSITY, algorithm, image_paths)
+        super().__init__(sr.MASS, algorithm, image_paths)
 
 
 class AnalysisPerformed(_Performed):

@@ -61,12 +61,13 @@ RELATED_SPATIALLY = Code("111154", "DCM", "Target content items are related spat
 #: CID 6036.
 DETECTED_ON_MULTIPLE_IMAGES = DCM.FeatureDetectedOnMultipleImages
 
-#: CID 6016 Mammography Composite Feature: a mass seen on more than one view (not in pydicom's
-#: dictionary).
+#: What every finding of the product is: a mass (CID 6016 Mammography Composite Feature; not in
+#: pydicom's dictionary). The value of a linked finding's Composite Feature, of a single-view
+#: finding's Single Image Finding (TID 4006) and of Detection Performed (TID 4017). CID 6014, the
+#: value set of those two, is extensible and lists no mass; its nearest entry, (129793001, SCT,
+#: "Mammography breast density"), was the PS3.17 examples' BI-RADS 3rd-edition word for a finding
+#: seen on one view, but a radiologist reads it as breast composition (docs/dicom-outputs.md).
 MASS = Code("129788004", "SCT", "Mammographic breast mass")
-#: CID 6014 Mammography Single Image Finding: a mass candidate on one image is a "density"; CID
-#: 6014 has no "mass" entry. Also the value of Detection Performed (TID 4017, CID 6014).
-DENSITY = codes.cid6014.MammographyBreastDensity
 #: CID 6022 Side.
 LATERALITY_CODES: dict[str, Code] = {"R": codes.cid6022.RightBreast, "L": codes.cid6022.LeftBreast}
 
