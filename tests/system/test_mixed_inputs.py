@@ -87,6 +87,9 @@ def test_detect_batch_and_serve_say_the_same_of_each_file(mixed: dict[str, Path]
     detect = subprocess.run([*CAD, "detect", str(root), "--out", str(tmp_path / "detect"), "--no-overlays"],
                             capture_output=True, text=True, timeout=600)
     assert detect.returncode == 5, detect.stderr  # analysed, but not every image: incomplete
+    console = re.sub(r"\s+", " ", detect.stdout)  # the console explains what it counts
+    assert "CAD marks: findings scoring ≥ 0.116 (the operating point)" in console
+    assert "candidates: findings below 0.116, kept in findings.json for performance analysis only" in console
     said = _said(detect.stderr)
     assert said - _damaged_line(said, mixed) == expected and _damaged_line(said, mixed)
     studies = [p for p in (tmp_path / "detect").iterdir() if p.is_dir()]

@@ -1,0 +1,198 @@
+"""Learned CC/MLO correspondence: the probability that a CC candidate and an MLO candidate of one
+breast are the same lesion, from where each lies (relative to the nipple, the chest wall or
+pectoral line and the breast's own size) and how it looks (size, contrast, texture, detector
+score); linking is then an assignment over these probabilities (scipy's Hungarian solver) with
+one pre-specified minimum probability.
+
+The model is a logistic regression over :data:`FEATURES`, fitted on phantom candidate pairs
+(cad.tools.training.correspondence_fit) and locked in the manifest (``linking.correspondence``:
+the feature names, their centring and scaling, the weights, the minimum probability): small,
+inspectable, and run here in numpy, at a site as in training.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from cad.detect.detector import ViewDetections
+from cad.detect.inputs import ViewInput
+from cad.detect.linking import Candidate, candidates
+from cad.io.image import View
+
+#: the pair features, in the order of the locked weights
+FEATURES = (
+    "nipple_diff_mm",  # |CC - MLO| distance from the nipple
+    "nipple_rel_diff",  # the same, each as a fraction of its view's posterior nipple line
+    "depth_diff_mm",  # |CC - MLO| depth behind the nipple (0 when unknown)
+    "depth_known",
+    "depth_rel_diff",  # the same, each as a fraction of its view's posterior nipple line
+    "log_size_ratio",  # |log(CC size / MLO size)|
+    "contrast_diff",  # |CC - MLO| local contrast
+    "texture_diff",  # |CC - MLO| log of the inside-to-ring standard deviation ratio
+    "logit_min",  # the weaker of the two detector scores (logit)
+    "logit_max",  # the stronger
+    "logit_diff",  # |CC - MLO| detector score (logit)
+)
+
+
+@dataclass(frozen=True)
+class ViewCandidate:
+    """A detection of one view with what correspondence compares."""
+
+    base: Candidate
+    box: np.ndarray  # original image pixels
+    #: posterior nipple line length (mm): nipple to chest wall (CC) or to the pectoral line (MLO)
+    pnl_mm: float | None
+    #: log of the standard deviation inside the box over that of the ring around it
+    texture: float
+
+    @property
+    def score(self) -> float:
+        return self.base.score
+
+
+def _texture(view: ViewInput, box: np.ndarray) -> float:
+    a = view.array
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    w, h = max(1, x1 - x0), max(1, y1 - y0)
+    inner = a[max(0, y0):max(0, y1), max(0, x0):max(0, x1)]
+    outer = a[max(0, y0 - h // 2):max(0, y1 + h // 2), max(0, x0 - w // 2):max(0, x1 + w // 2)]
+    if inner.size < 4 or outer.size <= inner.size:
+        return 0.0
+    ring = np.concatenate([outer[: h // 2].ravel(), outer[-(h // 2):].ravel()]) if h >= 2 else outer.ravel()
+    return float(math.log((float(inner.std()) + 1e-3) / (float(ring.std()) + 1e-3)))
+
+
+def _pnl_mm(view: ViewInput, image_view: View) -> float | None:
+    geometry = view.geometry
+    nipple = np.asarray(geometry.nipple, dtype=np.float64)
+    if image_view is View.MLO:
+        line = geometry.pectoral_line
+        if line is None:
+            return None
+        (ax, ay), (bx, by) = line
+        norm = math.hypot(bx - ax, by - ay) or 1.0
+        return abs((by - ay) * (nipple[0] - ax) - (bx - ax) * (nipple[1] - ay)) / norm * geometry.spacing_mm
+    target_mm = geometry.spacing_mm / geometry.transform.scale[0]
+    return float(geometry.transform.forward_points(nipple)[0, 0]) * target_mm  # canonical: chest wall at x = 0
+
+
+def view_candidates(view: ViewInput, image_view: View, detections: ViewDetections, min_score: float,
+                    per_view: int, first_index: int = 0) -> list[ViewCandidate]:
+    """The strongest ``per_view`` detections scoring at least ``min_score`` (detections come
+    highest first), with their correspondence features."""
+    keep = [k for k in range(len(detections)) if detections.scores[k] >= min_score][:per_view]
+    boxes, model_boxes, scores = detections.boxes[keep], detections.model_boxes[keep], detections.scores[keep]
+    pnl = _pnl_mm(view, image_view)
+    return [ViewCandidate(base, boxes[k], pnl, _texture(view, model_boxes[k]))
+            for k, base in enumerate(candidates(view, image_view, boxes, model_boxes, scores, first_index))]
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-4), 1 - 1e-4)
+    return math.log(p / (1 - p))
+
+
+def _relative(value: float | None, pnl: float | None) -> float | None:
+    return value / pnl if value is not None and pnl else None
+
+
+def pair_features(cc: ViewCandidate, mlo: ViewCandidate) -> list[float]:
+    """The values of :data:`FEATURES` for one CC/MLO pair."""
+    a, b = cc.base, mlo.base
+    nip_a, nip_b = _relative(a.nipple_mm, cc.pnl_mm), _relative(b.nipple_mm, mlo.pnl_mm)
+    known = a.depth_mm is not None and b.depth_mm is not None
+    dep_a, dep_b = _relative(a.depth_mm, cc.pnl_mm), _relative(b.depth_mm, mlo.pnl_mm)
+    la, lb = _logit(a.score), _logit(b.score)
+    return [
+        abs(a.nipple_mm - b.nipple_mm),
+        abs(nip_a - nip_b) if nip_a is not None and nip_b is not None else 0.0,
+        abs(a.depth_mm - b.depth_mm) if known else 0.0,  # type: ignore[operator]
+        float(known),
+        abs(dep_a - dep_b) if dep_a is not None and dep_b is not None else 0.0,
+        abs(math.log(a.size_mm / b.size_mm)),
+        abs(a.contrast - b.contrast),
+        abs(cc.texture - mlo.texture),
+        min(la, lb),
+        max(la, lb),
+        abs(la - lb),
+    ]
+
+
+@dataclass(frozen=True)
+class CorrespondenceModel:
+    """The locked logistic model of "same lesion" over :data:`FEATURES`."""
+
+    weights: tuple[float, ...]
+    bias: float
+    centre: tuple[float, ...]
+    scale: tuple[float, ...]
+    #: a pair less likely than this is never linked (pre-specified on validation data)
+    min_probability: float
+    #: candidates scoring below this take no part in linking
+    min_score: float = 0.02
+    per_view: int = 20
+
+    def __post_init__(self) -> None:
+        n = len(FEATURES)
+        if not (len(self.weights) == len(self.centre) == len(self.scale) == n):
+            raise ValueError(f"linking.correspondence: {n} weights, centres and scales are needed ({', '.join(FEATURES)})")
+        if not 0.0 < self.min_probability < 1.0 or any(s <= 0 for s in self.scale):
+            raise ValueError("linking.correspondence: min_probability must be in (0, 1) and every scale positive")
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        z = (np.asarray(features, dtype=np.float64) - np.asarray(self.centre)) / np.asarray(self.scale)
+        return 1.0 / (1.0 + np.exp(-(z @ np.asarray(self.weights) + self.bias)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"features": list(FEATURES), "weights": list(self.weights), "bias": self.bias,
+                "centre": list(self.centre), "scale": list(self.scale), "min_probability": self.min_probability,
+                "min_score": self.min_score, "per_view": self.per_view}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CorrespondenceModel:
+        """The manifest's ``linking.correspondence``; unknown keys or other features are refused."""
+        known = {"features", "weights", "bias", "centre", "scale", "min_probability", "min_score", "per_view"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown linking.correspondence settings: {', '.join(unknown)}")
+        if list(data.get("features", [])) != list(FEATURES):
+            raise ValueError(f"linking.correspondence: features {data.get('features')} are not this software's "
+                             f"({', '.join(FEATURES)})")
+        return cls(tuple(float(w) for w in data["weights"]), float(data["bias"]),
+                   tuple(float(c) for c in data["centre"]), tuple(float(s) for s in data["scale"]),
+                   float(data["min_probability"]), float(data.get("min_score", 0.02)), int(data.get("per_view", 20)))
+
+
+@dataclass(frozen=True)
+class ProbableLink:
+    cc: int
+    mlo: int
+    probability: float
+
+
+def assign(cc: Sequence[ViewCandidate], mlo: Sequence[ViewCandidate], model: CorrespondenceModel) -> list[ProbableLink]:
+    """The links of one breast: the one-to-one assignment maximising the summed log-odds above
+    the minimum probability (a pair below it is never linked; leaving a candidate unlinked gains
+    nothing and costs nothing)."""
+    if not cc or not mlo:
+        return []
+    features = np.array([pair_features(c, m) for c in cc for m in mlo], dtype=np.float64)
+    p = model.probabilities(features).reshape(len(cc), len(mlo))
+    floor = _logit(model.min_probability)
+    gain = np.log(np.clip(p, 1e-9, 1 - 1e-9) / np.clip(1 - p, 1e-9, 1.0)) - floor
+    allowed = p >= model.min_probability
+    n, m = len(cc), len(mlo)
+    cost = np.zeros((n + m, m + n))
+    cost[:n, :m] = np.where(allowed, -gain, 1e6)
+    cost[:n, m:] = np.where(np.eye(n, dtype=bool), 0.0, 1e6)
+    cost[n:, :m] = np.where(np.eye(m, dtype=bool), 0.0, 1e6)
+    rows, cols = linear_sum_assignment(cost)
+    return sorted((ProbableLink(cc[r].base.index, mlo[c].base.index, float(p[r, c]))
+                   for r, c in zip(rows, cols) if r < n and c < m and allowed[r, c]), key=lambda l: (l.cc, l.mlo))
