@@ -16,6 +16,7 @@ import numpy as np
 
 import cad
 from cad.detect import rescore
+from cad.detect.correspondence import CorrespondenceModel, ViewCandidate, assign, pair_probabilities, view_candidates
 from cad.detect.detector import ViewDetections
 from cad.detect.inputs import ViewInput, prepare_view
 from cad.detect.linking import Candidate, LinkingConfig, candidates, fuse, link
@@ -49,6 +50,8 @@ class Scored(NamedTuple):
     laterality: Laterality
     views: tuple[FindingView, ...]
     link_cost: float | None = None
+    #: a link by the learned correspondence: the probability that both views show one lesion
+    link_probability: float | None = None
 
 
 @dataclass(frozen=True)
@@ -243,6 +246,59 @@ def _breast_findings(
     return out
 
 
+def _corresponded_findings(laterality: Laterality, views: list[AnalysedView],
+                           model: CorrespondenceModel) -> list[Scored]:
+    """Findings of one breast with the learned correspondence: linking by assignment over the
+    pair probabilities, and every detection scored with the other view's evidence (its best
+    counterpart's probability) when the breast's other view was analysed."""
+    cc_views = [v for v in views if v.image.view is View.CC]
+    mlo_views = [v for v in views if v.image.view is View.MLO]
+
+    def gather(group: list[AnalysedView], view: View) -> list[tuple[AnalysedView, ViewCandidate]]:
+        out: list[tuple[AnalysedView, ViewCandidate]] = []
+        for v in group:
+            out += [(v, c) for c in view_candidates(v.view_input, view, v.detections, model.min_score, model.per_view,
+                                                    len(out))]
+        return out
+
+    cc, mlo = gather(cc_views, View.CC), gather(mlo_views, View.MLO)
+    p = pair_probabilities([c for _, c in cc], [m for _, m in mlo], model)
+    links = assign(p, model)
+    both = bool(cc_views) and bool(mlo_views)
+    best: dict[tuple[str, int], float] = {}  # (SOP instance, detection) -> best counterpart probability
+    for group, axis in ((cc, 1), (mlo, 0)):
+        for k, (v, c) in enumerate(group):
+            line = p[k, :] if axis == 1 else p[:, k]
+            best[(v.image.sop_instance_uid, c.detection)] = float(line.max()) if line.size else 0.0
+
+    def fview(v: AnalysedView, k: int) -> FindingView:
+        box = tuple(float(c) for c in v.detections.boxes[k])
+        return FindingView(v.image.sop_instance_uid, v.image.view, box,  # type: ignore[arg-type]
+                           round(float(v.detections.scores[k]), SCORE_DIGITS))
+
+    def dual(v: AnalysedView, k: int, counterpart: float | None = None) -> float:
+        own = float(v.detections.scores[k])
+        if not both:  # no other view to ask: the detection's own score
+            return own
+        found = best.get((v.image.sop_instance_uid, k), 0.0) if counterpart is None else counterpart
+        return model.dual_score(own, found)
+
+    out: list[Scored] = []
+    linked: set[tuple[str, int]] = set()
+    for i, j in links:
+        (a, ca), (b, cb) = cc[i], mlo[j]
+        probability = float(p[i, j])
+        score = max(dual(a, ca.detection, probability), dual(b, cb.detection, probability))
+        out.append(Scored(score, laterality, (fview(a, ca.detection), fview(b, cb.detection)), None,
+                          round(probability, SCORE_DIGITS)))
+        linked |= {(a.image.sop_instance_uid, ca.detection), (b.image.sop_instance_uid, cb.detection)}
+    for v in views:
+        for k in range(len(v.detections)):
+            if (v.image.sop_instance_uid, k) not in linked:
+                out.append(Scored(dual(v, k), laterality, (fview(v, k),)))
+    return out
+
+
 def analyse_study(
     study: Study, model: LockedModel, runtime: Runtime, clock: StageClock = NO_CLOCK
 ) -> tuple[StudyResult, list[AnalysedView]]:
@@ -291,12 +347,14 @@ def _study_findings(
         if model.rescore_settings is not None:
             breast = (rescored or {})[(study.study_instance_uid, laterality)]
             scored += _rescored_findings(laterality, views, breast, model)
+        elif model.manifest.correspondence is not None:
+            scored += _corresponded_findings(laterality, views, model.manifest.correspondence)
         else:
             scored += _breast_findings(laterality, views, config)
     scored.sort(key=lambda t: (-round(t.score, 6), t.laterality, t.views[0].view, t.views[0].box))
     findings = tuple(
         Finding(f"F{n:03d}", f.laterality, FINDING_TYPE, round(float(np.clip(f.score, 0.0, 1.0)), SCORE_DIGITS),
-                f.views, f.link_cost)
+                f.views, f.link_cost, f.link_probability)
         for n, f in enumerate(scored, start=1))
     return StudyResult(study.study_instance_uid, algorithm_of(model, runtime), model.operating_threshold,
                        tuple(sorted(statuses, key=image_sort_key)), findings)

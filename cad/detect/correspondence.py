@@ -46,6 +46,8 @@ class ViewCandidate:
     """A detection of one view with what correspondence compares."""
 
     base: Candidate
+    #: its index among its view's detections
+    detection: int
     box: np.ndarray  # original image pixels
     #: posterior nipple line length (mm): nipple to chest wall (CC) or to the pectoral line (MLO)
     pnl_mm: float | None
@@ -78,7 +80,7 @@ def _pnl_mm(view: ViewInput, image_view: View) -> float | None:
             return None
         (ax, ay), (bx, by) = line
         norm = math.hypot(bx - ax, by - ay) or 1.0
-        return abs((by - ay) * (nipple[0] - ax) - (bx - ax) * (nipple[1] - ay)) / norm * geometry.spacing_mm
+        return float(abs((by - ay) * (nipple[0] - ax) - (bx - ax) * (nipple[1] - ay)) / norm * geometry.spacing_mm)
     target_mm = geometry.spacing_mm / geometry.transform.scale[0]
     return float(geometry.transform.forward_points(nipple)[0, 0]) * target_mm  # canonical: chest wall at x = 0
 
@@ -90,7 +92,7 @@ def view_candidates(view: ViewInput, image_view: View, detections: ViewDetection
     keep = [k for k in range(len(detections)) if detections.scores[k] >= min_score][:per_view]
     boxes, model_boxes, scores = detections.boxes[keep], detections.model_boxes[keep], detections.scores[keep]
     pnl = _pnl_mm(view, image_view)
-    return [ViewCandidate(base, boxes[k], pnl, _texture(view, model_boxes[k]))
+    return [ViewCandidate(base, keep[k], boxes[k], pnl, _texture(view, model_boxes[k]))
             for k, base in enumerate(candidates(view, image_view, boxes, model_boxes, scores, first_index))]
 
 
@@ -138,6 +140,10 @@ class CorrespondenceModel:
     #: candidates scoring below this take no part in linking
     min_score: float = 0.02
     per_view: int = 20
+    #: the dual-view score of a detection whose breast has both views analysed:
+    #: sigmoid(b0 + b1 * logit(own score) + b2 * logit(best counterpart probability)), fitted on
+    #: validation candidates (None: each detection keeps its own score)
+    dual_view: tuple[float, float, float] | None = None
 
     def __post_init__(self) -> None:
         n = len(FEATURES)
@@ -145,20 +151,34 @@ class CorrespondenceModel:
             raise ValueError(f"linking.correspondence: {n} weights, centres and scales are needed ({', '.join(FEATURES)})")
         if not 0.0 < self.min_probability < 1.0 or any(s <= 0 for s in self.scale):
             raise ValueError("linking.correspondence: min_probability must be in (0, 1) and every scale positive")
+        if self.dual_view is not None and len(self.dual_view) != 3:
+            raise ValueError("linking.correspondence.dual_view: three coefficients (bias, own score, counterpart)")
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         z = (np.asarray(features, dtype=np.float64) - np.asarray(self.centre)) / np.asarray(self.scale)
-        return 1.0 / (1.0 + np.exp(-(z @ np.asarray(self.weights) + self.bias)))
+        p: np.ndarray = 1.0 / (1.0 + np.exp(-(z @ np.asarray(self.weights) + self.bias)))
+        return p
+
+    def dual_score(self, score: float, counterpart: float) -> float:
+        """A detection's score with the other view's evidence: its own score and the probability
+        of its best counterpart there (0 when there is none)."""
+        if self.dual_view is None:
+            return score
+        b0, b1, b2 = self.dual_view
+        z = b0 + b1 * _logit(score) + b2 * _logit(counterpart)
+        return 1.0 / (1.0 + math.exp(-z))
 
     def to_dict(self) -> dict[str, Any]:
         return {"features": list(FEATURES), "weights": list(self.weights), "bias": self.bias,
                 "centre": list(self.centre), "scale": list(self.scale), "min_probability": self.min_probability,
-                "min_score": self.min_score, "per_view": self.per_view}
+                "min_score": self.min_score, "per_view": self.per_view,
+                **({"dual_view": list(self.dual_view)} if self.dual_view is not None else {})}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CorrespondenceModel:
         """The manifest's ``linking.correspondence``; unknown keys or other features are refused."""
-        known = {"features", "weights", "bias", "centre", "scale", "min_probability", "min_score", "per_view"}
+        known = {"features", "weights", "bias", "centre", "scale", "min_probability", "min_score", "per_view",
+                 "dual_view"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown linking.correspondence settings: {', '.join(unknown)}")
@@ -167,32 +187,32 @@ class CorrespondenceModel:
                              f"({', '.join(FEATURES)})")
         return cls(tuple(float(w) for w in data["weights"]), float(data["bias"]),
                    tuple(float(c) for c in data["centre"]), tuple(float(s) for s in data["scale"]),
-                   float(data["min_probability"]), float(data.get("min_score", 0.02)), int(data.get("per_view", 20)))
+                   float(data["min_probability"]), float(data.get("min_score", 0.02)), int(data.get("per_view", 20)),
+                   tuple(float(v) for v in data["dual_view"]) if "dual_view" in data else None)  # type: ignore[arg-type]
 
 
-@dataclass(frozen=True)
-class ProbableLink:
-    cc: int
-    mlo: int
-    probability: float
-
-
-def assign(cc: Sequence[ViewCandidate], mlo: Sequence[ViewCandidate], model: CorrespondenceModel) -> list[ProbableLink]:
-    """The links of one breast: the one-to-one assignment maximising the summed log-odds above
-    the minimum probability (a pair below it is never linked; leaving a candidate unlinked gains
-    nothing and costs nothing)."""
+def pair_probabilities(cc: Sequence[ViewCandidate], mlo: Sequence[ViewCandidate],
+                       model: CorrespondenceModel) -> np.ndarray:
+    """(len(cc), len(mlo)): the probability that each pair is one lesion."""
     if not cc or not mlo:
-        return []
+        return np.zeros((len(cc), len(mlo)))
     features = np.array([pair_features(c, m) for c in cc for m in mlo], dtype=np.float64)
-    p = model.probabilities(features).reshape(len(cc), len(mlo))
+    return model.probabilities(features).reshape(len(cc), len(mlo))
+
+
+def assign(p: np.ndarray, model: CorrespondenceModel) -> list[tuple[int, int]]:
+    """The links of one breast, as (row, column) of the pair probabilities ``p``: the one-to-one
+    assignment maximising the summed log-odds above the minimum probability (a pair below it is
+    never linked; leaving a candidate unlinked gains nothing and costs nothing)."""
+    n, m = p.shape
+    if not n or not m:
+        return []
     floor = _logit(model.min_probability)
     gain = np.log(np.clip(p, 1e-9, 1 - 1e-9) / np.clip(1 - p, 1e-9, 1.0)) - floor
     allowed = p >= model.min_probability
-    n, m = len(cc), len(mlo)
     cost = np.zeros((n + m, m + n))
     cost[:n, :m] = np.where(allowed, -gain, 1e6)
     cost[:n, m:] = np.where(np.eye(n, dtype=bool), 0.0, 1e6)
     cost[n:, :m] = np.where(np.eye(m, dtype=bool), 0.0, 1e6)
     rows, cols = linear_sum_assignment(cost)
-    return sorted((ProbableLink(cc[r].base.index, mlo[c].base.index, float(p[r, c]))
-                   for r, c in zip(rows, cols) if r < n and c < m and allowed[r, c]), key=lambda l: (l.cc, l.mlo))
+    return sorted((int(r), int(c)) for r, c in zip(rows, cols) if r < n and c < m and allowed[r, c])

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cad.detect.config import DetectorConfig
+from cad.detect.correspondence import CorrespondenceModel
 from cad.detect.linking import LinkingConfig
 from cad.detect.rescore import RescoreSettings
 
@@ -29,8 +30,12 @@ RESCORER_KEY = "rescorer"
 RUNTIMES_KEY = "runtimes"
 #: the monitoring reference beside the model (cad.service.reference): named and hashed here, read by the service
 MONITORING_KEY = "monitoring"
+#: manifest key of the learned CC/MLO correspondence (cad.detect.correspondence); without it,
+#: linking is the hand-set cost of ``linking``
+CORRESPONDENCE_KEY = "correspondence"
 TOP_LEVEL_KEYS = frozenset({"manifest_version", "name", "algorithm", "weights", "detector", "linking",
-                            "operating_point", "training", "metrics", RESCORER_KEY, RUNTIMES_KEY, MONITORING_KEY})
+                            "operating_point", "training", "metrics", RESCORER_KEY, RUNTIMES_KEY, MONITORING_KEY,
+                            CORRESPONDENCE_KEY})
 #: keys every runtime export entry has (each runtime adds its own facts: opset, GPU, parity, ...)
 EXPORT_REQUIRED_KEYS = frozenset({"file", "sha256", "source_weights_sha256"})
 
@@ -82,6 +87,7 @@ class ModelManifest:
     linking: LinkingConfig
     operating_point: OperatingPoint
     rescorer: RescoreSettings | None = None
+    correspondence: CorrespondenceModel | None = None
     runtimes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     training: Mapping[str, Any] = field(default_factory=dict)
     metrics: Mapping[str, Any] = field(default_factory=dict)
@@ -100,8 +106,9 @@ class ModelManifest:
         without a second stage hashes as it did before there was one)."""
         raw = self.raw
         settings = {k: raw.get(k) for k in ("detector", "linking", "operating_point")}
-        if RESCORER_KEY in raw:
-            settings[RESCORER_KEY] = raw[RESCORER_KEY]
+        for key in (RESCORER_KEY, CORRESPONDENCE_KEY):  # a model without one hashes as before there was one
+            if key in raw:
+                settings[key] = raw[key]
         settings["operating_point"] = {"threshold": raw["operating_point"]["threshold"]}
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
@@ -144,6 +151,8 @@ def parse_manifest(data: Any, calibrated: bool = True) -> ModelManifest:
             linking=LinkingConfig.from_dict(top.get("linking", {})),
             operating_point=OperatingPoint(threshold, point.get("fpi"), point.get("definition"), point.get("validation")),
             rescorer=RescoreSettings.from_dict(top[RESCORER_KEY]) if RESCORER_KEY in top else None,
+            correspondence=(CorrespondenceModel.from_dict(top[CORRESPONDENCE_KEY])
+                            if CORRESPONDENCE_KEY in top else None),
             runtimes=runtimes, training=top.get("training", {}), metrics=top.get("metrics", {}), raw=top,
         )
     except ManifestError:

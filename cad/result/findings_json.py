@@ -3,8 +3,9 @@
 Canonical serialisation (sorted keys, fixed rounding, findings in result order), so the same
 result gives byte-identical files. The schema is cad/schemas/findings.schema.json; version 1.1
 added ``error_code`` to images that ingest refused and ``algorithm.runtime_variant`` to results of
-a runtime variant, 1.2 the per-breast completeness ``breasts`` and ``exam_complete`` (1.0 and 1.1
-files are read too). Reading builds the
+a runtime variant, 1.2 the per-breast completeness ``breasts`` and ``exam_complete``, 1.3 a linked
+finding's ``link_probability`` (learned correspondence; written as 1.3 only when present; 1.0 to
+1.2 files are read too). Reading builds the
 typed result, so a file that breaks the contract is refused with the reason.
 """
 
@@ -28,8 +29,10 @@ from cad.result.model import (
 )
 
 SCHEMA_VERSION = "1.2"
+#: a result with a finding linked by the learned correspondence (its ``link_probability``)
+LINK_PROBABILITY_VERSION = "1.3"
 #: versions :func:`result_from_dict` reads
-READABLE_VERSIONS = ("1.0", "1.1", "1.2")
+READABLE_VERSIONS = ("1.0", "1.1", "1.2", "1.3")
 FINDINGS_FILE = "findings.json"
 OPERATING_POINT_DESCRIPTION = ("findings scoring at or above the threshold are the CAD marks shown to readers; "
                                "lower-scoring findings are kept for FROC analysis")
@@ -46,7 +49,7 @@ def _image(image: ImageStatus) -> dict[str, Any]:
 
 
 def _finding(finding: Finding) -> dict[str, Any]:
-    return {
+    out = {
         "finding_id": finding.finding_id,
         "laterality": finding.laterality.value,
         "type": finding.type.value,
@@ -57,6 +60,9 @@ def _finding(finding: Finding) -> dict[str, Any]:
                    "box": [round(c, BOX_DIGITS) for c in v.box], "score": round(v.score, SCORE_DIGITS)}
                   for v in finding.views],
     }
+    if finding.link_probability is not None:  # schema 1.3: written only for a learned link
+        out["link_probability"] = round(finding.link_probability, SCORE_DIGITS)
+    return out
 
 
 def result_to_dict(result: StudyResult) -> dict[str, Any]:
@@ -68,8 +74,10 @@ def result_to_dict(result: StudyResult) -> dict[str, Any]:
         algorithm["runtime_variant"] = a.runtime_variant
     if not a.released:  # written only when false: released results keep their bytes
         algorithm["released"] = False
+    learned = any(f.link_probability is not None for f in result.findings)
     return {
-        "schema_version": SCHEMA_VERSION,
+        # 1.3 only where it adds something: a released 0.3.0 result keeps its bytes
+        "schema_version": LINK_PROBABILITY_VERSION if learned else SCHEMA_VERSION,
         "study_instance_uid": result.study_instance_uid,
         "algorithm": algorithm,
         "operating_point": {"threshold": round(result.operating_threshold, SCORE_DIGITS),
@@ -113,7 +121,7 @@ def result_from_dict(data: dict[str, Any]) -> StudyResult:
             Finding(f["finding_id"], f["laterality"], f["type"], float(f["score"]),
                     tuple(FindingView(v["sop_instance_uid"], v["view"], tuple(v["box"]), float(v["score"]))
                           for v in f["views"]),
-                    f.get("link_cost"))
+                    f.get("link_cost"), f.get("link_probability"))
             for f in data["findings"])
         result = StudyResult(
             data["study_instance_uid"],

@@ -183,6 +183,8 @@ class Finding:
     score: float
     views: tuple[FindingView, ...]
     link_cost: float | None = None
+    #: a link made by the learned correspondence: the probability that both views show one lesion
+    link_probability: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "laterality", Laterality(self.laterality))
@@ -194,8 +196,10 @@ class Finding:
             raise ResultError(f"{what}: {len(self.views)} views (one, or a linked CC and MLO)")
         if len(self.views) == 2 and {v.view for v in self.views} != set(FINDING_VIEWS):
             raise ResultError(f"{what}: a linked finding has one CC and one MLO view")
-        if self.link_cost is not None and len(self.views) != 2:
-            raise ResultError(f"{what}: only a linked finding has a link cost")
+        if (self.link_cost is not None or self.link_probability is not None) and len(self.views) != 2:
+            raise ResultError(f"{what}: only a linked finding has a link cost or probability")
+        if self.link_probability is not None:
+            object.__setattr__(self, "link_probability", _score(self.link_probability, f"{what} link probability"))
 
     @property
     def linked(self) -> bool:

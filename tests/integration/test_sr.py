@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
@@ -29,6 +30,7 @@ from cad.report.sr.reader import SRReadError, carried, read_mammography_cad_sr
 from cad.result.findings_json import result_from_dict, result_to_dict, write_result
 
 PIXELMED_JAR = Path("/usr/share/java/pixelmed.jar")
+FINDINGS_SCHEMA = Path(__file__).resolve().parents[2] / "cad" / "schemas" / "findings.schema.json"
 #: JDK 17 caps XPath expression size; pixelmed's compiled TID rules exceed the default caps.
 JAVA_XPATH_LIMITS = ["-Djdk.xml.xpathExprOpLimit=0", "-Djdk.xml.xpathExprGrpLimit=0",
                      "-Djdk.xml.xpathTotalOpLimit=0"]
@@ -343,3 +345,28 @@ def test_cid_6014_is_extensible_in_the_validators_own_table() -> None:
     (cid,) = [g for g in groups.iter("definecontextgroup") if g.get("cid") == "6014"]
     assert cid.get("extensible") == "T"
     assert "129788004" not in {c.get("cv") for c in cid.iter("contextgroupcode")}
+
+
+@pytest.mark.req("SRS-LNK-004", "SRS-DCM-004")
+def test_a_learned_links_probability_round_trips_through_findings_json_and_the_sr(
+        cases: dict[str, Path], mass_phantom_dir: Path, tmp_path: Path) -> None:
+    """A link made by the learned correspondence carries its probability in findings.json
+    (schema 1.3) and in the SR (an Algorithm Parameter of its composite feature), read back alike."""
+    from cad.report.sr.build import LINK_PROBABILITY_KEY
+
+    result = result_from_dict(_findings_json(cases["both-breasts"]))
+    linked = [f for f in result.marks if f.linked]
+    assert linked, "the case has a linked mark"
+    learned = dataclasses.replace(result, findings=tuple(
+        dataclasses.replace(f, link_cost=None, link_probability=0.873219 if f.linked else None) for f in result.findings))
+    write_result(learned, tmp_path / "findings.json")
+    data = _findings_json(tmp_path)
+    assert data["schema_version"] == "1.3"
+    assert {f["link_probability"] for f in data["findings"] if f["linked"]} == {0.873219}
+    assert all("link_probability" not in f for f in data["findings"] if not f["linked"])
+    jsonschema.validate(data, json.loads(FINDINGS_SCHEMA.read_text()))
+    (study,) = load([mass_phantom_dir]).studies
+    write_dicom_outputs(learned, study, tmp_path)
+    sr = pydicom.dcmread(tmp_path / SR_NAME)
+    assert f"{LINK_PROBABILITY_KEY}=0.873219" in _texts(sr)
+    assert result_to_dict(read_mammography_cad_sr(tmp_path / SR_NAME)) == carried(data)

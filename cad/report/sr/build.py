@@ -38,12 +38,14 @@ from cad.report.sr.content import (
     SummaryOfDetections,
 )
 from cad.report.sr.sop import MammographyCADSR
-from cad.result.model import BOX_DIGITS, Finding, ImageStatus, StudyResult
+from cad.result.model import BOX_DIGITS, SCORE_DIGITS, Finding, ImageStatus, StudyResult
 
 #: Algorithm Parameters are "key=value" texts; these keys are read back by the reader.
 PARAMETER_KEYS = ("model_name", "model_sha256", "settings_sha256", "operating_threshold", "runtime_variant", "released",
                   "completeness")
 REASON_KEY = "not_analysed_reason"
+#: Algorithm Parameter of a composite feature linked by the learned correspondence
+LINK_PROBABILITY_KEY = "link_probability"
 #: Type 2 attributes highdicom copies from the evidence; empty when an input lacks them.
 TYPE2_COPIED = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber",
                  "StudyID", "StudyDate", "StudyTime", "ReferringPhysicianName")
@@ -114,7 +116,11 @@ def _finding_content(
             SingleImageFinding(_box(v.box), v.score, intent, algorithm, library.path_of(v.sop_instance_uid), INFERRED_FROM)
             for v in finding.views
         ]
-        return CompositeFeature(singles, finding.score, intent, algorithm, finding.finding_id)
+        # a link by the learned correspondence states how probable it is that both views show one
+        # lesion, as an Algorithm Parameter of the composite feature (no TID 4005 concept says it)
+        feature_algorithm = algorithm if finding.link_probability is None else AlgorithmIdentification(
+            *algorithm.identity, [f"{LINK_PROBABILITY_KEY}={finding.link_probability:.{SCORE_DIGITS}f}"])
+        return CompositeFeature(singles, finding.score, intent, feature_algorithm, finding.finding_id)
     (view,) = finding.views
     return SingleImageFinding(_box(view.box), finding.score, intent, algorithm, library.path_of(view.sop_instance_uid),
                               CONTAINS, tracking_identifier=finding.finding_id)

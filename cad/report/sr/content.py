@@ -158,6 +158,7 @@ class AlgorithmIdentification(Template):
 
     def __init__(self, name: str, version: str, parameters: Sequence[str] = ()) -> None:
         super().__init__()
+        self.identity = (name, version)
         self.append(TextContentItem(sr.ALGORITHM_NAME, name, relationship_type=HAS_PROPERTIES))
         self.append(TextContentItem(sr.ALGORITHM_VERSION, version, relationship_type=HAS_PROPERTIES))
         for parameter in parameters:

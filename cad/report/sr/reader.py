@@ -18,7 +18,7 @@ from pydicom.dataset import Dataset
 from cad.io.codes import VIEW_CODES
 from cad.io.image import Laterality, View
 from cad.report.sr import enum as sr
-from cad.report.sr.build import PARAMETER_KEYS, REASON_KEY
+from cad.report.sr.build import LINK_PROBABILITY_KEY, PARAMETER_KEYS, REASON_KEY
 from cad.result.findings_json import result_from_dict, result_to_dict
 from cad.result.model import (
     ANALYZED,
@@ -147,15 +147,19 @@ def _findings(summary: Dataset, library: _Library) -> list[Finding]:
             views = tuple(_finding_view(s, library) for s in _children(feature, sr.SINGLE_IMAGE_FINDING))
             score = _percent(feature, sr.CERTAINTY_OF_FEATURE, "composite feature")
             finding_id = _tracking_id(feature)
+            probability = _parameters(feature).get(LINK_PROBABILITY_KEY)
+            link_probability = round(float(probability), SCORE_DIGITS) if probability is not None else None
         else:
             sif = _one(impression, sr.SINGLE_IMAGE_FINDING, "individual impression")
             views = (_finding_view(sif, library),)
             score = views[0].score
             finding_id = _tracking_id(sif)
+            link_probability = None
         lateralities = {_Library.laterality(library.by_uid[v.sop_instance_uid]) for v in views}
         if len(lateralities) != 1 or None in lateralities:
             raise SRReadError(f"finding {finding_id}: its views are not of one known breast")
-        out.append(Finding(finding_id, lateralities.pop(), FINDING_TYPE, score, views))  # type: ignore[arg-type]
+        out.append(Finding(finding_id, lateralities.pop(), FINDING_TYPE, score, views,  # type: ignore[arg-type]
+                           link_probability=link_probability))
     return out
 
 
