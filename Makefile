@@ -17,7 +17,8 @@ PHANTOMS := build/phantoms
 MODEL := models/phantom-retinanet-r18
 RUN := runs/phantom-retinanet-r18
 
-.PHONY: demo test venv system-deps lock clean train-phantom evaluate-phantom bench loadtest docs trace sbom fuzz
+.PHONY: demo test venv system-deps lock clean train-phantom train-correspondence evaluate-phantom bench loadtest docs trace \
+  sbom fuzz
 
 $(STAMP): pyproject.toml locked-dependencies.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -102,6 +103,29 @@ train-phantom: venv
 	$(BIN)/python -m cad.tools.training.release calibrate --run-model $(RUN)/model \
 	  --validation $(PHANTOMS)/val-cal --out $(MODEL)
 	$(BIN)/cad export --format onnx --out $(MODEL)
+
+# The learned CC/MLO correspondence (issue 28, docs/detection.md): candidate pairs of the released
+# detector on training phantoms (seeds 2801, 2803) and a selection set (seed 2802), never test data;
+# the correspondence fitted on the first, the dual-view score and minimum link probability on the
+# second, the operating point calibrated again on the validation set (seed 1402). About 1.5 hours.
+CORRESPONDENCE := build/models/phantom-retinanet-r18-dv
+MIN_LINK_PROBABILITY ?= 0.2
+train-correspondence: venv
+	test -f $(PHANTOMS)/pairs-train-2801/truth.json || \
+	  $(BIN)/cad phantom --out $(PHANTOMS)/pairs-train-2801 --exams 300 --seed 2801 --spacing 0.4 --workers 2
+	test -f $(PHANTOMS)/pairs-train-2803/truth.json || \
+	  $(BIN)/cad phantom --out $(PHANTOMS)/pairs-train-2803 --exams 1200 --seed 2803 --spacing 0.4 --workers 2
+	test -f $(PHANTOMS)/pairs-val-2802/truth.json || \
+	  $(BIN)/cad phantom --out $(PHANTOMS)/pairs-val-2802 --exams 400 --seed 2802 --spacing 0.4 --workers 2
+	test -f $(PHANTOMS)/val-cal/truth.json || \
+	  $(BIN)/cad phantom --out $(PHANTOMS)/val-cal --exams 200 --seed 1402 --workers 2
+	for set in pairs-train-2801 pairs-train-2803 pairs-val-2802; do \
+	  test -f build/pairs/$$set.npz || $(BIN)/python -m cad.tools.training.correspondence $(PHANTOMS)/$$set \
+	    --out build/pairs/$$set.npz || exit 1; done
+	$(BIN)/python -m cad.tools.training.correspondence_release --released $(MODEL) \
+	  --train build/pairs/pairs-train-2801.npz build/pairs/pairs-train-2803.npz \
+	  --selection build/pairs/pairs-val-2802.npz --validation $(PHANTOMS)/val-cal \
+	  --min-probability $(MIN_LINK_PROBABILITY) --out $(CORRESPONDENCE)
 
 # Standalone performance of the released model on 240 held-out phantom exams (seed 14014, never
 # used in training, calibration or selection): FROC, against what is findable, per lesion,

@@ -328,10 +328,11 @@ def performance_page(inputs: DocInputs, static: Path) -> str:
         def estimates(table: dict[str, Any]) -> list[str]:
             return [fmt(table.get(k, {}).get("estimate"), 3) for k in dual]
 
-        out.append(heading("Against what is physically findable", "-"))
+        out.append(heading("By template-observer visibility", "-"))
         out.append(f"{findable['lesion_views_visible']} of {findable['lesion_views_recorded']} lesion views are "
-                   "visible to the ideal observer (definition: phantom documentation); a miss on a not-visible "
-                   "view is one the observer makes too.\n\n")
+                   "visible to the template observers (definition: phantom documentation): a descriptive stratum "
+                   "of how conspicuous a lesion is, not a ceiling; the detector finds views they call not "
+                   "visible.\n\n")
         out.append(list_table(["false marks per image", *dual.keys()], [
             ["visible lesion views", *estimates(findable["visible"]["sensitivity_at_fpi"])],
             ["not-visible lesion views", *estimates(findable["not_visible"]["sensitivity_at_fpi"])],

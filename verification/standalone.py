@@ -360,8 +360,9 @@ def _sensitivity_table(froc: _Froc, boot: np.ndarray) -> dict[str, Any]:
 def _detectability(included: list[tuple[int, dict[str, Any], dict[str, Any]]], dual: _Froc,
                    lesion_exam: np.ndarray, mark_fp_exam: np.ndarray, images: np.ndarray,
                    weights: np.ndarray) -> dict[str, Any] | None:
-    """Sensitivity on visible and on not-visible lesion views, and the observer's ceiling
-    (share visible, per view and per lesion in either view); None when truth records none."""
+    """Sensitivity on visible and on not-visible lesion views, and the share the template
+    observer calls visible (per view and per lesion in either view): a descriptive stratum, not
+    a ceiling (the detector finds views it calls not visible); None when truth records none."""
     labels = np.array([visibility(view) for _, _, view in included], dtype=object)
     recorded = labels != VISIBILITY[2]
     if not recorded.any():
@@ -383,11 +384,11 @@ def _detectability(included: list[tuple[int, dict[str, Any], dict[str, Any]]], d
                       "for at least one of three signal-known-exactly matched filters)",
         "lesion_views_recorded": int(recorded.sum()),
         "lesion_views_visible": int(visible.sum()),
-        "observer_ceiling_views": _est(
+        "visible_share_views": _est(
             bs.weighted_proportion(ones, lesion_exam, visible, recorded[:, None])[0, 0], per_view),
         "lesions_recorded": int(lesion_recorded.sum()),
         "lesions_visible_in_either_view": int(either[lesion_recorded].sum()),
-        "observer_ceiling_lesions": _est(
+        "visible_share_lesions": _est(
             bs.weighted_proportion(ones, lesion_exams, either, lesion_recorded[:, None])[0, 0], per_lesion),
     }
     for name, mask in (("visible", visible), ("not_visible", recorded & ~visible)):

@@ -131,7 +131,7 @@ def _rows(pairs: list[tuple[str, Any]]) -> str:
 
 
 def _findability_section(m: dict[str, Any]) -> str:
-    """Per-lesion sensitivity, and sensitivity against what is physically findable."""
+    """Per-lesion sensitivity, and sensitivity by template-observer visibility (a stratum)."""
     per_lesion = m["per_lesion"]["sensitivity_at_fpi"]
     html = ("<h3>Per lesion: localised in either view</h3>"
             + table(["FPI", f"sensitivity, {m['per_lesion']['lesions']} lesions (95 % CI)"],
@@ -142,17 +142,18 @@ def _findability_section(m: dict[str, Any]) -> str:
                        "what an ideal observer can find.</p>")
     vis, hidden = det["visible"], det["not_visible"]
     html += (
-        "<h3>Against what is physically findable (ideal observer)</h3>"
+        "<h3>By template-observer visibility (a descriptive stratum)</h3>"
         "<p>The phantom knows every lesion's exact signal. A lesion view is <i>visible</i> when, for at least one "
         "of three filters matched to that signal (raw, zero-mean, prewhitened by the view's own noise power "
         "spectrum) on the detector's input, at most one local maximum elsewhere in the breast outranks the "
-        "lesion (docs/phantom.md). The share visible is the observer's own ceiling.</p>"
+        "lesion (docs/phantom.md). It describes how conspicuous a lesion is to such template observers, which "
+        "are weak in anatomical texture; it is not a ceiling: the detector finds views they call not visible.</p>"
         + _rows([
-            ("lesion views visible / recorded (observer ceiling, per view)",
-             f"{det['lesion_views_visible']} / {det['lesion_views_recorded']}: {_ci(det['observer_ceiling_views'])}"),
-            ("lesions visible in either view / recorded (ceiling, per lesion)",
+            ("lesion views visible / recorded (per view)",
+             f"{det['lesion_views_visible']} / {det['lesion_views_recorded']}: {_ci(det['visible_share_views'])}"),
+            ("lesions visible in either view / recorded (per lesion)",
              f"{det['lesions_visible_in_either_view']} / {det['lesions_recorded']}: "
-             f"{_ci(det['observer_ceiling_lesions'])}"),
+             f"{_ci(det['visible_share_lesions'])}"),
         ])
         + table(["FPI", f"visible lesion views ({vis['lesion_views']})",
                  f"not-visible lesion views ({hidden['lesion_views']})"],

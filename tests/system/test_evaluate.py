@@ -87,7 +87,7 @@ def test_report_splits_by_what_is_findable_and_counts_lesions_in_either_view(rep
     assert det["visible"]["lesion_views"] + det["not_visible"]["lesion_views"] == det["lesion_views_recorded"]
     assert metrics["per_lesion"]["lesions"] == metrics["data"]["included_lesions"]
     html = (report / "report.html").read_text()
-    assert "Against what is physically findable" in html and "Per lesion: localised in either view" in html
+    assert "By template-observer visibility (a descriptive stratum)" in html and "Per lesion: localised in either view" in html
 
 
 @pytest.mark.req("SRS-PERF-001")

@@ -272,10 +272,10 @@ def test_sensitivity_split_by_what_the_ideal_observer_finds() -> None:
     det = m["detectability"]
     # included mass views: L1-CC, L1-MLO, L2-CC, L3-MLO (the cluster is excluded); 2 of 4 visible
     assert (det["lesion_views_recorded"], det["lesion_views_visible"]) == (4, 2)
-    assert det["observer_ceiling_views"]["estimate"] == 0.5
+    assert det["visible_share_views"]["estimate"] == 0.5
     # lesions visible in either view: L1 (CC) and L3, not L2
     assert (det["lesions_recorded"], det["lesions_visible_in_either_view"]) == (3, 2)
-    assert det["observer_ceiling_lesions"]["estimate"] == pytest.approx(2 / 3, abs=1e-4)
+    assert det["visible_share_lesions"]["estimate"] == pytest.approx(2 / 3, abs=1e-4)
     # at 0.125 FPI (at most 2 of the false marks 0.7, 0.4, 0.2, 0.1 over 20 images) the threshold is 0.4:
     # visible L1-CC 0.9 and L3-MLO 0.6 found; not visible L1-MLO 0.9 found, L2-CC unmarked
     assert det["visible"]["sensitivity_at_fpi"]["0.125"]["estimate"] == 1.0
