@@ -109,7 +109,7 @@ train-phantom: venv
 # the correspondence fitted on the first, the dual-view score and minimum link probability on the
 # second, the operating point calibrated again on the validation set (seed 1402). About 1.5 hours.
 CORRESPONDENCE := build/models/phantom-retinanet-r18-dv
-MIN_LINK_PROBABILITY ?= 0.2
+MIN_LINK_PROBABILITY ?= 0.3
 train-correspondence: venv
 	test -f $(PHANTOMS)/pairs-train-2801/truth.json || \
 	  $(BIN)/cad phantom --out $(PHANTOMS)/pairs-train-2801 --exams 300 --seed 2801 --spacing 0.4 --workers 2

@@ -4,10 +4,11 @@ pectoral line and the breast's own size) and how it looks (size, contrast, textu
 score); linking is then an assignment over these probabilities (scipy's Hungarian solver) with
 one pre-specified minimum probability.
 
-The model is a logistic regression over :data:`FEATURES`, fitted on phantom candidate pairs
-(cad.tools.training.correspondence_fit) and locked in the manifest (``linking.correspondence``:
-the feature names, their centring and scaling, the weights, the minimum probability): small,
-inspectable, and run here in numpy, at a site as in training.
+The model is a small perceptron (or a logistic regression) over :data:`FEATURES`, fitted on
+phantom candidate pairs (cad.tools.training.correspondence_fit) and locked in the manifest
+(``correspondence``: the feature names, their centring and scaling, the layers' weights, the
+minimum probability, the dual-view rule), so the settings hash covers it: about a thousand
+numbers, run here in numpy, at a site as in training.
 """
 
 from __future__ import annotations
@@ -127,36 +128,51 @@ def pair_features(cc: ViewCandidate, mlo: ViewCandidate) -> list[float]:
     ]
 
 
+Layer = tuple[tuple[tuple[float, ...], ...], tuple[float, ...]]
+
+
 @dataclass(frozen=True)
 class CorrespondenceModel:
-    """The locked logistic model of "same lesion" over :data:`FEATURES`."""
+    """The locked model of "same lesion" over :data:`FEATURES`: standardised features through
+    ``layers`` (each a weight matrix, inputs x outputs, and a bias; ReLU between layers, one
+    logit out: one layer is a logistic regression, more a small perceptron)."""
 
-    weights: tuple[float, ...]
-    bias: float
+    layers: tuple[Layer, ...]
     centre: tuple[float, ...]
     scale: tuple[float, ...]
-    #: a pair less likely than this is never linked (pre-specified on validation data)
+    #: a pair less likely than this is never linked (pre-specified on selection data)
     min_probability: float
     #: candidates scoring below this take no part in linking
-    min_score: float = 0.02
+    min_score: float = 0.1
     per_view: int = 20
     #: the dual-view score of a detection whose breast has both views analysed:
     #: sigmoid(b0 + b1 * logit(own score) + b2 * logit(best counterpart probability)), fitted on
-    #: validation candidates (None: each detection keeps its own score)
+    #: selection candidates (None: each detection keeps its own score)
     dual_view: tuple[float, float, float] | None = None
 
     def __post_init__(self) -> None:
         n = len(FEATURES)
-        if not (len(self.weights) == len(self.centre) == len(self.scale) == n):
-            raise ValueError(f"linking.correspondence: {n} weights, centres and scales are needed ({', '.join(FEATURES)})")
+        if not (len(self.centre) == len(self.scale) == n) or not self.layers:
+            raise ValueError(f"correspondence: centres and scales for {n} features ({', '.join(FEATURES)}) and a layer")
+        width = n
+        for k, (weights, bias) in enumerate(self.layers):
+            if len(weights) != width or any(len(row) != len(bias) for row in weights):
+                raise ValueError(f"correspondence: layer {k} does not take {width} inputs to {len(bias)} outputs")
+            width = len(bias)
+        if width != 1:
+            raise ValueError("correspondence: the last layer gives one logit")
         if not 0.0 < self.min_probability < 1.0 or any(s <= 0 for s in self.scale):
-            raise ValueError("linking.correspondence: min_probability must be in (0, 1) and every scale positive")
+            raise ValueError("correspondence: min_probability must be in (0, 1) and every scale positive")
         if self.dual_view is not None and len(self.dual_view) != 3:
-            raise ValueError("linking.correspondence.dual_view: three coefficients (bias, own score, counterpart)")
+            raise ValueError("correspondence.dual_view: three coefficients (bias, own score, counterpart)")
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         z = (np.asarray(features, dtype=np.float64) - np.asarray(self.centre)) / np.asarray(self.scale)
-        p: np.ndarray = 1.0 / (1.0 + np.exp(-(z @ np.asarray(self.weights) + self.bias)))
+        for k, (weights, bias) in enumerate(self.layers):
+            z = z @ np.asarray(weights) + np.asarray(bias)
+            if k < len(self.layers) - 1:
+                z = np.maximum(z, 0.0)
+        p: np.ndarray = 1.0 / (1.0 + np.exp(-z[:, 0]))
         return p
 
     def dual_score(self, score: float, counterpart: float) -> float:
@@ -169,25 +185,26 @@ class CorrespondenceModel:
         return 1.0 / (1.0 + math.exp(-z))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"features": list(FEATURES), "weights": list(self.weights), "bias": self.bias,
+        return {"features": list(FEATURES), "layers": [{"weights": [list(r) for r in w], "bias": list(b)}
+                                                        for w, b in self.layers],
                 "centre": list(self.centre), "scale": list(self.scale), "min_probability": self.min_probability,
                 "min_score": self.min_score, "per_view": self.per_view,
                 **({"dual_view": list(self.dual_view)} if self.dual_view is not None else {})}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CorrespondenceModel:
-        """The manifest's ``linking.correspondence``; unknown keys or other features are refused."""
-        known = {"features", "weights", "bias", "centre", "scale", "min_probability", "min_score", "per_view",
-                 "dual_view"}
+        """The manifest's ``correspondence``; unknown keys or other features are refused."""
+        known = {"features", "layers", "centre", "scale", "min_probability", "min_score", "per_view", "dual_view"}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown linking.correspondence settings: {', '.join(unknown)}")
+            raise ValueError(f"unknown correspondence settings: {', '.join(unknown)}")
         if list(data.get("features", [])) != list(FEATURES):
-            raise ValueError(f"linking.correspondence: features {data.get('features')} are not this software's "
+            raise ValueError(f"correspondence: features {data.get('features')} are not this software's "
                              f"({', '.join(FEATURES)})")
-        return cls(tuple(float(w) for w in data["weights"]), float(data["bias"]),
-                   tuple(float(c) for c in data["centre"]), tuple(float(s) for s in data["scale"]),
-                   float(data["min_probability"]), float(data.get("min_score", 0.02)), int(data.get("per_view", 20)),
+        layers = tuple((tuple(tuple(float(v) for v in row) for row in layer["weights"]),
+                        tuple(float(v) for v in layer["bias"])) for layer in data["layers"])
+        return cls(layers, tuple(float(c) for c in data["centre"]), tuple(float(s) for s in data["scale"]),
+                   float(data["min_probability"]), float(data.get("min_score", 0.1)), int(data.get("per_view", 20)),
                    tuple(float(v) for v in data["dual_view"]) if "dual_view" in data else None)  # type: ignore[arg-type]
 
 

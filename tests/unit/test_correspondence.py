@@ -13,7 +13,8 @@ from cad.detect.linking import Candidate
 
 def _model(min_probability: float = 0.5, dual_view: tuple[float, float, float] | None = None) -> CorrespondenceModel:
     n = len(FEATURES)
-    return CorrespondenceModel((0.0,) * n, 0.0, (0.0,) * n, (1.0,) * n, min_probability, dual_view=dual_view)
+    layer = (((0.0,),) * n, (0.0,))  # one input-by-one-output weight per feature, and a bias
+    return CorrespondenceModel((layer,), (0.0,) * n, (1.0,) * n, min_probability, dual_view=dual_view)
 
 
 def _candidate(index: int, score: float, nipple: float, size: float, depth: float | None = 30.0) -> ViewCandidate:
@@ -65,7 +66,22 @@ def test_a_manifest_with_other_features_or_unknown_keys_is_refused() -> None:
     assert CorrespondenceModel.from_dict(data) == model
     with pytest.raises(ValueError, match="not this software's"):
         CorrespondenceModel.from_dict({**data, "features": list(reversed(FEATURES))})
-    with pytest.raises(ValueError, match="unknown linking.correspondence settings: min_probabilty"):
+    with pytest.raises(ValueError, match="unknown correspondence settings: min_probabilty"):
         CorrespondenceModel.from_dict({**data, "min_probabilty": 0.5})
     with pytest.raises(ValueError, match="min_probability"):
         CorrespondenceModel.from_dict({**data, "min_probability": 1.5})
+
+
+@pytest.mark.req("SRS-LNK-004")
+def test_a_perceptron_correspondence_is_its_layers_and_refuses_a_wrong_shape() -> None:
+    n = len(FEATURES)
+    hidden = (tuple((1.0, -1.0) for _ in range(n)), (0.0, 0.5))
+    out = (((2.0,), (-3.0,)), (0.1,))
+    model = CorrespondenceModel((hidden, out), (0.0,) * n, (1.0,) * n, 0.5)
+    x = np.linspace(-1, 1, n)[None, :]
+    h = np.maximum(x @ np.array(hidden[0]) + np.array(hidden[1]), 0.0)
+    expected = 1.0 / (1.0 + np.exp(-(h @ np.array(out[0]) + 0.1)))
+    assert model.probabilities(x) == pytest.approx(expected[:, 0])
+    assert CorrespondenceModel.from_dict(model.to_dict()) == model
+    with pytest.raises(ValueError, match="layer 1 does not take 2 inputs"):
+        CorrespondenceModel((hidden, (((1.0,),), (0.0,))), (0.0,) * n, (1.0,) * n, 0.5)

@@ -1,4 +1,4 @@
-"""Fit the learned CC/MLO correspondence (a logistic regression over
+"""Fit the learned CC/MLO correspondence (a small perceptron, or a logistic regression, over
 :data:`cad.detect.correspondence.FEATURES`) on training pairs, and judge linking on validation
 pairs: pair AUC, and link recall and precision after the assignment at each minimum probability.
 
@@ -38,19 +38,52 @@ def logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0) -> tuple[np.ndarray,
     return result.x[:-1], float(result.x[-1])
 
 
-def fit(tables: list[PairTable], l2: float = 1.0, min_probability: float = 0.5,
-        min_score: float = 0.1) -> CorrespondenceModel:
-    """The correspondence over standardised features, fitted on the pairs whose two candidates
-    both score at least ``min_score`` (those linking considers)."""
+def _training_pairs(tables: list[PairTable], min_score: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Features and labels of the pairs linking considers (both candidates at least
+    ``min_score``), and the centring and scaling of the features."""
     x = np.concatenate([t.features for t in tables])
     y = np.concatenate([t.same for t in tables]).astype(np.float64)
     keep = np.concatenate([np.minimum(t.cc_score, t.mlo_score) >= min_score for t in tables])
     x, y = x[keep], y[keep]
     centre, scale = x.mean(axis=0), x.std(axis=0)
     scale[scale < 1e-9] = 1.0
+    return x, y, centre, scale
+
+
+def _layer(weights: np.ndarray, bias: np.ndarray) -> tuple[tuple[tuple[float, ...], ...], tuple[float, ...]]:
+    return tuple(tuple(float(v) for v in row) for row in weights), tuple(float(v) for v in bias)
+
+
+def fit(tables: list[PairTable], l2: float = 1.0, min_probability: float = 0.5,
+        min_score: float = 0.1) -> CorrespondenceModel:
+    """A logistic correspondence (one layer) over standardised features."""
+    x, y, centre, scale = _training_pairs(tables, min_score)
     weights, bias = logistic((x - centre) / scale, y, l2)
-    return CorrespondenceModel(tuple(float(v) for v in weights), bias, tuple(float(v) for v in centre),
+    return CorrespondenceModel((_layer(weights[:, None], np.array([bias])),), tuple(float(v) for v in centre),
                                tuple(float(v) for v in scale), min_probability, min_score)
+
+
+def fit_perceptron(tables: list[PairTable], hidden: int = 32, epochs: int = 300, weight_decay: float = 1e-4,
+                   seed: int = 0, min_probability: float = 0.5, min_score: float = 0.1) -> CorrespondenceModel:
+    """A perceptron correspondence (two hidden ReLU layers of ``hidden``), trained full-batch
+    with Adam on the binary cross-entropy (seeded: the same data give the same weights)."""
+    import torch
+
+    x, y, centre, scale = _training_pairs(tables, min_score)
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, hidden),
+                              torch.nn.ReLU(), torch.nn.Linear(hidden, 1)).double()
+    optimiser = torch.optim.Adam(net.parameters(), lr=3e-3, weight_decay=weight_decay)
+    inputs, labels = torch.tensor((x - centre) / scale), torch.tensor(y)
+    for _ in range(epochs):
+        optimiser.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(net(inputs).squeeze(1), labels)
+        loss.backward()
+        optimiser.step()
+    linear = [m for m in net if isinstance(m, torch.nn.Linear)]
+    layers = tuple(_layer(m.weight.detach().numpy().T, m.bias.detach().numpy()) for m in linear)
+    return CorrespondenceModel(layers, tuple(float(v) for v in centre), tuple(float(v) for v in scale),
+                               min_probability, min_score)
 
 
 def linking_probabilities(table: PairTable, model: CorrespondenceModel) -> np.ndarray:
@@ -150,8 +183,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--l2", type=float, default=1.0)
     parser.add_argument("--mark-score", type=float, default=0.116, help="the operating threshold links are judged at")
     parser.add_argument("--min-score", type=float, default=0.1, help="candidates below this take no part in linking")
+    parser.add_argument("--hidden", type=int, default=32, help="perceptron width (0: logistic regression)")
     args = parser.parse_args(argv)
-    model = fit([PairTable.load(p) for p in args.train], args.l2, min_score=args.min_score)
+    tables = [PairTable.load(p) for p in args.train]
+    model = (fit_perceptron(tables, args.hidden, min_score=args.min_score) if args.hidden
+             else fit(tables, args.l2, min_score=args.min_score))
     report: dict[str, Any] = {"model": model.to_dict(), "validation": {}}
     for path in args.validation:
         table = PairTable.load(path)
@@ -159,11 +195,12 @@ def main(argv: list[str] | None = None) -> None:
         report["validation"][path.name] = {
             "pairs": len(table.same), "same": int(table.same.sum()), "auc": round(auc(p, table.same), 4),
             "by_min_probability": [judge(table, p, replace(model, min_probability=q), args.mark_score)
-                                   for q in (0.05, 0.1, 0.2, 0.3, 0.5, 0.7)]}
+                                   for q in (0.1, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5)]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: v for k, v in report.items() if k != "model"}, indent=1)[:4000])
-    print("weights:", dict(zip(FEATURES, (round(w, 3) for w in model.weights))))
+    if len(model.layers) == 1:
+        print("weights:", dict(zip(FEATURES, (round(row[0], 3) for row in model.layers[0][0]))))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 model's weights and exports, its manifest with a ``correspondence`` section, and the operating
 point calibrated again on the validation phantoms (the dual-view score changes the FROC).
 
-Data roles, never mixed: the correspondence is fitted on training pairs; the dual-view score and
+Data roles, never mixed: the correspondence (a perceptron of two hidden layers of 32) is fitted
+on training pairs; the dual-view score and
 the minimum link probability on a selection set's pairs; the operating point on the validation
 set (seed 1402, as every released model); test data are never read here.
 
@@ -25,7 +26,7 @@ from cad.detect.manifest import CORRESPONDENCE_KEY
 from cad.detect.runtimes import make_runtime
 from cad.io import load
 from cad.tools.training.correspondence import PairTable
-from cad.tools.training.correspondence_fit import fit, fit_dual, judge, linking_probabilities
+from cad.tools.training.correspondence_fit import fit_dual, fit_perceptron, judge, linking_probabilities
 from verification.standalone import evaluate
 
 OPERATING_FPI = 1.0
@@ -37,7 +38,7 @@ def _write(folder: Path, manifest: dict[str, Any]) -> None:
 
 def build(released: Path, train: list[Path], selection: Path, validation: Path, out: Path, name: str,
           min_probability: float, min_score: float) -> dict[str, Any]:
-    model = fit([PairTable.load(p) for p in train], min_probability=min_probability, min_score=min_score)
+    model = fit_perceptron([PairTable.load(p) for p in train], min_probability=min_probability, min_score=min_score)
     chosen = PairTable.load(selection)
     model = fit_dual(chosen, model)
     shutil.rmtree(out, ignore_errors=True)
