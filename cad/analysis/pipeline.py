@@ -288,7 +288,11 @@ def _corresponded_findings(laterality: Laterality, views: list[AnalysedView],
     for i, j in links:
         (a, ca), (b, cb) = cc[i], mlo[j]
         probability = float(p[i, j])
-        score = max(dual(a, ca.detection, probability), dual(b, cb.detection, probability))
+        if model.dual_view is None:  # the two views' own scores, fused by a noisy-OR weighted by the link
+            score = fuse(float(a.detections.scores[ca.detection]), float(b.detections.scores[cb.detection]),
+                         probability)
+        else:
+            score = max(dual(a, ca.detection, probability), dual(b, cb.detection, probability))
         out.append(Scored(score, laterality, (fview(a, ca.detection), fview(b, cb.detection)), None,
                           round(probability, SCORE_DIGITS)))
         linked |= {(a.image.sop_instance_uid, ca.detection), (b.image.sop_instance_uid, cb.detection)}

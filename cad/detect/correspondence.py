@@ -147,7 +147,8 @@ class CorrespondenceModel:
     per_view: int = 20
     #: the dual-view score of a detection whose breast has both views analysed:
     #: sigmoid(b0 + b1 * logit(own score) + b2 * logit(best counterpart probability)), fitted on
-    #: selection candidates (None: each detection keeps its own score)
+    #: selection candidates (None: each detection keeps its own score, and a linked finding's is
+    #: the noisy-OR of its two weighted by the link probability)
     dual_view: tuple[float, float, float] | None = None
 
     def __post_init__(self) -> None:
