@@ -41,7 +41,10 @@ if TYPE_CHECKING:
 
 #: libraries whose INFO/DEBUG output may carry identifiers (UIDs, header dumps)
 log = logging.getLogger("cad.cli")
-QUIET_LOGGERS = ("dicomweb_client", "highdicom", "pynetdicom", "pydicom", "uvicorn", "httpx")
+#: (and the level each is held at: pydicom's warnings quote raw header values, which may be a
+#: patient's name, so only its errors pass, as ingest itself sets it)
+QUIET_LOGGERS = {"dicomweb_client": logging.WARNING, "highdicom": logging.WARNING, "pynetdicom": logging.WARNING,
+                 "pydicom": logging.ERROR, "uvicorn": logging.WARNING, "httpx": logging.WARNING}
 
 EXIT_OK = 0
 EXIT_NOTHING_ANALYSED = 1
@@ -216,8 +219,8 @@ def _root(
     )
     # third-party libraries log full UIDs and DICOM headers at INFO/DEBUG; the product's own
     # log lines name a study only by the tail of its UID and never a patient
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
+    for name, level in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
 
 
 @app.command()

@@ -470,3 +470,18 @@ def test_in_scope_headers_are_accepted(write_variant: WriteVariant) -> None:
         ds.EstimatedRadiographicMagnificationFactor = "1.1"
 
     assert not isinstance(load_file(write_variant(in_scope)), IngestFailure)
+
+
+@pytest.mark.req("SRS-ING-009")
+def test_the_command_line_never_lets_pydicoms_value_quoting_warnings_through(tmp_path: Path) -> None:
+    """pydicom's warnings quote raw header values (a patient's name among them): the `cad`
+    command holds its logger at ERROR, as ingest does, whatever was imported first (it once
+    lowered it to WARNING, found when a test ran the command in-process before another read a
+    mutated header)."""
+    from typer.testing import CliRunner
+
+    from cad.cli import app
+
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
+    CliRunner().invoke(app, ["inspect", str(tmp_path / "absent")])
+    assert logging.getLogger("pydicom").getEffectiveLevel() >= logging.ERROR
