@@ -17,7 +17,7 @@ PHANTOMS := build/phantoms
 MODEL := models/phantom-retinanet-r18
 RUN := runs/phantom-retinanet-r18
 
-.PHONY: demo test venv system-deps lock clean train-phantom train-correspondence evaluate-phantom bench loadtest docs trace \
+.PHONY: demo test test-fast venv system-deps lock clean train-phantom train-correspondence evaluate-phantom bench loadtest docs trace \
   sbom fuzz
 
 $(STAMP): pyproject.toml locked-dependencies.txt
@@ -53,10 +53,16 @@ demo: venv
 	@echo "  Mammography CAD SR:        $(DEMO)/cad/<StudyInstanceUID>/cad-sr.dcm  (dsrdump it)"
 	@echo "  presentation state (GSPS): $(DEMO)/cad/<StudyInstanceUID>/cad-pr.dcm"
 
-# Every test, then the traceability matrices and their gap check from this run's results.
+# Every test, on every core (pytest-xdist; a file's tests share one worker, so module fixtures are
+# built once), then the traceability matrices and their gap check from this run's results.
+TEST_WORKERS ?= auto
 test: venv system-deps
-	$(BIN)/python -m pytest --junitxml=reports/junit.xml; status=$$?; \
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --junitxml=reports/junit.xml; status=$$?; \
 	$(BIN)/cad trace --junit reports/junit.xml --out reports/trace || status=1; exit $$status
+
+# The edit loop: unit and integration tests not marked slow, on every core (no trace).
+test-fast: venv
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow" tests/unit tests/integration
 
 trace: venv
 	$(BIN)/cad trace --junit reports/junit.xml --out reports/trace

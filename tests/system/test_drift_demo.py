@@ -19,7 +19,7 @@ from cad.tools.serve_drift_demo import run_demo
 def test_a_detector_change_raises_input_drift_and_like_studies_do_not(tmp_path: Path) -> None:
     unshifted, shifted = tmp_path / "unshifted", tmp_path / "shifted"
     generate(unshifted, exams=8, seed=4040)
-    generate(shifted, exams=5, seed=4041, config=PhantomConfig(spacing_mm=0.1))
+    generate(shifted, exams=5, seed=4041, config=PhantomConfig(spacing_mm=0.3))  # another detector: coarser pixels
     settings = tmp_path / "monitoring.toml"
     settings.write_text("[input_drift]\nbaseline_images = 20\nwindow_images = 20\n")
     report = run_demo(unshifted, shifted, tmp_path / "out", monitoring=settings, screenshots=False)
