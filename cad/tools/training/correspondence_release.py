@@ -20,16 +20,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from cad.analysis.pipeline import analyse_studies
 from cad.detect.locked import MANIFEST_FILE, load_locked_model, sha256_file
 from cad.detect.manifest import CORRESPONDENCE_KEY
 from cad.detect.runtimes import make_runtime
-from cad.io import load
 from cad.tools.training.correspondence import PairTable
 from cad.tools.training.correspondence_fit import fit_dual, fit_perceptron, judge, linking_probabilities
-from verification.standalone import evaluate
-
-OPERATING_FPI = 1.0
+from cad.tools.training.release import OPERATING_FPI, set_operating_point
 
 
 def _write(folder: Path, manifest: dict[str, Any]) -> None:
@@ -54,26 +50,7 @@ def build(released: Path, train: list[Path], selection: Path, validation: Path, 
         "selection": judge(chosen, linking_probabilities(chosen, model), model, manifest["operating_point"]["threshold"]),
     }
     _write(out, manifest)
-    locked = load_locked_model(out)
-    truth = json.loads((validation / "truth.json").read_text())
-    runtime = make_runtime(locked)
-    studies = load([validation]).studies
-    findings = {}
-    for first in range(0, len(studies), 4):
-        for study, (result, _) in zip(studies[first:first + 4], analyse_studies(studies[first:first + 4], locked, runtime)):
-            findings[study.study_instance_uid] = result
-    metrics = evaluate(truth, findings)
-    threshold = metrics["dual_view"]["threshold_at_fpi"][f"{OPERATING_FPI:g}"]
-    manifest["operating_point"] = {
-        "threshold": threshold, "fpi": OPERATING_FPI,
-        "definition": f"dual-view finding score at {OPERATING_FPI:g} false marks per image on "
-                      f"{len(truth['exams'])} validation phantom exams (seed {truth.get('seed')}), never used for testing",
-        "validation": {"exams": len(truth["exams"]), "seed": truth.get("seed"),
-                       "truth_sha256": sha256_file(validation / "truth.json")},
-    }
-    manifest.setdefault("metrics", {})["validation_pipeline"] = metrics
-    _write(out, manifest)
-    return manifest
+    return set_operating_point(out, manifest, validation, make_runtime(load_locked_model(out)))
 
 
 def main(argv: list[str] | None = None) -> None:

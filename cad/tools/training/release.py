@@ -19,6 +19,7 @@ import cad
 from cad.analysis.pipeline import analyse_study
 from cad.detect.linking import LinkingConfig
 from cad.detect.locked import MANIFEST_FILE, WEIGHTS_FILE, load_locked_model, sha256_file
+from cad.detect.runtime import Runtime
 from cad.detect.torch_runtime import TorchRuntime
 from cad.io import load
 from verification.standalone import evaluate
@@ -40,10 +41,18 @@ def calibrate(run_model: Path, validation: Path, out: Path, linking: LinkingConf
     manifest["operating_point"] = {"threshold": 0.0, "fpi": OPERATING_FPI}
     _write_manifest(out, manifest)
     model = load_locked_model(out)
+    return set_operating_point(out, manifest, validation, TorchRuntime(model, max_batch=1))
+
+
+def set_operating_point(out: Path, manifest: dict[str, Any], validation: Path, runtime: Runtime) -> dict[str, Any]:
+    """Run the locked pipeline of the model in ``out`` on the validation phantoms with ``runtime``
+    and write its operating point (the dual-view score threshold at OPERATING_FPI false marks per
+    image there, never on test data) and the validation metrics into its manifest."""
+    model = load_locked_model(out)
     truth = json.loads((validation / "truth.json").read_text())
     findings = {}
     for study in load([validation]).studies:
-        result, _ = analyse_study(study, model, TorchRuntime(model, max_batch=1))
+        result, _ = analyse_study(study, model, runtime)
         findings[study.study_instance_uid] = result
     metrics = evaluate(truth, findings)
     threshold = metrics["dual_view"]["threshold_at_fpi"][f"{OPERATING_FPI:g}"]
