@@ -13,7 +13,6 @@ analysed (it might have been a mammogram); sidecar and hidden files and DICOMDIR
 from __future__ import annotations
 
 import csv
-import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from pydicom.errors import InvalidDicomError
 from cad.io.dicom_reader import not_mammogram
 from cad.io.dicomweb import DicomWeb
 from cad.io.loader import iter_input_files
+from cad.io.uids import instance_set_sha256
 
 #: header keywords discovery reads (everything before the pixel data is parsed, these are kept)
 KEYWORDS = ("StudyInstanceUID", "SOPInstanceUID", "Modality")
@@ -47,8 +47,9 @@ class StudyWork:
 
     @property
     def instances_sha256(self) -> str:
-        """SHA-256 of the sorted SOP Instance UIDs: a study whose instances change is new work."""
-        return hashlib.sha256("\n".join(sorted(self.sop_uids)).encode()).hexdigest()
+        """Identity of the instance set (:func:`cad.io.uids.instance_set_sha256`): a study whose
+        instances change is new work."""
+        return instance_set_sha256(self.sop_uids)
 
 
 @dataclass

@@ -128,11 +128,12 @@ def decode_boxes(deltas: np.ndarray, anchors: np.ndarray) -> np.ndarray:
     return np.stack([pred_x - half_w, pred_y - half_h, pred_x + half_w, pred_y + half_h], axis=1).astype(np.float32)
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou: float, limit: int) -> np.ndarray:
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float, limit: int, order: np.ndarray | None = None) -> np.ndarray:
     """Greedy non-maximum suppression as torchvision's ``nms`` (a box is dropped when its IoU with
-    a kept, higher-scoring box exceeds ``iou``; equal scores keep their input order): indices of
-    at most ``limit`` kept boxes, highest score first."""
-    order = np.argsort(-scores, kind="stable")
+    a kept, higher-scoring box exceeds ``iou``): indices of at most ``limit`` kept boxes, in
+    ``order``, by default highest score first with equal scores in their input order. The one
+    NMS of the product: the detector's, and the second stage's with its own tie rule."""
+    order = np.argsort(-scores, kind="stable") if order is None else np.asarray(order, dtype=np.int64)
     boxes = boxes[order]
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     alive = np.ones(len(order), dtype=bool)

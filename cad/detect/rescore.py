@@ -30,7 +30,7 @@ from scipy import ndimage
 
 from cad.detect import blobs
 from cad.detect.blobs import BlobConfig
-from cad.detect.detector import ViewDetections
+from cad.detect.detector import ViewDetections, nms
 from cad.detect.inputs import ViewInput
 from cad.detect.linking import Candidate, candidates
 from cad.io.image import View
@@ -246,25 +246,11 @@ def breast_inputs(views: Sequence[tuple[ViewInput, View, ViewDetections]], confi
 
 
 def suppress(model_boxes: np.ndarray, scores: np.ndarray, iou: float, limit: int) -> np.ndarray:
-    """Greedy non-maximum suppression: indices kept, highest score first (ties by position), at
-    most ``limit``. Written with numpy so that the site runtime needs no torch for it."""
+    """The product's NMS (:func:`cad.detect.detector.nms`) with the second stage's tie rule:
+    equal scores by position (x0, then y0), so the result never depends on the candidates' order."""
     boxes = np.asarray(model_boxes, dtype=np.float64).reshape(-1, 4)
-    order = list(np.lexsort((boxes[:, 1], boxes[:, 0], -np.asarray(scores, dtype=np.float64))))
-    area = np.prod(np.clip(boxes[:, 2:] - boxes[:, :2], 0, None), axis=1)
-    kept: list[int] = []
-    for i in order:
-        if len(kept) >= limit:
-            break
-        if kept:
-            k = np.asarray(kept)
-            lo = np.maximum(boxes[k, :2], boxes[i, :2])
-            hi = np.minimum(boxes[k, 2:], boxes[i, 2:])
-            inter = np.prod(np.clip(hi - lo, 0, None), axis=1)
-            union = area[k] + area[i] - inter
-            if (inter > iou * np.maximum(union, 1e-12)).any():
-                continue
-        kept.append(int(i))
-    return np.asarray(kept, dtype=np.int64)
+    order = np.lexsort((boxes[:, 1], boxes[:, 0], -np.asarray(scores, dtype=np.float64)))
+    return nms(boxes, np.asarray(scores, dtype=np.float64), iou, limit, order)
 
 
 @dataclass(frozen=True)

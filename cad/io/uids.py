@@ -9,6 +9,7 @@ re-run de-duplicates instead of storing a second copy.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from collections.abc import Iterable
@@ -62,3 +63,10 @@ def output_uids(
         "pr_series": derived_uid("cad-pr-series", series),
         "pr_instance": derived_uid("cad-pr-instance", parts),
     }
+
+
+def instance_set_sha256(sop_instance_uids: Iterable[str]) -> str:
+    """The identity of a study's set of instances: SHA-256 of its distinct SOP Instance UIDs,
+    sorted, one per line. The one rule of `cad batch`'s ledger and `cad serve`'s queue: a study
+    whose instances change is new work, the same set in any order or repeated is not."""
+    return hashlib.sha256("\n".join(sorted(set(sop_instance_uids))).encode()).hexdigest()

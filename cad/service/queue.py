@@ -16,7 +16,6 @@ with the reason.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 import time
@@ -25,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from cad.io.uids import uid_tail
+from cad.io.uids import instance_set_sha256, uid_tail
 from cad.service import audit
 
 PENDING, RUNNING, DONE, FAILED, SUPERSEDED = "pending", "running", "done", "failed", "superseded"
@@ -44,9 +43,8 @@ class Instance:
 
 
 def instances_sha256(instances: list[Instance]) -> str:
-    """Identity of an instance set: SHA-256 of the sorted SOP Instance UIDs."""
-    text = "\n".join(sorted({i.sop_uid for i in instances}))
-    return hashlib.sha256(text.encode()).hexdigest()
+    """Identity of an instance set (:func:`cad.io.uids.instance_set_sha256`)."""
+    return instance_set_sha256(i.sop_uid for i in instances)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cad.service import audit, store
-from cad.service.queue import DONE, FAILED, PENDING, RUNNING, SUPERSEDED, Instance, JobQueue, RetryPolicy
+from cad.service.queue import DONE, FAILED, PENDING, RUNNING, SUPERSEDED, Instance, JobQueue, RetryPolicy, instances_sha256
 
 
 def instances(*sops: str) -> list[Instance]:
@@ -121,3 +121,16 @@ def test_a_job_waiting_for_space_uses_up_no_attempt_and_is_never_failed(queue: J
         assert waiting.reason == "outputs cannot be stored: no space left on device"
         assert queue.claim() is None, "not tried again before its delay"
     assert queue.counts()[FAILED] == 0 and not list(audit.records(queue.db)), "nothing finished, nothing audited"
+
+
+@pytest.mark.req("SRS-SVC-002", "SRS-BAT-001")
+def test_the_batch_ledger_and_the_service_queue_name_an_instance_set_alike() -> None:
+    """One identity of a study's instance set for both exactly-once stores: any order, repeats
+    ignored; one more image is another set."""
+    from cad.batch.discover import StudyWork
+
+    sops = ("2.25.3", "2.25.1", "2.25.2")
+    service = instances_sha256(instances(*sops, "2.25.1"))
+    batch = StudyWork("2.25.9", ("c", "a", "b"), tuple(sorted(sops))).instances_sha256
+    assert service == batch == instances_sha256(instances(*reversed(sops)))
+    assert instances_sha256(instances(*sops, "2.25.4")) != service
