@@ -34,6 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 import cad
+from cad.errors import CadError, EnvironmentProblem, ExitCode
 
 if TYPE_CHECKING:
     from cad.detect.locked import LockedModel
@@ -46,16 +47,14 @@ log = logging.getLogger("cad.cli")
 QUIET_LOGGERS = {"dicomweb_client": logging.WARNING, "highdicom": logging.WARNING, "pynetdicom": logging.WARNING,
                  "pydicom": logging.ERROR, "uvicorn": logging.WARNING, "httpx": logging.WARNING}
 
-EXIT_OK = 0
-EXIT_NOTHING_ANALYSED = 1
-EXIT_USAGE = 2
-EXIT_MODEL = 3
-#: analysed, but a study's DICOM outputs (SR, presentation state) could not be written
-EXIT_OUTPUTS_INCOMPLETE = 4
-#: analysed, but some images were not (listed with why): those studies' results are incomplete
-EXIT_INCOMPLETE = 5
-#: the machine could not do what was asked: no space to write the outputs, a port that cannot be opened
-EXIT_ENVIRONMENT = 6
+# the exit codes (cad.errors.ExitCode), by the names the verbs use
+EXIT_OK = ExitCode.OK
+EXIT_NOTHING_ANALYSED = ExitCode.NOTHING_ANALYSED
+EXIT_USAGE = ExitCode.USAGE
+EXIT_MODEL = ExitCode.MODEL
+EXIT_OUTPUTS_INCOMPLETE = ExitCode.OUTPUTS_INCOMPLETE
+EXIT_INCOMPLETE = ExitCode.INCOMPLETE
+EXIT_ENVIRONMENT = ExitCode.ENVIRONMENT
 
 app = typer.Typer(
     name="cad",
@@ -70,6 +69,10 @@ app = typer.Typer(
 )
 console = Console()
 err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)  # messages name files: no markup
+
+
+class StateUnwritable(EnvironmentProblem):
+    """The state database, ledger or report cannot be written (its disk full or read-only)."""
 
 
 def usage_error(message: str) -> typer.Exit:
@@ -175,37 +178,28 @@ def verified_model(model: Path | None, released_only: bool = True) -> LockedMode
     """The locked model, verified against its manifest and, for analysis (``released_only``),
     against the models this release was verified with (RC-002); exit 3 otherwise. An unreleased
     model in development mode runs with a warning on every run."""
-    from cad.detect.locked import ModelIntegrityError, load_locked_model
+    from cad.detect.locked import load_locked_model
     from cad.detect.release import DEVELOPMENT_VARIABLE, require_released
 
-    try:
-        locked = load_locked_model(model)
-        if released_only and not require_released(locked):
-            err.print(f"warning: {locked.name} is not a released model ({DEVELOPMENT_VARIABLE}=1): development "
-                      "mode, results are marked unreleased and are not for clinical use")
-            log.warning("unreleased model %s (weights %s…) run in development mode", locked.name, locked.sha256[:16])
-        return locked
-    except ModelIntegrityError as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(EXIT_MODEL) from None
+    locked = load_locked_model(model)
+    if released_only and not require_released(locked):
+        err.print(f"warning: {locked.name} is not a released model ({DEVELOPMENT_VARIABLE}=1): development "
+                  "mode, results are marked unreleased and are not for clinical use")
+        log.warning("unreleased model %s (weights %s…) run in development mode", locked.name, locked.sha256[:16])
+    return locked
 
 
 def _verified_model_and_runtime(model: Path | None, runtime: str) -> tuple[LockedModel, Runtime]:
     """The locked model, verified (exit 3 otherwise), and its runtime (exit 3 if its export fails
     verification, 2 if it cannot run here)."""
-    from cad.detect.locked import ModelIntegrityError
     from cad.detect.runtime import DEFAULT_RUNTIME, RuntimeUnavailableError
     from cad.detect.runtimes import make_runtime
 
     locked = verified_model(model)
     try:
         return locked, make_runtime(locked, runtime or DEFAULT_RUNTIME)
-    except ModelIntegrityError as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(EXIT_MODEL) from None
-    except RuntimeUnavailableError as exc:
-        err.print(f"error: --runtime {runtime}: {exc}")
-        raise typer.Exit(EXIT_USAGE) from None
+    except RuntimeUnavailableError as exc:  # named with the option that asked for it
+        raise RuntimeUnavailableError(f"--runtime {runtime}: {exc}") from None
 
 
 @app.callback()
@@ -240,11 +234,7 @@ def inspect(
     from cad.report.overlay import reference_marks, render_overlay
 
     require_existing(inputs)
-    try:
-        truth_boxes = reference_marks(truth) if truth is not None else {}
-    except ValueError as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(EXIT_USAGE) from None
+    truth_boxes = reference_marks(truth) if truth is not None else {}
     result = load(inputs)
     refused: list[str] = []
     table = Table(title="Ingest", show_lines=False)
@@ -416,15 +406,10 @@ def export(
         err.print("error: cad export makes the exports from the PyTorch weights and needs torch and torchvision "
                   "(pip install 'mammo-cad[dev]'); a site install runs the exports shipped with the model")
         raise typer.Exit(EXIT_USAGE)
-    from cad.export import ExportError, export_model
+    from cad.export import export_model
 
     locked = verified_model(model, released_only=False)  # exports are made of models before their release
-    try:
-        summary = export_model(locked, out, export_format, parity_input, calibration)
-    except ExportError as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(exc.exit_code) from None
-    console.print(summary)
+    console.print(export_model(locked, out, export_format, parity_input, calibration))
 
 
 @app.command()
@@ -482,43 +467,28 @@ def serve(
     analysis. Exit codes: 0 done; 1 (--once) a study failed or a source was unreachable;
     2 usage; 3 model verification failed; 5 (--once) a study's result is incomplete (images
     not analysed); 6 a port could not be opened, or the outputs or state could not be stored."""
-    from cad.detect.locked import ModelIntegrityError
     from cad.service import store
     from cad.service.queue import FAILED, RetryPolicy
     from cad.service.service import ListenerError, Service, ServiceConfig
-    from cad.service.store import StateLockedError
 
     logging.getLogger("cad").setLevel(logging.INFO)  # a service reports what it does
     _check_runtime_name(runtime)
-    try:
-        config = ServiceConfig.from_options(
-            state, dicomweb=dicomweb, since=since, watch=watch, scp=scp, scp_allow=scp_allow,
-            dicomweb_auth_file=dicomweb_auth_file, tls_cert=tls_cert, tls_key=tls_key, send=send, api=api,
-            token_file=token_file, poll_seconds=poll_seconds, quiet_seconds=quiet_seconds,
-            retry=RetryPolicy(max_attempts=max_attempts, base_seconds=retry_seconds), late_seconds=late_after,
-            alert_webhook=alert_webhook, sensitivity_floor=sensitivity_floor, overlays=overlays, monitoring=monitoring)
-    except ValueError as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(EXIT_USAGE) from None
+    config = ServiceConfig.from_options(
+        state, dicomweb=dicomweb, since=since, watch=watch, scp=scp, scp_allow=scp_allow,
+        dicomweb_auth_file=dicomweb_auth_file, tls_cert=tls_cert, tls_key=tls_key, send=send, api=api,
+        token_file=token_file, poll_seconds=poll_seconds, quiet_seconds=quiet_seconds,
+        retry=RetryPolicy(max_attempts=max_attempts, base_seconds=retry_seconds), late_seconds=late_after,
+        alert_webhook=alert_webhook, sensitivity_floor=sensitivity_floor, overlays=overlays, monitoring=monitoring)
     locked, engine = _verified_model_and_runtime(model, runtime)
-    try:
-        service = Service(config, locked, engine)
-    except ModelIntegrityError as exc:  # the monitoring reference beside the model does not verify
-        err.print(f"error: {exc}")
-        raise typer.Exit(EXIT_MODEL) from None
-    except (ValueError, StateLockedError) as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(EXIT_USAGE) from None
+    service = Service(config, locked, engine)
     try:
         counts = service.run(once=once)
     except ListenerError as exc:
-        err.print(f"error: {exc}; the service stopped (nothing was analysed)")
-        raise typer.Exit(EXIT_ENVIRONMENT) from None
+        raise ListenerError(f"{exc}; the service stopped (nothing was analysed)") from None
     except sqlite3.OperationalError as exc:  # the state database cannot be written: nothing can be recorded
         if "disk" not in str(exc) and "readonly" not in str(exc):
             raise
-        err.print(f"error: {state / store.DATABASE}: {exc}; the service stopped (jobs are kept)")
-        raise typer.Exit(EXIT_ENVIRONMENT) from None
+        raise StateUnwritable(f"{state / store.DATABASE}: {exc}; the service stopped (jobs are kept)") from None
     finally:
         service.close()
     console.print("jobs: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
@@ -553,12 +523,7 @@ def deidentify(
     from cad.io.loader import iter_input_files
 
     require_existing([*inputs, secret_file])
-    try:
-        secret = read_secret(secret_file)
-    except ValueError as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(EXIT_USAGE) from None
-    report = run_export(inputs, out, secret)
+    report = run_export(inputs, out, read_secret(secret_file))
     sources = list(iter_input_files(inputs))
     for number, reason in report.refused:  # on the site's console only: source names stay here
         err.print(f"error: {sources[number - 1]}: not exported: {reason}")
@@ -621,11 +586,7 @@ def batch(
     if problem:
         err.print(f"error: {problem}")
         raise typer.Exit(EXIT_USAGE)
-    try:
-        auth = read_authorization(dicomweb_auth_file) if dicomweb_auth_file else None
-    except ValueError as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(EXIT_USAGE) from None
+    auth = read_authorization(dicomweb_auth_file) if dicomweb_auth_file else None
     verified_model(model)  # refuse before any worker starts
     config = EngineConfig(str(model.resolve()) if model else None, runtime, out.resolve(), overlays, workers,
                           timeout_s, dicomweb=dicomweb, dicomweb_auth=auth)
@@ -637,11 +598,7 @@ def batch(
                                              since))
         return archive
 
-    try:
-        runner: LocalEngine | RayEngine = RayEngine(config, address) if engine == "ray" else LocalEngine(config)
-    except ValueError as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(EXIT_USAGE) from None
+    runner: LocalEngine | RayEngine = RayEngine(config, address) if engine == "ray" else LocalEngine(config)
     columns = (TextColumn("[bold]studies"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
     started = time.perf_counter()
@@ -660,19 +617,14 @@ def batch(
                     bar.console.print(f"{what}: study …{outcome.study_uid[-8:]}: {outcome.reason}")
 
             summary = run_batch(find, out, runner, progress, retry_failed)
-    except ValueError as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(EXIT_USAGE) from None
     except PacsError as exc:  # the archive could not be listed: nothing was analysed
-        err.print(f"error: {dicomweb}: {exc}")
-        raise typer.Exit(EXIT_NOTHING_ANALYSED) from None
+        raise PacsError(f"{dicomweb}: {exc}") from None
     except (OSError, sqlite3.OperationalError) as exc:  # the ledger or report could not be written
         if not (atomic.is_environment_error(exc) or "disk" in str(exc)):
             raise
         why = atomic.describe(exc) if isinstance(exc, OSError) else str(exc)
-        err.print(f"error: {out}: {why}: the run stopped; studies done so far are kept; free space and run the same "
-                  "command again")
-        raise typer.Exit(EXIT_ENVIRONMENT) from None
+        raise StateUnwritable(f"{out}: {why}: the run stopped; studies done so far are kept; free space and run the "
+                              "same command again") from None
     finally:
         runner.close()
     for entry in summary["files_not_analysed"]:
@@ -711,15 +663,11 @@ def outcomes_import(
     """Import outcomes: good rows are stored (UIDs and coded values only), each bad row is refused
     with one line. Exit 0 when rows were imported, 1 when none could be, 2 when the file cannot be read."""
     from cad.service import store
-    from cad.service.outcomes import OutcomesError, import_file
+    from cad.service.outcomes import import_file
 
     require_existing([csv_file])
-    try:
-        with closing(store.connect(state)) as connection:
-            report = import_file(connection, csv_file)
-    except OutcomesError as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(EXIT_USAGE) from None
+    with closing(store.connect(state)) as connection:
+        report = import_file(connection, csv_file)
     for line in report.refused:
         err.print(f"refused: {line}")
     if report.ignored_columns:
@@ -801,13 +749,13 @@ def main() -> None:
     """Console entry point."""
     from cad.report.outputs import creation_instant
 
-    try:  # before any import that reads it (numpy's f2py fails on a malformed value)
-        creation_instant()
-    except ValueError as exc:
+    try:
+        creation_instant()  # before any import that reads it (numpy's f2py fails on a malformed value)
+        load_plugins()
+        app(standalone_mode=True)
+    except CadError as exc:  # one line and the exit code of the error's kind (cad.errors)
         err.print(f"error: {exc}")
-        raise SystemExit(EXIT_USAGE) from None
-    load_plugins()
-    app()
+        raise SystemExit(exc.exit_code) from None
 
 
 if __name__ == "__main__":  # pragma: no cover

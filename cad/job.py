@@ -21,6 +21,7 @@ from pydicom.dataset import Dataset
 from cad.analysis.pipeline import AnalysedView, analyse_studies
 from cad.detect.locked import LockedModel
 from cad.detect.runtime import Runtime, default_threads
+from cad.errors import EnvironmentProblem
 from cad.io import atomic
 from cad.io.image import IngestFailure, IngestResult, Study
 from cad.io.uids import uid_tail
@@ -95,7 +96,7 @@ class StudyOutcome:
         return "+".join(name for name, path in (("SR", self.dicom.sr), ("GSPS", self.dicom.pr)) if path) or "none"
 
 
-class OutputsNotWritten(Exception):
+class OutputsNotWritten(EnvironmentProblem):
     """A study's outputs could not be stored (no space left, a read-only or forbidden folder):
     the machine's condition, not a defect and not a clinical statement. Nothing of the study was
     left behind, and an earlier result in its place is unchanged."""

@@ -20,6 +20,7 @@ from pathlib import Path
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from cad.errors import UsageError
 from cad.io.dicom_reader import not_mammogram
 from cad.io.dicomweb import DicomWeb
 from cad.io.loader import iter_input_files
@@ -84,7 +85,7 @@ def _manifest(path: Path) -> Iterator[Path]:
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         if reader.fieldnames is None or "path" not in reader.fieldnames:
-            raise ValueError(f"{path}: a manifest needs a 'path' column")
+            raise UsageError(f"{path}: a manifest needs a 'path' column")
         for row in reader:
             value = (row.get("path") or "").strip()
             if value:

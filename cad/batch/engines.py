@@ -20,6 +20,7 @@ from typing import Any
 from cad.batch.discover import StudyWork
 from cad.batch.ledger import Outcome
 from cad.batch.work import analyse, start_worker
+from cad.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ class RayEngine:
         try:
             import ray
         except ImportError:
-            raise ValueError("--engine ray needs Ray: pip install 'mammo-cad[batch]'") from None
+            raise UsageError("--engine ray needs Ray: pip install 'mammo-cad[batch]'") from None
         self.ray = ray
         self.config = config
         if not ray.is_initialized():

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cad.batch.discover import StudyWork
+from cad.errors import UsageError
 
 LEDGER_FILE = "batch-ledger.sqlite"
 LOCK_FILE = "batch.lock"
@@ -75,7 +76,7 @@ class Ledger:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._lock.close()
-            raise ValueError(f"{out}: another `cad batch` is writing to this folder") from None
+            raise UsageError(f"{out}: another `cad batch` is writing to this folder") from None
         self.path = out / LEDGER_FILE
         self.db = sqlite3.connect(self.path, isolation_level=None)
         self.db.row_factory = sqlite3.Row

@@ -40,6 +40,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 from scipy import ndimage
 
 import cad
+from cad.errors import UsageError
 from cad.io import atomic
 from cad.io.dicom_reader import image_from_dataset, read_dataset
 from cad.io.errors import IngestError
@@ -76,7 +77,7 @@ def read_secret(path: Path) -> str:
     """The site's de-identification secret: at least 16 characters on the file's first line."""
     secret = path.read_text().strip().splitlines()[0].strip() if path.read_text().strip() else ""
     if len(secret) < 16:
-        raise ValueError(f"{path}: the secret must be at least 16 characters on one line")
+        raise UsageError(f"{path}: the secret must be at least 16 characters on one line")
     return secret
 
 

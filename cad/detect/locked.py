@@ -34,6 +34,7 @@ from cad.detect.manifest import (
     read_manifest_file,
 )
 from cad.detect.rescore import RescoreSettings
+from cad.errors import ModelError
 
 __all__ = ["DEFAULT_MODEL_DIR", "MANIFEST_FILE", "MODEL_ENV", "RESCORER_PREFIX", "WEIGHTS_FILE", "ExportKind",
            "LockedModel", "ModelIntegrityError", "default_model_dir", "load_locked_model", "read_manifest",
@@ -49,7 +50,7 @@ INSTALLED_MODEL_DIR = Path(sys.prefix) / "share" / "mammo-cad" / "models" / DEFA
 MODEL_ENV = "CAD_MODEL_DIR"
 
 
-class ModelIntegrityError(RuntimeError):
+class ModelIntegrityError(ModelError, RuntimeError):
     """The model folder is missing, malformed, or its weights do not match the manifest."""
 
 

@@ -20,6 +20,7 @@ from cad.detect.config import DetectorConfig
 from cad.detect.correspondence import CorrespondenceModel
 from cad.detect.linking import LinkingConfig
 from cad.detect.rescore import RescoreSettings
+from cad.errors import ModelError
 
 MANIFEST_FILE = "manifest.json"
 MANIFEST_VERSION = "1.0"
@@ -40,7 +41,7 @@ TOP_LEVEL_KEYS = frozenset({"manifest_version", "name", "algorithm", "weights", 
 EXPORT_REQUIRED_KEYS = frozenset({"file", "sha256", "source_weights_sha256"})
 
 
-class ManifestError(ValueError):
+class ManifestError(ModelError, ValueError):
     """A manifest that is not one this version reads."""
 
 

@@ -21,6 +21,7 @@ from cad.detect.detector import DEFAULT_MAX_BATCH, ViewDetections, detect_with_h
 from cad.detect.inputs import ViewInput
 from cad.detect.locked import ExportKind, LockedModel, ModelIntegrityError, verified_export
 from cad.detect.rescore import BreastInputs
+from cad.errors import UsageError
 
 
 class RuntimeName(str, Enum):
@@ -39,7 +40,7 @@ class RuntimeName(str, Enum):
 DEFAULT_RUNTIME = RuntimeName.ONNXRUNTIME
 
 
-class RuntimeUnavailableError(RuntimeError):
+class RuntimeUnavailableError(UsageError, RuntimeError):
     """The runtime cannot run on this machine (missing package or hardware)."""
 
 

@@ -13,14 +13,15 @@ from typing import Any
 
 from cad.detect.locked import LockedModel, register_export
 from cad.detect.runtimes import tensorrt_available
+from cad.errors import CadError, ExitCode
 
 
-class ExportError(RuntimeError):
+class ExportError(CadError, RuntimeError):
     """An export that cannot be made; ``exit_code`` is the command line's (2 usage, 1 failed)."""
 
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        self.exit_code = ExitCode(exit_code)
 
 
 def export_model(model: LockedModel, out: Path, export_format: str, parity_input: Path | None = None,

@@ -18,6 +18,7 @@ from typing import Any
 import requests
 from pydicom.dataset import Dataset
 
+from cad.errors import SourceUnreachable, UsageError
 from cad.io.uids import is_valid_uid, uid_tail
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ DICOMWEB_TRANSACTIONS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-class PacsError(RuntimeError):
+class PacsError(SourceUnreachable, RuntimeError):
     """The PACS or DICOM peer could not be reached or refused a request (transient)."""
 
 
@@ -64,7 +65,7 @@ def read_authorization(path: Path) -> str:
     value = path.read_text().strip()
     scheme, _, credential = value.partition(" ")
     if scheme not in ("Bearer", "Basic") or not credential:
-        raise ValueError(f"{path}: expected one line 'Bearer <token>' or 'Basic <base64>'")
+        raise UsageError(f"{path}: expected one line 'Bearer <token>' or 'Basic <base64>'")
     return value
 
 

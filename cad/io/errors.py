@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from pathlib import Path
 
+from cad.errors import CadError
+
 
 class IngestErrorCode(str, enum.Enum):
     """Why an input file cannot be analysed. The value is stable and appears in outputs."""
@@ -38,7 +40,7 @@ class IngestErrorCode(str, enum.Enum):
     INTERNAL_ERROR = "internal_error"
 
 
-class IngestError(Exception):
+class IngestError(CadError):
     """A file that cannot be analysed, with the file and the problem named.
 
     ``str(error)`` is the one line shown to users: ``<path>: <message>``. Messages never contain

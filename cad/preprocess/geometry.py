@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from cad.errors import CadError
 from cad.io.image import Laterality, MammogramImage, View
 from cad.preprocess.landmarks import PectoralLine, find_nipple, find_pectoral_line
 from cad.preprocess.mask import WORKING_MM, BreastMask, segment_breast
@@ -17,7 +18,7 @@ DEFAULT_TARGET_MM = 0.4
 CROP_MARGIN_MM = 4.0
 
 
-class OrientationMismatchError(ValueError):
+class OrientationMismatchError(CadError, ValueError):
     """The header's PatientOrientation puts the chest wall on the other side than the image
     clearly shows it: the header cannot be trusted for this image (RC-032)."""
 

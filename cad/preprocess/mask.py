@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from cad.errors import CadError
+
 WORKING_MM = 0.5
 #: display value treated as saturated (burned-in text and markers are drawn at full scale)
 SATURATED = 0.97
@@ -19,7 +21,7 @@ SATURATED = 0.97
 MARKER_MAX_MM2 = 400.0
 
 
-class NoBreastError(ValueError):
+class NoBreastError(CadError, ValueError):
     """The image holds no breast region: an input condition recorded as the image's reason,
     unlike any other exception in geometry, which is a defect."""
 

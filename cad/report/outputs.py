@@ -18,6 +18,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 from pydicom.valuerep import DA, DT, TM
 
+from cad.errors import UsageError
 from cad.io.dicom_reader import is_image_object
 from cad.io.errors import IngestErrorCode
 from cad.io.image import Study
@@ -50,7 +51,7 @@ def creation_instant() -> datetime:
     if not value:
         return datetime.now()
     if not value.isdigit():
-        raise ValueError(f"{EPOCH_VARIABLE}={value[:40]}: expected whole seconds since 1970-01-01 UTC")
+        raise UsageError(f"{EPOCH_VARIABLE}={value[:40]}: expected whole seconds since 1970-01-01 UTC")
     return datetime.fromtimestamp(int(value), tz=UTC).replace(tzinfo=None)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from cad.errors import UsageError
 from cad.io.image import MammogramImage
 from cad.preprocess.geometry import BreastGeometry
 
@@ -188,5 +189,5 @@ def reference_marks(path: Path) -> dict[str, list[Mark]]:
                 for view in lesion["views"]:
                     marks.setdefault(view["sop_instance_uid"], []).append(Mark(view["box"], label, (255, 210, 0)))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ValueError(f"{path}: not a truth file with exams/lesions/views ({type(exc).__name__}: {exc})") from None
+        raise UsageError(f"{path}: not a truth file with exams/lesions/views ({type(exc).__name__}: {exc})") from None
     return marks

@@ -17,6 +17,7 @@ import enum
 import math
 from dataclasses import dataclass
 
+from cad.errors import UsageError
 from cad.io.image import Laterality, View
 
 SCORE_DIGITS = 6
@@ -34,7 +35,7 @@ def shown_score(value: float) -> str:
 FINDING_VIEWS = (View.CC, View.MLO)
 
 
-class ResultError(ValueError):
+class ResultError(UsageError):
     """A study result that breaks the contract (a defect in whatever built it, or a findings.json
     that is not one)."""
 

@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import BaseModel, Field
 
 import cad
+from cad.errors import UsageError
 from cad.io.dicomweb import PacsError
 from cad.io.uids import is_valid_uid
 from cad.service import alerts, audit, dashboard, drift, outcomes, store
@@ -36,10 +37,10 @@ def read_token(path: Path) -> str:
     try:
         lines = path.read_text().strip().splitlines()
     except OSError as exc:
-        raise ValueError(f"{path}: token file cannot be read ({exc.strerror})") from None
+        raise UsageError(f"{path}: token file cannot be read ({exc.strerror})") from None
     token = lines[0].strip() if lines else ""
     if len(token) < 16:
-        raise ValueError(f"{path}: the API token must be at least 16 characters")
+        raise UsageError(f"{path}: the API token must be at least 16 characters")
     return token
 
 

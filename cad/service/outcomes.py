@@ -29,6 +29,7 @@ from typing import Any
 
 from scipy.stats import binomtest
 
+from cad.errors import UsageError
 from cad.io.uids import is_valid_uid
 from cad.service import audit
 
@@ -42,7 +43,7 @@ YES, NO = ("yes", "y", "1", "true"), ("no", "n", "0", "false")
 MAX_BYTES = 64 << 20
 
 
-class OutcomesError(ValueError):
+class OutcomesError(UsageError):
     """The outcomes file cannot be read at all (one line naming the file and the problem)."""
 
 

@@ -24,6 +24,7 @@ from cad.detect.locked import LockedModel, sha256_file
 from cad.detect.manifest import WEIGHTS_FILE
 from cad.detect.release import is_released
 from cad.detect.runtime import Runtime
+from cad.errors import EnvironmentProblem, UsageError
 from cad.io.dicomweb import PacsError, read_authorization
 from cad.service import store
 from cad.service.alerts import AlertMonitor, Webhook
@@ -43,7 +44,7 @@ def parse_address(value: str, option: str) -> tuple[str, int]:
     """``NAME:PORT`` (host or AE title, then port); ValueError otherwise."""
     name, _, port = value.rpartition(":")
     if not name or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{option} {value}: use NAME:PORT")
+        raise UsageError(f"{option} {value}: use NAME:PORT")
     return name, int(port)
 
 
@@ -77,11 +78,11 @@ class ServiceConfig:
 
     def __post_init__(self) -> None:
         if not (self.dicomweb or self.watch or self.scp):
-            raise ValueError("nothing to serve: give --dicomweb URL, --watch DIR or --scp AET:PORT")
+            raise UsageError("nothing to serve: give --dicomweb URL, --watch DIR or --scp AET:PORT")
         if self.api and not self.token:
-            raise ValueError("the HTTP API needs a token (--token-file); it never runs unauthenticated")
+            raise UsageError("the HTTP API needs a token (--token-file); it never runs unauthenticated")
         if self.api and self.api[0] not in LOOPBACK and self.tls is None:
-            raise ValueError(f"--api {self.api[0]}: an API reachable from the network needs HTTPS "
+            raise UsageError(f"--api {self.api[0]}: an API reachable from the network needs HTTPS "
                              "(--tls-cert and --tls-key); without them it may only listen on 127.0.0.1")
 
     @classmethod
@@ -96,21 +97,21 @@ class ServiceConfig:
         """The configuration from `cad serve`'s options as typed; ValueError (one line naming the
         option or file) for anything inconsistent, unreadable or missing."""
         if since is not None and not (len(since) == 8 and since.isdigit()):
-            raise ValueError(f"--since {since}: use YYYYMMDD")
+            raise UsageError(f"--since {since}: use YYYYMMDD")
         for path in (watch, tls_cert, tls_key, dicomweb_auth_file):
             if path is not None and not path.exists():
-                raise ValueError(f"{path}: no such file or folder")
+                raise UsageError(f"{path}: no such file or folder")
         if watch is not None and not watch.is_dir():
-            raise ValueError(f"--watch {watch}: not a folder")
+            raise UsageError(f"--watch {watch}: not a folder")
         if api and token_file is None:
-            raise ValueError("--api needs --token-file: the API never runs without authentication")
+            raise UsageError("--api needs --token-file: the API never runs without authentication")
         if (tls_cert is None) != (tls_key is None):
-            raise ValueError("--tls-cert and --tls-key go together")
+            raise UsageError("--tls-cert and --tls-key go together")
         if sensitivity_floor is not None and not 0 < sensitivity_floor < 1:
-            raise ValueError(f"--sensitivity-floor {sensitivity_floor}: use a fraction between 0 and 1")
+            raise UsageError(f"--sensitivity-floor {sensitivity_floor}: use a fraction between 0 and 1")
         settings = load_settings(monitoring).with_overrides(late_seconds, sensitivity_floor)
         if alert_webhook is not None and not alert_webhook.startswith(("http://", "https://")):
-            raise ValueError(f"--alert-webhook {alert_webhook}: use an http:// or https:// URL")
+            raise UsageError(f"--alert-webhook {alert_webhook}: use an http:// or https:// URL")
         from cad.service.api import read_token
 
         return cls(
@@ -131,7 +132,7 @@ class ServiceConfig:
                 "api": f"{self.api[0]}:{self.api[1]}" if self.api else None}
 
 
-class ListenerError(Exception):
+class ListenerError(EnvironmentProblem):
     """A port the service was told to listen on cannot be opened (in use, not permitted): the
     service stops rather than run without it."""
 

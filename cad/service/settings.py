@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from cad.errors import UsageError
+
 REFERENCES = ("model", "site")
 
 
@@ -101,7 +103,7 @@ class MonitoringSettings:
         """ValueError naming ``where`` and the key for any value out of its range."""
         def check(ok: bool, key: str, what: str) -> None:
             if not ok:
-                raise ValueError(f"{where}: {key}: {what}")
+                raise UsageError(f"{where}: {key}: {what}")
 
         a, o, i, p = self.alerts, self.output_drift, self.input_drift, self.performance
         check(o.reference in REFERENCES, "output_drift.reference", f"use one of {', '.join(REFERENCES)}")
@@ -130,24 +132,24 @@ _SECTIONS: dict[str, type] = {"alerts": AlertSettings, "output_drift": OutputDri
 
 def _section(path: Path, name: str, cls: type, given: Any) -> Any:
     if not isinstance(given, dict):
-        raise ValueError(f"{path}: [{name}] must be a table")
+        raise UsageError(f"{path}: [{name}] must be a table")
     known = [f.name for f in fields(cls)]
     values: dict[str, Any] = {}
     for key, value in given.items():
         if key not in known:
-            raise ValueError(f"{path}: [{name}] {key}: unknown setting (known: {', '.join(known)})")
+            raise UsageError(f"{path}: [{name}] {key}: unknown setting (known: {', '.join(known)})")
         default = getattr(cls(), key)
         if isinstance(default, str):
             if not isinstance(value, str):
-                raise ValueError(f"{path}: [{name}] {key}: expected a string, got {value!r}")
+                raise UsageError(f"{path}: [{name}] {key}: expected a string, got {value!r}")
             values[key] = value
             continue
         integer = isinstance(default, int) and not isinstance(default, bool)
         if isinstance(value, bool) or not isinstance(value, int | float) or (integer and not isinstance(value, int)):
-            raise ValueError(f"{path}: [{name}] {key}: expected {'an integer' if integer else 'a number'}, "
+            raise UsageError(f"{path}: [{name}] {key}: expected {'an integer' if integer else 'a number'}, "
                              f"got {value!r}")
         if not math.isfinite(value):
-            raise ValueError(f"{path}: [{name}] {key}: must be finite")
+            raise UsageError(f"{path}: [{name}] {key}: must be finite")
         values[key] = value if integer else float(value)
     return cls(**values)
 
@@ -159,12 +161,12 @@ def load_settings(path: Path | None) -> MonitoringSettings:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ValueError(f"{path}: cannot be read ({exc.strerror})") from None
+        raise UsageError(f"{path}: cannot be read ({exc.strerror})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not valid TOML ({str(exc).splitlines()[0]})") from None
+        raise UsageError(f"{path}: not valid TOML ({str(exc).splitlines()[0]})") from None
     unknown = set(data) - set(_SECTIONS)
     if unknown:
-        raise ValueError(f"{path}: unknown setting {sorted(unknown)[0]!r} (known: {', '.join(_SECTIONS)})")
+        raise UsageError(f"{path}: unknown setting {sorted(unknown)[0]!r} (known: {', '.join(_SECTIONS)})")
     sections = {name: _section(path, name, cls, data.get(name, {})) for name, cls in _SECTIONS.items()}
     settings = MonitoringSettings(source=str(path), **sections)
     settings.validate(str(path))

@@ -15,6 +15,8 @@ import sqlite3
 from pathlib import Path
 from typing import IO
 
+from cad.errors import UsageError
+
 DATABASE = "cad-service.sqlite"
 LOCK = "cad-service.lock"
 
@@ -108,7 +110,7 @@ BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 """
 
 
-class StateLockedError(RuntimeError):
+class StateLockedError(UsageError, RuntimeError):
     """Another service process owns the state folder."""
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import pydicom
 from pydicom.dataset import Dataset
 
+from cad.errors import UsageError
 from cad.io.codes import VIEW_CODES
 from cad.io.image import Laterality, View
 from cad.report.sr import enum as sr
@@ -35,7 +36,7 @@ from cad.result.model import (
 )
 
 
-class SRReadError(ValueError):
+class SRReadError(UsageError):
     """The file is not a Mammography CAD SR this device can read; the message says why."""
 
 
