@@ -336,7 +336,7 @@ def detect(
                           str(sum(f.linked for f in study.marks)), str(len(study.findings) - len(study.marks)),
                           outcome.dicom_summary())
             for line in outcome.problems:
-                err.print(line)
+                err.print(str(line))
     except OutputsNotWritten as exc:  # the studies written so far are complete; the rest were not analysed
         if run.outcomes:
             console.print(table)

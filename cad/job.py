@@ -33,6 +33,22 @@ from cad.stages import NO_CLOCK, Stage, StageClock
 OVERLAY_FOLDER = "overlays"
 
 
+@dataclass(frozen=True)
+class Problem:
+    """One thing to tell a person about a study's job: its ``kind`` (``error``, ``warning``,
+    ``not analysed``) and its text (naming the file or study, never a patient). ``str()`` is the
+    console's one line."""
+
+    kind: str
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.text}"
+
+
+NOT_ANALYSED = "not analysed"
+
+
 class StudyState(str, enum.Enum):
     """How one study's analysis ended: the one rule `cad detect`, `cad batch` and `cad serve` share."""
 
@@ -52,7 +68,7 @@ class StudyOutcome:
     folder: Path
     dicom: DicomOutputs | None
     overlays: tuple[Path, ...]
-    problems: tuple[str, ...]
+    problems: tuple[Problem, ...]
     #: why the DICOM outputs could not be written (``dicom`` is then None)
     dicom_error: str | None = None
     #: the analysed views (model inputs and detections), for the service's input monitoring
@@ -122,7 +138,7 @@ def write_study_outputs(
     """
     from cad.report.overlays import write_overlays
 
-    problems: list[str] = []
+    problems: list[Problem] = []
     tag = f"study {uid_tail(study.study_instance_uid)}"
     with clock.stage(Stage.OUTPUTS):
         try:
@@ -137,10 +153,10 @@ def write_study_outputs(
             try:
                 dicom = write_dicom_outputs(result, study, staging, previous_srs, result_number)
                 if dicom.pr_problem and dicom.sr:
-                    problems.append(f"warning: {tag}: no presentation state: {dicom.pr_problem}")
+                    problems.append(Problem("warning", f"{tag}: no presentation state: {dicom.pr_problem}"))
             except ValueError as exc:
                 dicom, dicom_error = None, f"DICOM outputs not written: {exc}"
-                problems.append(f"error: {tag}: {dicom_error}")
+                problems.append(Problem("error", f"{tag}: {dicom_error}"))
             atomic.commit_folder(staging, folder)
         except OSError as exc:
             atomic.discard(staging)
@@ -151,12 +167,12 @@ def write_study_outputs(
                         tuple(views))
 
 
-def not_analysed_lines(result: StudyResult, study: Study) -> list[str]:
-    """One line per image of the study that was not analysed, naming its file as the user gave
-    it (findings.json keeps only the file name: in an archive every exam has an R_CC.dcm)."""
+def not_analysed_lines(result: StudyResult, study: Study) -> list[Problem]:
+    """One per image of the study that was not analysed, naming its file as the user gave it
+    (findings.json keeps only the file name: in an archive every exam has an R_CC.dcm)."""
     paths = {image.sop_instance_uid: image.path for image in study.images}
-    lines = [f"not analysed: {failure.ref.path}: {failure.message}" for failure in study.failures]
-    return lines + [f"not analysed: {paths.get(image.sop_instance_uid or '', image.file)}: {image.reason}"
+    lines = [Problem(NOT_ANALYSED, f"{failure.ref.path}: {failure.message}") for failure in study.failures]
+    return lines + [Problem(NOT_ANALYSED, f"{paths.get(image.sop_instance_uid or '', image.file)}: {image.reason}")
                     for image in result.images if not image.analysed and image.error_code is None]
 
 

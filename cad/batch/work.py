@@ -28,7 +28,7 @@ from cad.detect.runtimes import make_runtime
 from cad.io import atomic, load
 from cad.io.dicomweb import DicomWeb, PacsError, RemoteInstance
 from cad.io.uids import uid_tail
-from cad.job import OutputsNotWritten, StudyState, run_studies
+from cad.job import NOT_ANALYSED, OutputsNotWritten, StudyState, run_studies
 from cad.stages import Stage, StageClock
 
 log = logging.getLogger(__name__)
@@ -105,8 +105,7 @@ def analyse(work: StudyWork, out: Path, overlays: bool = True) -> Outcome:
             "study_uid": work.study_uid, "instances_sha256": work.instances_sha256, "state": state, "reason": reason,
             "result": outcome.state.value, "files": len(work.files), "images_analysed": outcome.images_analysed,
             "images_not_analysed": outcome.images_not_analysed,
-            "not_analysed": [line.removeprefix("not analysed: ") for line in outcome.problems
-                             if line.startswith("not analysed: ")],
+            "not_analysed": [problem.text for problem in outcome.problems if problem.kind == NOT_ANALYSED],
             "marks": len(outcome.result.marks), "model_sha256": model.sha256, "runtime": runtime.name,
             # WADO-RS time of a study on a PACS is its own stage ahead of decoding
             "stage_seconds": {k: round(v, 4) for k, v in clock.as_dict().items()} | (

@@ -187,7 +187,7 @@ class Worker:
             for p in prs]
         result["delivered"] += [str(p) for p in prs]
         if outcome.problems:
-            result["problems"] = [line.split(": ", 1)[-1] for line in outcome.problems]
+            result["problems"] = [problem.text for problem in outcome.problems]
         return result
 
     def _record(self, job: Job) -> dict[str, Any]:
