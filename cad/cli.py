@@ -75,6 +75,11 @@ class StateUnwritable(EnvironmentProblem):
     """The state database, ledger or report cannot be written (its disk full or read-only)."""
 
 
+#: the `--model` option of every verb that runs a locked model (declared once)
+ModelOption = Annotated[Path | None, typer.Option(
+    "--model", help="Locked model folder (default: CAD_MODEL_DIR, else the released model installed with the software).")]
+
+
 def usage_error(message: str) -> typer.Exit:
     """Print ``error: message`` (one line) and give the usage exit to raise."""
     err.print(f"error: {message}")
@@ -231,7 +236,7 @@ def inspect(
     from cad.preprocess import compute_geometry
     from cad.preprocess.geometry import OrientationMismatchError
     from cad.preprocess.mask import NoBreastError
-    from cad.report.overlay import reference_marks, render_overlay
+    from cad.report.overlay import overlay_name, reference_marks, render_overlay
 
     require_existing(inputs)
     truth_boxes = reference_marks(truth) if truth is not None else {}
@@ -261,7 +266,7 @@ def inspect(
                 "analysed" + (f" ({notes})" if notes else ""),
             )
             if out is not None:
-                name = f"{image.laterality.value}_{image.view.value}_{image.sop_instance_uid[-12:]}.png"
+                name = overlay_name(image.laterality.value, image.view.value, image.sop_instance_uid)
                 written.append(
                     render_overlay(
                         image, geometry, truth_boxes.get(image.sop_instance_uid, []),
@@ -299,9 +304,7 @@ def detect(
     inputs: Annotated[list[Path], typer.Argument(help="DICOM files or folders (one or many studies).")],
     out: Annotated[Path, output_folder_option(
         "Output folder: <StudyInstanceUID>/findings.json, cad-sr.dcm, cad-pr.dcm, overlays/.")],
-    model: Annotated[
-        Path | None, typer.Option("--model", help="Locked model folder (default: the released model).")
-    ] = None,
+    model: ModelOption = None,
     overlays: Annotated[bool, typer.Option("--overlays/--no-overlays", help="Write overlay PNGs.")] = True,
     runtime: Annotated[str, typer.Option(
         "--runtime",
@@ -381,9 +384,7 @@ def export(
     out: Annotated[Path, output_folder_option("Output folder (the model folder registers the export).")],
     export_format: Annotated[str, typer.Option(
         "--format", help="onnx, onnx-int8 (its int8 variant), or tensorrt (on a CUDA GPU).")] = "onnx",
-    model: Annotated[
-        Path | None, typer.Option("--model", help="Locked model folder (default: the released model).")
-    ] = None,
+    model: ModelOption = None,
     parity_input: Annotated[Path | None, typer.Option(
         "--parity-input",
         help="tensorrt: this site's own DICOM mammograms for the parity check against ONNX Runtime (required).")] = None,
@@ -443,9 +444,7 @@ def serve(
         "--retry-seconds", min=0.0, help="First retry delay; doubles per attempt (capped at 5 min).")] = 2.0,
     runtime: Annotated[str, typer.Option(
         "--runtime", help="Network runtime: onnxruntime, torch, tensorrt, or an accepted variant.")] = "",
-    model: Annotated[
-        Path | None, typer.Option("--model", help="Locked model folder (default: the released model).")
-    ] = None,
+    model: ModelOption = None,
     late_after: Annotated[float | None, typer.Option(
         "--late-after", min=1.0,
         help="Alert when a study waits or runs longer than this many seconds (RC-029; default 900, or --monitoring's).")
@@ -550,9 +549,7 @@ def batch(
     retry_failed: Annotated[bool, typer.Option(
         "--retry-failed/--no-retry-failed", help="Try studies that failed in an earlier run again.")] = True,
     runtime: Annotated[str, typer.Option("--runtime", help="Network runtime (default onnxruntime).")] = "",
-    model: Annotated[
-        Path | None, typer.Option("--model", help="Locked model folder (default: the released model).")
-    ] = None,
+    model: ModelOption = None,
     dicomweb: Annotated[str | None, typer.Option(
         "--dicomweb", help="Archive on a PACS: its DICOMweb root (QIDO-RS finds MG studies, workers fetch with WADO-RS).")
     ] = None,

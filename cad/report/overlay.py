@@ -28,6 +28,11 @@ class Mark:
     color: tuple[int, int, int] = (255, 210, 0)
 
 
+def overlay_name(laterality: str, view: str, sop_instance_uid: str) -> str:
+    """The file name of a view's overlay PNG (`cad detect` and `cad inspect` alike)."""
+    return f"{laterality}_{view}_{sop_instance_uid[-12:]}.png"
+
+
 def render_overlay(
     image: MammogramImage,
     geometry: BreastGeometry | None,

@@ -6,15 +6,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cad.analysis.pipeline import AnalysedView
-from cad.report.overlay import Mark, render_overlay
+from cad.report.overlay import Mark, overlay_name, render_overlay
 from cad.result.model import StudyResult, shown_score
 
 LINKED = (0, 210, 255)
 SINGLE = (255, 150, 0)
-
-
-def overlay_name(laterality: str, view: str, sop_instance_uid: str) -> str:
-    return f"{laterality}_{view}_{sop_instance_uid[-12:]}.png"
 
 
 def completeness(findings: StudyResult) -> tuple[str, bool]:

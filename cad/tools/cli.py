@@ -21,6 +21,7 @@ from cad.cli import (
     EXIT_MODEL,
     EXIT_NOTHING_ANALYSED,
     EXIT_USAGE,
+    ModelOption,
     console,
     err,
     output_file_option,
@@ -53,9 +54,7 @@ def register(app: typer.Typer) -> None:
 
 def monitoring_reference(
     data: Annotated[Path, typer.Argument(help="The model's validation exams (DICOM), e.g. build/phantoms/val-cal.")],
-    model: Annotated[
-        Path | None, typer.Option("--model", help="Locked model folder (default: the released model).")
-    ] = None,
+    model: ModelOption = None,
 ) -> None:
     """Compute the monitoring reference of a locked model on its validation exams and record it
     beside the model (monitoring-reference.json, named with its SHA-256 in manifest.json): what
@@ -107,9 +106,7 @@ def bench(
     ] = None,
     cold: Annotated[bool, typer.Option("--cold-start/--no-cold-start", help="Also time `cad detect` in a fresh process.")
                     ] = True,
-    model: Annotated[
-        Path | None, typer.Option("--model", help="Locked model folder (default: the released model).")
-    ] = None,
+    model: ModelOption = None,
     baseline_model: Annotated[Path | None, typer.Option(
         "--baseline-model", help="Another locked model (e.g. the previous release) timed in the same turns; "
                                  "the exam-time ratio is reported.")] = None,
