@@ -20,9 +20,13 @@ RUN := runs/phantom-retinanet-r18
 .PHONY: demo test test-fast venv system-deps lock clean train-phantom train-correspondence evaluate-phantom bench loadtest docs trace \
   sbom fuzz
 
-$(STAMP): pyproject.toml locked-dependencies.txt
+# the three distributions of this repository (pyproject.toml): the device (with Ray for batch), its
+# torch side and the development and QA tooling, all editable
+DISTRIBUTIONS := distributions/mammo-cad-torch/pyproject.toml distributions/mammo-cad-dev/pyproject.toml
+$(STAMP): pyproject.toml $(DISTRIBUTIONS) locked-dependencies.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c locked-dependencies.txt -e '.[dev,docs,batch]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c locked-dependencies.txt -e '.[batch]' \
+	  -e distributions/mammo-cad-torch -e 'distributions/mammo-cad-dev[docs]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -75,11 +79,11 @@ FUZZ_RUNS_PARSERS ?= 100000
 FUZZ_RUNS_WORKBOOK ?= 10000
 fuzz: venv system-deps
 	test -x .venv-fuzz/bin/schemathesis || { $(PYTHON) -m venv .venv-fuzz && .venv-fuzz/bin/pip install --quiet 'schemathesis>=4,<5'; }
-	$(BIN)/python -m cad.tools.fuzz ingest --out reports/fuzz --runs $(FUZZ_RUNS)
+	$(BIN)/python -m cad_tools.fuzz ingest --out reports/fuzz --runs $(FUZZ_RUNS)
 	for target in reader-study outcomes findings; do \
-	  $(BIN)/python -m cad.tools.fuzz $$target --out reports/fuzz --runs $(FUZZ_RUNS_PARSERS) || exit 1; done
-	$(BIN)/python -m cad.tools.fuzz jafroc --out reports/fuzz --runs $(FUZZ_RUNS_WORKBOOK)
-	$(BIN)/python -m cad.tools.fuzz.api --out reports/fuzz --examples 200 --schemathesis .venv-fuzz/bin/schemathesis
+	  $(BIN)/python -m cad_tools.fuzz $$target --out reports/fuzz --runs $(FUZZ_RUNS_PARSERS) || exit 1; done
+	$(BIN)/python -m cad_tools.fuzz jafroc --out reports/fuzz --runs $(FUZZ_RUNS_WORKBOOK)
+	$(BIN)/python -m cad_tools.fuzz.api --out reports/fuzz --examples 200 --schemathesis .venv-fuzz/bin/schemathesis
 
 # The site install's SBOM (CycloneDX) and vulnerability report (pip-audit) alone; `make docs`
 # includes them. A report that says NOT CHECKED (sources unreachable) leaves a release step open.
@@ -106,7 +110,7 @@ train-phantom: venv
 	$(BIN)/cad phantom --out $(PHANTOMS)/val-s1 --exams 60 --seed 1404 --workers 2
 	$(BIN)/cad phantom --out $(PHANTOMS)/val-cal --exams 200 --seed 1402 --workers 2
 	$(BIN)/cad train --config $(MODEL)/train.yaml --out $(RUN)
-	$(BIN)/python -m cad.tools.training.release calibrate --run-model $(RUN)/model \
+	$(BIN)/python -m cad_tools.training.release calibrate --run-model $(RUN)/model \
 	  --validation $(PHANTOMS)/val-cal --out $(MODEL)
 	$(BIN)/cad export --format onnx --out $(MODEL)
 
@@ -126,9 +130,9 @@ train-correspondence: venv
 	test -f $(PHANTOMS)/val-cal/truth.json || \
 	  $(BIN)/cad phantom --out $(PHANTOMS)/val-cal --exams 200 --seed 1402 --workers 2
 	for set in pairs-train-2801 pairs-train-2803 pairs-val-2802; do \
-	  test -f build/pairs/$$set.npz || $(BIN)/python -m cad.tools.training.correspondence $(PHANTOMS)/$$set \
+	  test -f build/pairs/$$set.npz || $(BIN)/python -m cad_tools.training.correspondence $(PHANTOMS)/$$set \
 	    --out build/pairs/$$set.npz || exit 1; done
-	$(BIN)/python -m cad.tools.training.correspondence_release --released $(MODEL) \
+	$(BIN)/python -m cad_tools.training.correspondence_release --released $(MODEL) \
 	  --train build/pairs/pairs-train-2801.npz build/pairs/pairs-train-2803.npz \
 	  --selection build/pairs/pairs-val-2802.npz --validation $(PHANTOMS)/val-cal \
 	  --min-probability $(MIN_LINK_PROBABILITY) --out $(CORRESPONDENCE)
@@ -158,7 +162,7 @@ bench: venv
 # Bounded load test of `cad serve` against a real Orthanc: 200 phantom studies, exactly-once and
 # SR linkage checked, throughput and queue latency measured (docs/service.md). About 15 minutes.
 loadtest: venv system-deps
-	$(BIN)/python -m cad.tools.loadtest --studies 200 --out reports/loadtest
+	$(BIN)/python -m cad_tools.loadtest --studies 200 --out reports/loadtest
 
 # Re-pin every third-party package after a deliberate dependency change (a SOUP change).
 lock: venv

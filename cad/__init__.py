@@ -1,6 +1,6 @@
 """Mammography CADe: the device software.
 
-The device boundary is the ``cad`` package minus ``cad.tools`` (phantom generation and other
+The device boundary is the ``cad`` package minus ``cad_tools`` (phantom generation and other
 development tooling that never runs on a site).
 """
 

@@ -197,8 +197,7 @@ def verified_model(model: Path | None, released_only: bool = True) -> LockedMode
 def _verified_model_and_runtime(model: Path | None, runtime: str) -> tuple[LockedModel, Runtime]:
     """The locked model, verified (exit 3 otherwise), and its runtime (exit 3 if its export fails
     verification, 2 if it cannot run here)."""
-    from cad.detect.runtime import DEFAULT_RUNTIME, RuntimeUnavailableError
-    from cad.detect.runtimes import make_runtime
+    from cad.detect.runtime import DEFAULT_RUNTIME, RuntimeUnavailableError, make_runtime
 
     locked = verified_model(model)
     try:
@@ -236,7 +235,7 @@ def inspect(
     from cad.preprocess import compute_geometry
     from cad.preprocess.geometry import OrientationMismatchError
     from cad.preprocess.mask import NoBreastError
-    from cad.report.overlay import overlay_name, reference_marks, render_overlay
+    from cad.report.overlay_drawing import overlay_name, reference_marks, render_overlay
 
     require_existing(inputs)
     truth_boxes = reference_marks(truth) if truth is not None else {}
@@ -377,40 +376,6 @@ def detect(
             if result.unassigned_failures else [])
         err.print(f"incomplete: {' and '.join(parts)} not analysed (listed above); the results of the rest are complete")
         raise typer.Exit(EXIT_INCOMPLETE)
-
-
-@app.command()
-def export(
-    out: Annotated[Path, output_folder_option("Output folder (the model folder registers the export).")],
-    export_format: Annotated[str, typer.Option(
-        "--format", help="onnx, onnx-int8 (its int8 variant), or tensorrt (on a CUDA GPU).")] = "onnx",
-    model: ModelOption = None,
-    parity_input: Annotated[Path | None, typer.Option(
-        "--parity-input",
-        help="tensorrt: this site's own DICOM mammograms for the parity check against ONNX Runtime (required).")] = None,
-    calibration: Annotated[Path | None, typer.Option(
-        "--calibration", help="onnx-int8: validation MG images (never test data) to calibrate on (required).")] = None,
-) -> None:
-    """Export the locked detector's backbone, FPN and heads: ONNX (float32 compute, float16-exact
-    weights), or a TensorRT FP16 engine built from it on this GPU after a parity check against
-    ONNX Runtime. Postprocessing stays the shared numpy code. Needs the dev extra (torch).
-
-    When --out is the model folder itself, the export is recorded in its manifest.json
-    (runtimes.onnxruntime / runtimes.tensorrt), which is what `cad detect --runtime` verifies and
-    runs; otherwise a separate manifest is written beside the export."""
-    from cad.detect.runtimes import torch_available
-
-    if export_format not in {"onnx", "onnx-int8", "tensorrt"}:
-        err.print(f"error: --format {export_format}: use onnx, onnx-int8 or tensorrt")
-        raise typer.Exit(EXIT_USAGE)
-    if not torch_available():
-        err.print("error: cad export makes the exports from the PyTorch weights and needs torch and torchvision "
-                  "(pip install 'mammo-cad[dev]'); a site install runs the exports shipped with the model")
-        raise typer.Exit(EXIT_USAGE)
-    from cad.export import export_model
-
-    locked = verified_model(model, released_only=False)  # exports are made of models before their release
-    console.print(export_model(locked, out, export_format, parity_input, calibration))
 
 
 @app.command()
@@ -725,13 +690,14 @@ def audit_show(
 
 
 #: entry-point group through which installed tooling adds its verbs (phantom, train, bench,
-#: evaluate, reader-study, trace: :mod:`cad.tools.cli`); the device never imports it by name
+#: evaluate, reader-study, trace: :mod:`cad_tools.cli`); the device never imports it by name
 COMMAND_PLUGINS = "cad.commands"
 
 
 def load_plugins() -> None:
-    """Register the verbs of every installed ``cad.commands`` plugin (development and QA tooling);
-    a plugin whose dependencies are not installed adds nothing."""
+    """Register the verbs of every installed ``cad.commands`` plugin (the torch side's `cad
+    export`, development and QA tooling); a plugin whose dependencies are not installed adds
+    nothing. Where nothing adds `cad export`, the verb says what it needs."""
     from importlib.metadata import entry_points
 
     for entry in entry_points(group=COMMAND_PLUGINS):
@@ -740,6 +706,16 @@ def load_plugins() -> None:
         except ImportError:
             continue
         register(app)
+    if not any(command.name == "export" for command in app.registered_commands):
+        app.command("export", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+                    add_help_option=False)(export_not_installed)
+
+
+def export_not_installed() -> None:
+    """Export the locked model (ONNX, int8, TensorRT): needs the torch side (mammo-cad-torch)."""
+    err.print("error: cad export makes the exports from the PyTorch weights and needs the torch side "
+              "(pip install mammo-cad-torch); a site install runs the exports shipped with the model")
+    raise typer.Exit(EXIT_USAGE)
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ from PIL import Image
 from pydicom.dataset import Dataset
 
 from cad.io.image import Laterality, MammogramImage, PixelSpacing, View
-from cad.tools.phantom.generate import exam_files_of, generate
+from cad_tools.phantom.generate import exam_files_of, generate
 
 DATA = Path(__file__).parent / "data"
 PHANTOM_SEED = 20261123
@@ -115,10 +115,10 @@ def two_stage_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
     from cad.detect.locked import MANIFEST_FILE, load_locked_model, register_export
-    from cad.detect.model import locked_network, write_locked_model
     from cad.detect.rescore import RescoreSettings
-    from cad.detect.rescore_model import DualViewRescorer
-    from cad.export.onnx import RESCORER_RUNTIME_KEY, export_onnx, export_rescorer, register_onnx
+    from cad_torch.export.onnx import RESCORER_RUNTIME_KEY, export_onnx, export_rescorer, register_onnx
+    from cad_torch.network import locked_network, write_locked_model
+    from cad_torch.rescore_network import DualViewRescorer
 
     first = load_locked_model()
     torch.manual_seed(20261202)

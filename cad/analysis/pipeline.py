@@ -17,10 +17,10 @@ import numpy as np
 import cad
 from cad.detect import rescore
 from cad.detect.correspondence import CorrespondenceModel, ViewCandidate, assign, pair_probabilities, view_candidates
-from cad.detect.detector import ViewDetections
 from cad.detect.inputs import ViewInput, prepare_view
 from cad.detect.linking import Candidate, LinkingConfig, candidates, fuse, link
 from cad.detect.locked import LockedModel
+from cad.detect.postprocess import ViewDetections
 from cad.detect.release import is_released
 from cad.detect.runtime import Runtime, default_threads
 from cad.io.image import IngestFailure, Laterality, MammogramImage, Study, View

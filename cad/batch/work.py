@@ -23,8 +23,7 @@ from typing import Any
 from cad.batch.discover import StudyWork
 from cad.batch.ledger import DONE, FAILED, Outcome
 from cad.detect.locked import LockedModel, load_locked_model
-from cad.detect.runtime import Runtime
-from cad.detect.runtimes import make_runtime
+from cad.detect.runtime import Runtime, make_runtime
 from cad.io import atomic, load
 from cad.io.dicomweb import DicomWeb, PacsError, RemoteInstance
 from cad.io.uids import uid_tail

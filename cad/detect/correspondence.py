@@ -5,7 +5,7 @@ score); linking is then an assignment over these probabilities (scipy's Hungaria
 one pre-specified minimum probability.
 
 The model is a small perceptron (or a logistic regression) over :data:`FEATURES`, fitted on
-phantom candidate pairs (cad.tools.training.correspondence_fit) and locked in the manifest
+phantom candidate pairs (cad_tools.training.correspondence_fit) and locked in the manifest
 (``correspondence``: the feature names, their centring and scaling, the layers' weights, the
 minimum probability, the dual-view rule), so the settings hash covers it: about a thousand
 numbers, run here in numpy, at a site as in training.
@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from cad.detect.detector import ViewDetections
 from cad.detect.inputs import ViewInput
 from cad.detect.linking import Candidate, candidates
+from cad.detect.postprocess import ViewDetections
 from cad.io.image import View
 
 #: the pair features, in the order of the locked weights

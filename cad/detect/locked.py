@@ -7,7 +7,7 @@ mismatch, so the model that runs is byte for byte the model that was verified.
 
 Torch-free: a site verifies the weights here and runs their verified ONNX export; the PyTorch
 network and second stage are built from the same verified bytes only when asked for
-(:func:`cad.detect.model.locked_network`, the development extra).
+(:func:`cad_torch.network.locked_network`, the torch side).
 """
 
 from __future__ import annotations

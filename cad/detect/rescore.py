@@ -12,7 +12,7 @@ each candidate from what a reader looks at when deciding whether a spot is a mas
   there that best match its nipple distance, depth and size, each with its own patches and how
   well the pair agrees.
 
-The network (:class:`cad.detect.rescore_model.DualViewRescorer`) returns two scores per
+The network (:class:`cad_torch.rescore_network.DualViewRescorer`) returns two scores per
 candidate: a *single-view* score from the candidate alone, and a *dual-view* score that also
 weighs the counterparts. Everything here is plain numpy on the prepared views, computed the same
 way in training and at a site.
@@ -30,9 +30,9 @@ from scipy import ndimage
 
 from cad.detect import blobs
 from cad.detect.blobs import BlobConfig
-from cad.detect.detector import ViewDetections, nms
 from cad.detect.inputs import ViewInput
 from cad.detect.linking import Candidate, candidates
+from cad.detect.postprocess import ViewDetections, nms
 from cad.io.image import View
 
 #: patch side (pixels) of both channels
@@ -246,7 +246,7 @@ def breast_inputs(views: Sequence[tuple[ViewInput, View, ViewDetections]], confi
 
 
 def suppress(model_boxes: np.ndarray, scores: np.ndarray, iou: float, limit: int) -> np.ndarray:
-    """The product's NMS (:func:`cad.detect.detector.nms`) with the second stage's tie rule:
+    """The product's NMS (:func:`cad.detect.postprocess.nms`) with the second stage's tie rule:
     equal scores by position (x0, then y0), so the result never depends on the candidates' order."""
     boxes = np.asarray(model_boxes, dtype=np.float64).reshape(-1, 4)
     order = np.lexsort((boxes[:, 1], boxes[:, 0], -np.asarray(scores, dtype=np.float64)))

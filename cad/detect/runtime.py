@@ -1,25 +1,32 @@
-"""Inference runtimes for the locked detector's network: what they share, and ONNX Runtime.
+"""Inference runtimes for the locked detector's network: what they share, ONNX Runtime, and
+choosing the runtime a site runs (``make_runtime``).
 
-Every runtime turns prepared views into :class:`~cad.detect.detector.ViewDetections`, and one
+Every runtime turns prepared views into :class:`~cad.detect.postprocess.ViewDetections`, and one
 breast's candidates into second-stage logits (:mod:`cad.detect.rescore`). ONNX Runtime (here),
-PyTorch (:mod:`cad.detect.torch_runtime`, the reference) and TensorRT (:mod:`cad.detect.tensorrt`)
+PyTorch (:mod:`cad_torch.runtime`, the reference) and TensorRT (:mod:`cad_torch.tensorrt_runtime`)
 differ only in what computes the backbone, FPN and heads; anchors, box decoding, NMS, clipping
-and sorting are the numpy code of :mod:`cad.detect.detector` for ONNX Runtime and TensorRT, so a
+and sorting are the numpy code of :mod:`cad.detect.postprocess` for ONNX Runtime and TensorRT, so a
 site runs without torch. The ONNX file that runs is verified against the SHA-256 in the model
 manifest before use, like the weights.
+
+The PyTorch and TensorRT runtimes belong to the torch side (the ``mammo-cad-torch``
+distribution, package :mod:`cad_torch`), which a site installs only on a GPU host: they join
+through the ``cad.runtimes`` entry points (:data:`RUNTIME_PLUGINS`), never by an import.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
 
 import numpy as np
 
-from cad.detect.detector import DEFAULT_MAX_BATCH, ViewDetections, detect_with_heads
 from cad.detect.inputs import ViewInput
 from cad.detect.locked import ExportKind, LockedModel, ModelIntegrityError, verified_export
+from cad.detect.postprocess import DEFAULT_MAX_BATCH, ViewDetections, detect_with_heads
 from cad.detect.rescore import BreastInputs
 from cad.errors import UsageError
 
@@ -116,7 +123,7 @@ ONNX_INT8_EXPORT = ExportKind("onnxruntime_int8", "int8 ONNX model", "int8 ONNX 
 
 class OnnxRuntime:
     """Backbone, FPN and heads in ONNX Runtime (CPU); postprocessing in numpy
-    (:func:`cad.detect.detector.detect_with_heads`).
+    (:func:`cad.detect.postprocess.detect_with_heads`).
 
     Session: CPUExecutionProvider, intra-op threads = :func:`default_threads` (on this machine the
     same budget as PyTorch's default), one inter-op thread, sequential execution, graph
@@ -150,3 +157,84 @@ class OnnxRuntime:
         if self.rescorer is None:
             raise ValueError(f"{self.model.path}: the model has no second stage")
         return self.rescorer.rescore(inputs)
+
+
+#: entry-point group through which the torch side adds the runtimes it holds (``torch``,
+#: ``tensorrt``); each entry is a :class:`RuntimePlugin`
+RUNTIME_PLUGINS = "cad.runtimes"
+#: the distribution that holds the PyTorch and TensorRT runtimes
+TORCH_SIDE = "mammo-cad-torch"
+
+
+@dataclass(frozen=True)
+class RuntimePlugin:
+    """A runtime another distribution adds: why it cannot run here (None when it can), and how
+    to make it. Both import their heavy packages only when called."""
+
+    unavailable: Callable[[], str | None]
+    make: Callable[[LockedModel, int], Runtime]
+
+
+def runtime_plugin(name: RuntimeName) -> RuntimePlugin | None:
+    """The installed plugin of runtime ``name`` (None when no installed distribution adds it)."""
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group=RUNTIME_PLUGINS, name=name.value):
+        plugin = entry.load()
+        if isinstance(plugin, RuntimePlugin):
+            return plugin
+    return None
+
+
+def runtime_unavailable(name: str | RuntimeName) -> str | None:
+    """Why runtime ``name`` cannot run on this machine (None when it can)."""
+    kind = RuntimeName(name)
+    if kind in (RuntimeName.ONNXRUNTIME, RuntimeName.ONNXRUNTIME_INT8):
+        return None
+    plugin = runtime_plugin(kind)
+    if plugin is None:
+        extra = "[tensorrt]" if kind is RuntimeName.TENSORRT else ""
+        return (f"the {kind.value} runtime belongs to the torch side, which is not installed here "
+                f"(pip install '{TORCH_SIDE}{extra}')")
+    return plugin.unavailable()
+
+
+def tensorrt_available() -> bool:
+    """Whether the TensorRT runtime can run here (the torch side, the tensorrt package and a CUDA GPU)."""
+    return runtime_unavailable(RuntimeName.TENSORRT) is None
+
+
+def variant_acceptance(model: LockedModel, key: str) -> str | None:
+    """Why a runtime variant may not run at a site (None when it may): a variant runs only after
+    its acceptance under the change protocol is recorded beside it in the manifest
+    (``runtimes.<key>.acceptance.verdict == "accepted"``, written by `cad release compare`)."""
+    entry = model.manifest.runtimes.get(key, {})
+    acceptance = entry.get("acceptance") if isinstance(entry, dict) else None
+    if not isinstance(acceptance, dict):
+        return "it has not been evaluated under the change protocol (docs/change-control.md)"
+    if acceptance.get("verdict") != "accepted":
+        return (f"the change protocol rejected it ({acceptance.get('protocol')}, record "
+                f"{acceptance.get('record')})")
+    return None
+
+
+def make_runtime(
+    model: LockedModel, name: str | RuntimeName = DEFAULT_RUNTIME, max_batch: int = DEFAULT_MAX_BATCH,
+    evaluation: bool = False,
+) -> Runtime:
+    """The runtime called ``name`` for ``model`` (verified; errors are ModelIntegrityError or
+    RuntimeUnavailableError). A runtime variant (int8) runs only when accepted under the change
+    protocol, except for ``evaluation`` (the protocol's own runs)."""
+    kind = RuntimeName(name)
+    if kind is RuntimeName.ONNXRUNTIME:
+        return OnnxRuntime(model, max_batch=max_batch)
+    if kind is RuntimeName.ONNXRUNTIME_INT8:
+        refused = None if evaluation else variant_acceptance(model, ONNX_INT8_EXPORT.key)
+        if refused is not None:
+            raise RuntimeUnavailableError(f"{model.path}: the int8 variant may not run: {refused}")
+        return OnnxRuntime(model, max_batch=max_batch, int8=True)
+    reason = runtime_unavailable(kind)
+    plugin = runtime_plugin(kind)
+    if reason is not None or plugin is None:
+        raise RuntimeUnavailableError(reason or f"the {kind.value} runtime is not installed here")
+    return plugin.make(model, max_batch)

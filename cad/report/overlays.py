@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cad.analysis.pipeline import AnalysedView
-from cad.report.overlay import Mark, overlay_name, render_overlay
+from cad.report.overlay_drawing import Mark, overlay_name, render_overlay
 from cad.result.model import StudyResult, shown_score
 
 LINKED = (0, 210, 255)

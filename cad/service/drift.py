@@ -25,7 +25,7 @@ from cad.result.model import StudyResult
 from cad.service.settings import OutputDriftSettings
 
 #: EWMA weight of the newest point and the width of the limits in standard deviations, chosen
-#: with `python -m cad.tools.drift_demo` for few false alarms on unchanged phantom streams
+#: with `python -m cad_tools.drift_demo` for few false alarms on unchanged phantom streams
 #: (docs/service.md, Output drift); a site sets its own in the monitoring settings
 LAMBDA = OutputDriftSettings.ewma_lambda
 WIDTH = OutputDriftSettings.width_sd

@@ -43,7 +43,7 @@ class OutputDriftSettings:
     #: what the charts' centre and spread come from: "site" (its first baseline_studies) or "model"
     reference: str = "site"
     #: EWMA weight of the newest point, and the control limits' width in standard deviations
-    #: (chosen with `python -m cad.tools.drift_demo`: docs/service.md, Output drift)
+    #: (chosen with `python -m cad_tools.drift_demo`: docs/service.md, Output drift)
     ewma_lambda: float = 0.1
     width_sd: float = 4.0
     #: studies forming the site baseline (reference "site", and the processing time always)

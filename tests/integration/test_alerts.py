@@ -14,7 +14,7 @@ from cad.service.alerts import AlertKind, AlertMonitor, Severity, Webhook
 from cad.service.metrics import ServiceMetrics
 from cad.service.queue import FAILED, Instance, JobQueue
 from cad.service.settings import AlertSettings, MonitoringSettings
-from cad.tools.orthanc import free_port
+from cad_tools.orthanc import free_port
 
 
 @pytest.fixture()

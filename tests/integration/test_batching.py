@@ -10,10 +10,10 @@ import pytest
 from pydicom.uid import generate_uid
 
 from cad.analysis.pipeline import analyse_studies, analyse_study
-from cad.detect.detector import shape_batches
 from cad.detect.inputs import ViewInput, prepare_view
 from cad.detect.locked import load_locked_model
-from cad.detect.runtimes import make_runtime
+from cad.detect.postprocess import shape_batches
+from cad.detect.runtime import make_runtime
 from cad.io import load
 from cad.result.findings_json import result_to_json
 

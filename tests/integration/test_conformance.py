@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID, JPEGBaseline8Bit, JPEGExtended12Bit
 from pynetdicom import AE, build_context
 
-from cad.tools.orthanc import free_port
+from cad_tools.orthanc import free_port
 from traceability.conformance import conformance_page, scp_contexts, scu_contexts, sr_codes
 
 CAD = [sys.executable, "-m", "cad.cli"]

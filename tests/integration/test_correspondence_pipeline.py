@@ -15,7 +15,7 @@ from cad.analysis.pipeline import analyse_study
 from cad.detect.correspondence import FEATURES, CorrespondenceModel
 from cad.detect.locked import MANIFEST_FILE, load_locked_model
 from cad.detect.manifest import CORRESPONDENCE_KEY
-from cad.detect.runtimes import make_runtime
+from cad.detect.runtime import make_runtime
 from cad.io import load
 
 

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from cad.io.dicom_reader import image_from_dataset
-from cad.tools.phantom import render
-from cad.tools.phantom.anatomy import BreastModel, DensityCategory, Lesion, LesionType, MassShape, sample_breast
-from cad.tools.phantom.detectability import FORMS, measure_view
-from cad.tools.phantom.dicom_writer import ExamIdentity, build_dataset
-from cad.tools.phantom.render import gland_volume, render_view
+from cad_tools.phantom import render
+from cad_tools.phantom.anatomy import BreastModel, DensityCategory, Lesion, LesionType, MassShape, sample_breast
+from cad_tools.phantom.detectability import FORMS, measure_view
+from cad_tools.phantom.dicom_writer import ExamIdentity, build_dataset
+from cad_tools.phantom.render import gland_volume, render_view
 from verification.standalone import EvaluationInputError, load_truth
 
 SCHEMA = Path(__file__).resolve().parents[2] / "cad" / "schemas" / "truth.schema.json"

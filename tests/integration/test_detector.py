@@ -12,9 +12,9 @@ import torch
 from cad.analysis.pipeline import detect_views
 from cad.detect.config import DetectorConfig
 from cad.detect.locked import load_locked_model
-from cad.detect.model import build_detector, locked_network
-from cad.detect.torch_runtime import TorchRuntime
 from cad.io import read_image
+from cad_torch.network import build_detector, locked_network
+from cad_torch.runtime import TorchRuntime
 
 
 @pytest.mark.req("SRS-DET-001")
@@ -60,7 +60,7 @@ def test_level_shapes_match_the_torchvision_backbone(shape: tuple[int, int]) -> 
     externally computed heads): fails if a torchvision change alters the FPN's strides."""
     import torch
 
-    from cad.detect.detector import level_shapes
+    from cad.detect.postprocess import level_shapes
 
     network = locked_network(load_locked_model())
     with torch.inference_mode():

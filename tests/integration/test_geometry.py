@@ -11,8 +11,8 @@ import pytest
 from cad.io import load
 from cad.io.image import Laterality, MammogramImage, PixelSpacing, View
 from cad.preprocess import compute_geometry
-from cad.tools.phantom.anatomy import DensityCategory, sample_breast
-from cad.tools.phantom.render import gland_volume, render_view
+from cad_tools.phantom.anatomy import DensityCategory, sample_breast
+from cad_tools.phantom.render import gland_volume, render_view
 
 #: working resolutions of the geometry a locked model may set (DetectorConfig.geometry_mm): the
 #: default every released model uses, and the coarser one evaluated as a change (docs/change-control.md)

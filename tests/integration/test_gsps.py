@@ -19,13 +19,13 @@ from pydicom.sequence import Sequence
 
 from cad.analysis.pipeline import AnalysedView, analyse_study
 from cad.detect.locked import LockedModel, load_locked_model
-from cad.detect.torch_runtime import TorchRuntime
 from cad.io import load, read_image
 from cad.io.uids import is_valid_uid, output_uids
 from cad.report.gsps import build_presentation_state
 from cad.result.findings_json import result_to_dict
 from cad.result.model import StudyResult
-from cad.tools.render import MAX_HEIGHT, render_presentation_state
+from cad_tools.render import MAX_HEIGHT, render_presentation_state
+from cad_torch.runtime import TorchRuntime
 
 Analysis = tuple[StudyResult, list[AnalysedView]]
 #: attributes highdicom sets to the time of creation

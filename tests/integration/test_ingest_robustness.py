@@ -16,7 +16,7 @@ from cad.io import load
 from cad.io.errors import IngestErrorCode
 from cad.io.image import IngestFailure, MammogramImage
 from cad.io.loader import load_file
-from cad.tools.phantom.generate import PhantomConfig, generate
+from cad_tools.phantom.generate import PhantomConfig, generate
 
 #: the phantom's patient attributes, which must never reach a log record
 PATIENT_VALUES = ("PHANTOM^SYNTHETIC", "PHANTOM-")

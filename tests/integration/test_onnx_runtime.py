@@ -13,11 +13,10 @@ from onnx import TensorProto
 
 from cad.analysis.pipeline import detect_views
 from cad.detect.locked import DEFAULT_MODEL_DIR, ModelIntegrityError, load_locked_model
-from cad.detect.runtime import OnnxRuntime, RuntimeUnavailableError
-from cad.detect.runtimes import make_runtime, tensorrt_available
-from cad.detect.torch_runtime import TorchRuntime
-from cad.export.onnx import ONNX_FILE, ONNX_MANIFEST_FILE, export_onnx, register_onnx
+from cad.detect.runtime import OnnxRuntime, RuntimeUnavailableError, make_runtime, tensorrt_available
 from cad.io import load
+from cad_torch.export.onnx import ONNX_FILE, ONNX_MANIFEST_FILE, export_onnx, register_onnx
+from cad_torch.runtime import TorchRuntime
 
 BOX_PX = 0.5
 SCORE = 1e-4

@@ -12,10 +12,10 @@ import pytest
 
 import cad.analysis.pipeline as pipeline
 from cad.detect.locked import load_locked_model
-from cad.detect.torch_runtime import TorchRuntime
 from cad.io import load
 from cad.io.image import MammogramImage
 from cad.result.model import NOT_ANALYZED
+from cad_torch.runtime import TorchRuntime
 
 
 @pytest.mark.req("SRS-DET-007", "SRS-OUT-002")

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cad.detect.torch_runtime import TorchRuntime
 from cad.io.image import Laterality, MammogramImage
 from cad.preprocess import compute_geometry
+from cad_torch.runtime import TorchRuntime
 
 REAL = Path(__file__).resolve().parents[1] / "data" / "real-mammograms"
 FILES = sorted(REAL.glob("*.png"))

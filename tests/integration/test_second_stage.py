@@ -22,12 +22,12 @@ from cad.detect.locked import (
     load_locked_model,
     sha256_file,
 )
-from cad.detect.model import locked_rescorer
 from cad.detect.runtime import OnnxRuntime
-from cad.detect.torch_runtime import TorchRuntime
 from cad.io import load
 from cad.io.image import Laterality, MammogramImage
 from cad.result.findings_json import result_to_dict
+from cad_torch.network import locked_rescorer
+from cad_torch.runtime import TorchRuntime
 
 LOGIT = 1e-4
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cad.detect.locked import WEIGHTS_FILE, default_model_dir, load_locked_model
-from cad.detect.runtimes import make_runtime
+from cad.detect.runtime import make_runtime
 from cad.service.service import Service, ServiceConfig
 
 

@@ -20,7 +20,6 @@ from pydicom.dataset import Dataset
 
 from cad.analysis.pipeline import analyse_study
 from cad.detect.locked import load_locked_model
-from cad.detect.torch_runtime import TorchRuntime
 from cad.io import load
 from cad.io.uids import is_valid_uid, output_uids
 from cad.report.outputs import PR_NAME, SR_NAME, write_dicom_outputs
@@ -28,6 +27,7 @@ from cad.report.sr import enum as sr
 from cad.report.sr.build import build_mammography_cad_sr
 from cad.report.sr.reader import SRReadError, carried, read_mammography_cad_sr
 from cad.result.findings_json import result_from_dict, result_to_dict, write_result
+from cad_torch.runtime import TorchRuntime
 
 PIXELMED_JAR = Path("/usr/share/java/pixelmed.jar")
 FINDINGS_SCHEMA = Path(__file__).resolve().parents[2] / "cad" / "schemas" / "findings.schema.json"

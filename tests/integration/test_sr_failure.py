@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 import cad.job
 from cad.cli import EXIT_OUTPUTS_INCOMPLETE, app
 from cad.detect.locked import load_locked_model
-from cad.detect.runtimes import make_runtime
+from cad.detect.runtime import make_runtime
 from cad.service.queue import FAILED, RetryPolicy
 from cad.service.service import Service, ServiceConfig
 

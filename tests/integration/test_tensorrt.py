@@ -10,8 +10,7 @@ import pytest
 
 from cad.detect.inputs import prepare_view
 from cad.detect.locked import DEFAULT_MODEL_DIR, ModelIntegrityError, load_locked_model
-from cad.detect.runtime import OnnxRuntime
-from cad.detect.runtimes import tensorrt_available
+from cad.detect.runtime import OnnxRuntime, tensorrt_available
 from cad.io import load
 
 pytestmark = pytest.mark.skipif(not tensorrt_available(),
@@ -21,7 +20,7 @@ pytestmark = pytest.mark.skipif(not tensorrt_available(),
 @pytest.fixture(scope="module")
 def engine_model(tmp_path_factory: pytest.TempPathFactory, mass_phantom_dir: Path) -> Path:
     """A copy of the released model with a TensorRT engine built and registered."""
-    from cad.export.tensorrt import export_tensorrt
+    from cad_torch.export.tensorrt import export_tensorrt
 
     model_dir = tmp_path_factory.mktemp("trt") / "model"
     shutil.copytree(DEFAULT_MODEL_DIR, model_dir)
@@ -42,8 +41,8 @@ def test_engine_is_registered_with_its_gpu_and_parity(engine_model: Path) -> Non
 
 @pytest.mark.req("SRS-RT-005")
 def test_engine_detections_agree_with_onnxruntime(engine_model: Path, phantom_dir: Path) -> None:
-    from cad.detect.tensorrt import TensorRTRuntime
-    from cad.export.tensorrt import parity
+    from cad_torch.export.tensorrt import parity
+    from cad_torch.tensorrt_runtime import TensorRTRuntime
 
     model = load_locked_model(engine_model)
     views = [prepare_view(image, model.config) for image in load([phantom_dir]).images]
@@ -53,7 +52,7 @@ def test_engine_detections_agree_with_onnxruntime(engine_model: Path, phantom_di
 
 @pytest.mark.req("SRS-RT-005")
 def test_damaged_engine_is_refused(engine_model: Path, tmp_path: Path) -> None:
-    from cad.detect.tensorrt import ENGINE_FILE, TensorRTRuntime
+    from cad_torch.tensorrt_runtime import ENGINE_FILE, TensorRTRuntime
 
     copy = tmp_path / "model"
     shutil.copytree(engine_model, copy)

@@ -14,8 +14,8 @@ import pytest
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from cad.detect.config import DetectorConfig
-from cad.tools.training.datasets import DatasetError, load_dataset
-from cad.tools.training.prepare import PreparedImage, prepare_one
+from cad_tools.training.datasets import DatasetError, load_dataset
+from cad_tools.training.prepare import PreparedImage, prepare_one
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 

@@ -14,14 +14,14 @@ from safetensors.torch import load_file
 from cad.detect.config import DetectorConfig
 from cad.detect.inputs import prepare_view
 from cad.detect.locked import MANIFEST_FILE, ModelIntegrityError, default_model_dir, load_locked_model, sha256_file
-from cad.detect.model import build_detector, locked_network, locked_rescorer
-from cad.detect.torch_runtime import run_network
 from cad.io import load
-from cad.tools.training.datasets import load_dataset
-from cad.tools.training.prepare import PreparedImage, prepare_all
-from cad.tools.training.rescore_train import train_second_stage
-from cad.tools.training.sampler import AugmentConfig, PatchSampler
-from cad.tools.training.train import native_bf16, train, training_precision
+from cad_tools.training.datasets import load_dataset
+from cad_tools.training.prepare import PreparedImage, prepare_all
+from cad_tools.training.rescore_train import train_second_stage
+from cad_tools.training.sampler import AugmentConfig, PatchSampler
+from cad_tools.training.train import native_bf16, train, training_precision
+from cad_torch.network import build_detector, locked_network, locked_rescorer
+from cad_torch.runtime import run_network
 
 CONFIG = """
 name: tiny

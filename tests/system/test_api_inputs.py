@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import requests
 
-from cad.tools.orthanc import free_port
+from cad_tools.orthanc import free_port
 
 CAD = [sys.executable, "-m", "cad.cli"]
 TOKEN = "a-test-token-of-enough-length"

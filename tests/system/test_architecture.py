@@ -17,9 +17,9 @@ from traceability.architecture import contract_gaps, load_architecture, load_con
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-#: the development extra's libraries and the tooling packages: a site does not have them
+#: the development distribution's libraries and packages, and the torch side: a site has none of them
 TOOLING = ("matplotlib", "openpyxl", "jsonschema", "yaml", "hypothesis", "pytest",
-           "cad.tools", "verification", "traceability")
+           "cad_tools", "verification", "traceability", "cad_torch", "torch", "torchvision", "onnx", "onnxscript")
 DEVICE_VERBS = {"inspect", "detect", "export", "serve", "audit", "outcomes", "batch", "deidentify"}
 TOOLING_VERBS = {"phantom", "train", "bench", "evaluate", "reader-study", "trace"}
 
@@ -67,15 +67,19 @@ def test_lint_and_strict_types_pass() -> None:
 
 
 @pytest.mark.req("SRS-PRD-008")
-def test_the_device_runs_without_tooling_or_the_dev_extra() -> None:
-    """Every device module imports, and `cad` offers exactly the device verbs, where the dev
-    extra's libraries and the tooling packages cannot be imported (as at a site)."""
-    device = sorted(m.name for m in pkgutil.walk_packages(cad.__path__, "cad.")
-                    if not m.name.startswith("cad.tools") and m.name != "cad.__main__")
+def test_the_device_runs_without_tooling_or_the_torch_side() -> None:
+    """Every device module imports, and `cad` offers exactly the device verbs, where the
+    development distribution's libraries and packages and the torch side cannot be imported (as
+    at a site)."""
+    device = sorted(m.name for m in pkgutil.walk_packages(cad.__path__, "cad.") if m.name != "cad.__main__")
     script = textwrap.dedent(f"""
-        import importlib, json, sys
-        for name in {list(TOOLING)!r}:
-            sys.modules[name] = None  # importing it now raises ImportError
+        import importlib, importlib.abc, json, sys
+        class Absent(importlib.abc.MetaPathFinder):  # as at a site: these cannot be found
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in {list(TOOLING)!r}:
+                    raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+                return None
+        sys.meta_path.insert(0, Absent())
         for name in {device!r}:
             importlib.import_module(name)
         from cad.cli import app, load_plugins
@@ -88,6 +92,37 @@ def test_the_device_runs_without_tooling_or_the_dev_extra() -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert set(json.loads(result.stdout.splitlines()[-1])) == DEVICE_VERBS
     assert len(device) > 40
+
+
+#: the repository's distributions: pyproject file -> what it is
+DISTRIBUTIONS = {"pyproject.toml": "mammo-cad", "distributions/mammo-cad-torch/pyproject.toml": "mammo-cad-torch",
+                 "distributions/mammo-cad-dev/pyproject.toml": "mammo-cad-dev"}
+
+
+@pytest.mark.req("SRS-PRD-008")
+def test_every_package_belongs_to_one_distribution_and_the_site_one_is_the_device_alone() -> None:
+    """The boundary is the layout: each package at the repository root ships in exactly one
+    distribution, the site's (mammo-cad) holds `cad` alone, and the contracts name whole packages
+    (a new device package is covered without editing them)."""
+    import fnmatch
+    import tomllib
+
+    packages = {p.parent.name for p in REPO.glob("*/__init__.py")}
+    owners: dict[str, list[str]] = {name: [] for name in packages}
+    for path, distribution in DISTRIBUTIONS.items():
+        config = tomllib.loads((REPO / path).read_text())
+        assert config["project"]["name"] == distribution
+        include = config["tool"]["setuptools"]["packages"]["find"]["include"]
+        for name in packages:
+            if any(fnmatch.fnmatchcase(name, pattern) for pattern in include):
+                owners[name].append(distribution)
+    assert all(len(found) == 1 for found in owners.values()), owners
+    assert [name for name, found in owners.items() if found == ["mammo-cad"]] == ["cad"]
+    contracts = load_contracts(REPO / "pyproject.toml")
+    assert contracts["site-without-torch"]["source_modules"] == ["cad"]
+    assert set(contracts["device-independent-of-tooling"]["source_modules"]) == {"cad", "cad_torch"}
+    assert {"cad_tools", "verification", "traceability"} <= set(contracts["device-independent-of-tooling"]["forbidden_modules"])
+    assert "ignore_imports" not in contracts["site-without-torch"]
 
 
 @pytest.mark.req("SRS-PRD-008")

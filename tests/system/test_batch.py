@@ -16,7 +16,7 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
-from cad.tools.phantom.generate import generate
+from cad_tools.phantom.generate import generate
 
 CAD = [sys.executable, "-m", "cad.cli"]
 #: one creation instant for every run compared byte for byte (SRS-DCM-007)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from cad.tools.orthanc import Orthanc, free_port, orthanc_available
-from cad.tools.phantom.generate import generate
+from cad_tools.orthanc import Orthanc, free_port, orthanc_available
+from cad_tools.phantom.generate import generate
 
 pytestmark = pytest.mark.skipif(orthanc_available() is not None,
                                 reason=f"Orthanc {orthanc_available()}; `make test` installs it")

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from cad.tools.phantom.generate import generate
-from cad.tools.ray_cluster import analyst_pids, local_ray_cluster
+from cad_tools.phantom.generate import generate
+from cad_tools.ray_cluster import analyst_pids, local_ray_cluster
 
 CAD = [sys.executable, "-m", "cad.cli"]
 EPOCH = {"SOURCE_DATE_EPOCH": "1780000000"}  # byte-identical objects across runs (SRS-DCM-007)

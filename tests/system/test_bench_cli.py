@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cad.detect.runtimes import tensorrt_available
+from cad.detect.runtime import tensorrt_available
 
 STAGES = {"decode", "preprocess", "model", "rescore", "linking", "outputs"}
 

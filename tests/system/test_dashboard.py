@@ -22,9 +22,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
-from cad.tools.browser import chromium, save_page, sign_in
-from cad.tools.orthanc import free_port
-from cad.tools.phantom.generate import exam_files_of
+from cad_tools.browser import chromium, save_page, sign_in
+from cad_tools.orthanc import free_port
+from cad_tools.phantom.generate import exam_files_of
 
 CAD = [sys.executable, "-m", "cad.cli"]
 TOKEN = "dashboard-test-token-not-a-secret"

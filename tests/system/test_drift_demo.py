@@ -1,7 +1,7 @@
 """Input drift end to end through a real `cad serve` (SRS-SVC-016, SRS-SVC-018, SRS-SVC-019):
 phantom studies like the validation set raise no drift alert; studies from a detector with
 another pixel spacing raise an input-drift alert on that fact within the window. Small windows
-from a monitoring settings file keep it short; `python -m cad.tools.serve_drift_demo` runs the
+from a monitoring settings file keep it short; `python -m cad_tools.serve_drift_demo` runs the
 same with the shipped thresholds (docs/service.md, Drift demonstration)."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from cad.tools.phantom.generate import PhantomConfig, generate
-from cad.tools.serve_drift_demo import run_demo
+from cad_tools.phantom.generate import PhantomConfig, generate
+from cad_tools.serve_drift_demo import run_demo
 
 
 @pytest.mark.slow

@@ -107,7 +107,7 @@ def test_findings_of_other_studies_are_one_clear_error(report: Path, tmp_path: P
 def test_gallery_of_found_and_missed_lesions(report: Path, mass_phantom_dir: Path, tmp_path: Path) -> None:
     from PIL import Image
 
-    from cad.tools.gallery import TILE, gallery
+    from cad_tools.gallery import TILE, gallery
 
     counts = gallery(mass_phantom_dir / "truth.json", report.parent / "findings", tmp_path / "g.png",
                      missed=5, found=5)

@@ -88,7 +88,7 @@ def test_the_service_keeps_the_job_until_space_returns(small_disk: Callable[[Pat
     state = tmp_path / "state"
     token = tmp_path / "token"
     token.write_text("a-token-of-thirty-two-characters\n")
-    from cad.tools.orthanc import free_port
+    from cad_tools.orthanc import free_port
 
     port = free_port()
     service = subprocess.Popen([*CAD, "-v", "serve", "--state", str(state), "--watch", str(watched), "--quiet-seconds",

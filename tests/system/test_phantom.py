@@ -15,7 +15,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from cad.tools.phantom.generate import PhantomConfig, _exam_breasts, generate
+from cad_tools.phantom.generate import PhantomConfig, _exam_breasts, generate
 
 SCHEMA = Path(__file__).resolve().parents[2] / "cad" / "schemas" / "truth.schema.json"
 

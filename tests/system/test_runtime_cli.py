@@ -13,7 +13,7 @@ import onnx
 import pytest
 
 from cad.detect.locked import DEFAULT_MODEL_DIR
-from cad.detect.runtimes import tensorrt_available
+from cad.detect.runtime import tensorrt_available
 
 CAD = [sys.executable, "-m", "cad.cli"]
 

@@ -23,8 +23,8 @@ import pytest
 import requests
 
 from cad.detect.locked import DEFAULT_MODEL_DIR
-from cad.tools.orthanc import Orthanc, free_port, orthanc_available
-from cad.tools.phantom.generate import exam_files_of
+from cad_tools.orthanc import Orthanc, free_port, orthanc_available
+from cad_tools.phantom.generate import exam_files_of
 
 pytestmark = pytest.mark.skipif(orthanc_available() is not None,
                                 reason=f"Orthanc {orthanc_available()}; `make test` installs it")
@@ -102,7 +102,7 @@ def test_once_analyses_each_study_and_stores_sr_and_gsps_in_it(pacs: Orthanc, ph
 @pytest.mark.req("SRS-SVC-002")
 @pytest.mark.slow
 def test_a_killed_service_resumes_without_loss_or_duplicates(pacs: Orthanc, tmp_path: Path) -> None:
-    from cad.tools.phantom.generate import generate
+    from cad_tools.phantom.generate import generate
 
     generate(tmp_path / "exams", exams=4, seed=77)
     pacs.upload(sorted((tmp_path / "exams").glob("exam*/*.dcm")))
@@ -453,7 +453,7 @@ def test_every_study_in_the_pacs_is_found(pacs: Orthanc, tmp_path: Path) -> None
     from cad.service import store
     from cad.service.queue import JobQueue
     from cad.service.sources import DicomWebPacs
-    from cad.tools.phantom.generate import generate
+    from cad_tools.phantom.generate import generate
 
     generate(tmp_path / "exams", exams=5, seed=91)
     pacs.upload(sorted((tmp_path / "exams").glob("exam*/*.dcm")))

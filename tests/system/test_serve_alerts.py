@@ -18,8 +18,8 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from cad.detect.locked import DEFAULT_MODEL_DIR
-from cad.tools.orthanc import free_port
-from cad.tools.phantom.generate import exam_files_of
+from cad_tools.orthanc import free_port
+from cad_tools.phantom.generate import exam_files_of
 
 CAD = [sys.executable, "-m", "cad.cli"]
 TOKEN = "alerts-test-token-not-a-secret"

@@ -22,6 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "models" / "phantom-retinanet-r18"
 #: attributes set to the time of writing (the only allowed differences between two runs)
 TORCH_SIDE = ("torch", "torchvision", "onnx", "onnxscript")
+#: the repository's packages that are not the device: the site wheel holds none of them
+NOT_SHIPPED = ("cad_torch", "cad_tools", "verification", "traceability")
 
 
 def _run(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -51,7 +53,9 @@ def site_install(tmp_path_factory: pytest.TempPathFactory, mass_phantom_dir: Pat
     for name in ("pyproject.toml", "README.md", "LICENSE", "locked-dependencies.txt"):
         if (ROOT / name).exists():
             shutil.copy(ROOT / name, source / name)
-    for package in ("cad", "verification", "traceability", "models/phantom-retinanet-r18"):
+    # the whole repository's packages: the site recipe must install the device alone from them
+    for package in ("cad", "cad_torch", "cad_tools", "verification", "traceability", "distributions",
+                    "models/phantom-retinanet-r18"):
         shutil.copytree(ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
     first, commands = site_recipe()
     assert first.startswith("SITE=") and "EXAM=" in first and "OUT=" in first, first
@@ -78,8 +82,8 @@ def test_site_install_runs_detect_without_torch(site_install: tuple[Path, Path],
     it and writes what the development install writes."""
     site_venv, site_out = site_install
     python = str(site_venv / "bin" / "python")
-    for module in TORCH_SIDE:
-        probe = _run([python, "-c", f"import {module}"])
+    for module in (*TORCH_SIDE, *NOT_SHIPPED):
+        probe = _run([python, "-c", f"import {module}"], cwd=site_venv)
         assert probe.returncode != 0 and "ModuleNotFoundError" in probe.stderr, f"{module} is in the site install"
     help_text = _run([str(site_venv / "bin" / "cad"), "--help"]).stdout
     assert "detect" in help_text and "serve" in help_text
@@ -116,16 +120,16 @@ def test_site_install_without_a_model_says_how_to_name_one(site_venv: Path, mass
 
 @pytest.mark.slow
 @pytest.mark.req("SRS-RT-009")
-def test_site_install_refuses_the_pytorch_side_naming_the_extra(site_venv: Path, mass_phantom_dir: Path,
+def test_site_install_refuses_the_pytorch_side_naming_its_distribution(site_venv: Path, mass_phantom_dir: Path,
                                                                tmp_path: Path) -> None:
     cad = str(site_venv / "bin" / "cad")
     torch_run = _run([cad, "detect", str(mass_phantom_dir), "--out", str(tmp_path / "t"), "--model", str(MODEL),
                       "--runtime", "torch"])
     assert torch_run.returncode == 2
-    assert "mammo-cad[dev]" in torch_run.stderr and "Traceback" not in torch_run.stderr
+    assert "mammo-cad-torch" in torch_run.stderr and "Traceback" not in torch_run.stderr
     assert not (tmp_path / "t").exists() or not any((tmp_path / "t").rglob("findings.json"))
     export = _run([cad, "export", "--out", str(tmp_path / "e"), "--model", str(MODEL)])
-    assert export.returncode == 2 and "mammo-cad[dev]" in export.stderr and "Traceback" not in export.stderr
+    assert export.returncode == 2 and "mammo-cad-torch" in export.stderr and "Traceback" not in export.stderr
 
 
 @pytest.mark.slow

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cad.tools.training.prepare import PreparedImage
-from cad.tools.training.sampler import AugmentConfig, PatchSampler
+from cad_tools.training.prepare import PreparedImage
+from cad_tools.training.sampler import AugmentConfig, PatchSampler
 
 
 def _image() -> PreparedImage:

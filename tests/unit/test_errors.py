@@ -17,7 +17,6 @@ def test_every_error_the_device_reports_is_a_cad_error_with_its_documented_exit_
     from cad.detect.locked import ModelIntegrityError
     from cad.detect.manifest import ManifestError
     from cad.detect.runtime import RuntimeUnavailableError
-    from cad.export import ExportError
     from cad.io.dicomweb import PacsError
     from cad.io.errors import IngestError
     from cad.job import OutputsNotWritten
@@ -26,6 +25,7 @@ def test_every_error_the_device_reports_is_a_cad_error_with_its_documented_exit_
     from cad.service.outcomes import OutcomesError
     from cad.service.service import ListenerError
     from cad.service.store import StateLockedError
+    from cad_torch.export import ExportError
 
     expected = {ModelIntegrityError: ExitCode.MODEL, ManifestError: ExitCode.MODEL,
                 RuntimeUnavailableError: ExitCode.USAGE, SRReadError: ExitCode.USAGE, ResultError: ExitCode.USAGE,

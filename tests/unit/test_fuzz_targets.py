@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cad.tools.fuzz.seeds import write_seeds
-from cad.tools.fuzz.targets import check, targets
+from cad_tools.fuzz.seeds import write_seeds
+from cad_tools.fuzz.targets import check, targets
 
 TARGETS = targets()
 

@@ -12,8 +12,8 @@ from pydicom.dataset import Dataset
 
 from cad.analysis.pipeline import AnalysedView
 from cad.detect.config import DetectorConfig
-from cad.detect.detector import ViewDetections
 from cad.detect.inputs import prepare_view
+from cad.detect.postprocess import ViewDetections
 from cad.io import load
 from cad.service import alerts, input_drift, store
 from cad.service.alerts import AlertMonitor

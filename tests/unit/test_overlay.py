@@ -9,7 +9,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from cad.io.image import Laterality, MammogramImage, PixelSpacing, View
-from cad.report.overlay import Mark, render_overlay
+from cad.report.overlay_drawing import Mark, render_overlay
 
 COLOUR = (0, 210, 255)
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from cad.detect.config import DetectorConfig
-from cad.detect.detector import TOPK_CANDIDATES, decode_view, level_anchors, level_shapes
-from cad.detect.model import build_detector
-from cad.detect.torch_runtime import decode_head_outputs
+from cad.detect.postprocess import TOPK_CANDIDATES, decode_view, level_anchors, level_shapes
+from cad_torch.network import build_detector
+from cad_torch.runtime import decode_head_outputs
 
 BOX_PX = 0.5  # the runtime parity tolerances of SRS-RT-003
 SCORE = 1e-4

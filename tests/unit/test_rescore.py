@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from cad.detect.blobs import BlobConfig, find_blobs
-from cad.detect.detector import ViewDetections
 from cad.detect.inputs import ViewInput
 from cad.detect.linking import Candidate
+from cad.detect.postprocess import ViewDetections
 from cad.detect.rescore import (
     COUNTERPARTS,
     RescoreSettings,
