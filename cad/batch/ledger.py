@@ -4,14 +4,13 @@ A study's outputs are written to a temporary folder and moved into place in one 
 then is its row marked done, in a transaction. A run killed at any point and started again with
 the same arguments therefore finds each study either done (skipped, nothing rewritten) or not
 (analysed again from scratch, its half-written temporary folder discarded): exactly once. A
-study whose instance set changed since is new work.
+study whose instance set changed since is new work. Durability and the one-writer lock are the
+rules of every exactly-once store of the product (:mod:`cad.io.durable`).
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 from cad.batch.discover import StudyWork
 from cad.errors import UsageError
+from cad.io.durable import folder_lock, open_database
 
 LEDGER_FILE = "batch-ledger.sqlite"
 LOCK_FILE = "batch.lock"
@@ -70,19 +70,9 @@ class Ledger:
     """The ledger of one output folder (one process writes it: the driver)."""
 
     def __init__(self, out: Path) -> None:
-        out.mkdir(parents=True, exist_ok=True)
-        self._lock = (out / LOCK_FILE).open("a")
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.close()
-            raise UsageError(f"{out}: another `cad batch` is writing to this folder") from None
+        self._lock = folder_lock(out, LOCK_FILE, UsageError(f"{out}: another `cad batch` is writing to this folder"))
         self.path = out / LEDGER_FILE
-        self.db = sqlite3.connect(self.path, isolation_level=None)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(SCHEMA)
+        self.db = open_database(self.path, SCHEMA)
 
     def plan(self, studies: list[StudyWork], retry_failed: bool = True) -> tuple[list[StudyWork], int]:
         """The studies still to do, and how many are already done (skipped). Failed studies are

@@ -1,21 +1,20 @@
 """The service's state folder: one SQLite database (job queue, alerts, audit log) and its lock.
 
-SQLite in WAL mode, one connection per thread, every change in a transaction: a process killed
-at any point leaves the database at the last committed state, which is what makes the queue
-durable and the audit log complete. One service process owns a state folder at a time (an
-exclusive ``flock``), so jobs found running at start-up are known to be orphans of a killed
-process.
+SQLite in WAL mode, every change in a transaction: a process killed at any point leaves the
+database at the last committed state, which is what makes the queue durable and the audit log
+complete. One service process owns a state folder at a time (an exclusive ``flock``), so jobs
+found running at start-up are known to be orphans of a killed process. Both rules are those of
+every exactly-once store of the product (:mod:`cad.io.durable`).
 """
 
 from __future__ import annotations
 
-import fcntl
-import os
 import sqlite3
 from pathlib import Path
 from typing import IO
 
 from cad.errors import UsageError
+from cad.io.durable import folder_lock, open_database
 
 DATABASE = "cad-service.sqlite"
 LOCK = "cad-service.lock"
@@ -116,27 +115,9 @@ class StateLockedError(UsageError, RuntimeError):
 
 def connect(state: Path) -> sqlite3.Connection:
     """A connection to the state database (created with its schema if new)."""
-    state.mkdir(parents=True, exist_ok=True)
-    connection = sqlite3.connect(state / DATABASE, timeout=30.0, isolation_level=None, check_same_thread=False)
-    connection.row_factory = sqlite3.Row
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA synchronous=FULL")
-    connection.execute("PRAGMA foreign_keys=ON")
-    connection.executescript(SCHEMA)
-    return connection
+    return open_database(state / DATABASE, SCHEMA, timeout=30.0, shared_between_threads=True, foreign_keys=True)
 
 
 def lock_state(state: Path) -> IO[str]:
     """Take the state folder's exclusive lock for this process (held while the handle is open)."""
-    state.mkdir(parents=True, exist_ok=True)
-    handle = (state / LOCK).open("a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise StateLockedError(f"{state}: another `cad serve` process uses this state folder") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"{os.getpid()}\n")
-    handle.flush()
-    return handle
+    return folder_lock(state, LOCK, StateLockedError(f"{state}: another `cad serve` process uses this state folder"))
