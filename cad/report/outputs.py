@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -75,12 +75,16 @@ class DicomOutputs:
     #: Why no presentation state was written, when none was (the SR still was).
     pr_problem: str | None = None
     prs: tuple[Path, ...] = ()
+    #: the SOP Instance UIDs written: the SR's, and each presentation state's (in ``prs`` order),
+    #: so that the service records them without reading its own files back
+    sr_uid: str | None = None
+    pr_uids: tuple[str, ...] = ()
 
     def moved(self, old: Path, new: Path) -> DicomOutputs:
         """The same outputs after their folder ``old`` was renamed ``new``."""
         def at(path: Path | None) -> Path | None:
             return new / path.relative_to(old) if path is not None else None
-        return DicomOutputs(at(self.sr), at(self.pr), self.pr_problem, tuple(new / p.relative_to(old) for p in self.prs))
+        return replace(self, sr=at(self.sr), pr=at(self.pr), prs=tuple(new / p.relative_to(old) for p in self.prs))
 
 
 def study_headers(study: Study) -> tuple[list[Dataset], list[Dataset]]:
@@ -126,13 +130,15 @@ def write_dicom_outputs(
     sr.save_as(sr_path, enforce_file_format=True)
     analysed = {i.sop_instance_uid for i in findings.images if i.analysed}
     shown = [h for h in images if str(h.SOPInstanceUID) in analysed]
+    sr_uid = str(sr.SOPInstanceUID)
     if not shown:
-        return DicomOutputs(sr_path, None, "no image was analysed")
+        return DicomOutputs(sr_path, None, "no image was analysed", sr_uid=sr_uid)
     # highdicom writes one Displayed Area for all images of a GSPS, so views stored at different
     # sizes (e.g. CC and MLO in different detector formats) get one presentation state per size,
     # in one series: cad-pr.dcm when there is one size, else cad-pr-1.dcm, cad-pr-2.dcm, ...
     sizes = sorted({(int(h.Rows), int(h.Columns)) for h in shown})
     paths: list[Path] = []
+    pr_uids: list[str] = []
     for number, size in enumerate(sizes, start=1):
         group = [h for h in shown if (int(h.Rows), int(h.Columns)) == size]
         group_uids = dict(uids)
@@ -143,9 +149,10 @@ def write_dicom_outputs(
                                           result_number=result_number)
         except ValueError as exc:
             log.warning("presentation state not written for study %s: %s", uid_tail(findings.study_instance_uid), exc)
-            return DicomOutputs(sr_path, paths[0] if paths else None, str(exc), tuple(paths))
+            return DicomOutputs(sr_path, paths[0] if paths else None, str(exc), tuple(paths), sr_uid, tuple(pr_uids))
         stamp_creation(pr, created)
         path = folder / (PR_NAME if len(sizes) == 1 else f"cad-pr-{number}.dcm")
         pr.save_as(path, enforce_file_format=True)
         paths.append(path)
-    return DicomOutputs(sr_path, paths[0], None, tuple(paths))
+        pr_uids.append(str(pr.SOPInstanceUID))
+    return DicomOutputs(sr_path, paths[0], None, tuple(paths), sr_uid, tuple(pr_uids))

@@ -177,14 +177,12 @@ class Worker:
         result: dict[str, Any] = {"folder": str(folder), "findings_sha256": sha256_file(findings), "delivered": []}
         dicom = outcome.dicom
         if dicom is not None and dicom.sr is not None:
-            sr = pydicom.dcmread(dicom.sr, stop_before_pixels=True)
-            result.update({"sr_path": str(dicom.sr), "sr_sop_instance_uid": str(sr.SOPInstanceUID),
+            result.update({"sr_path": str(dicom.sr), "sr_sop_instance_uid": dicom.sr_uid,
                            "sr_sha256": sha256_file(dicom.sr)})
             result["delivered"].append(str(dicom.sr))
         prs = list(dicom.prs) if dicom is not None else []
-        result["presentation_states"] = [
-            {"sop_instance_uid": str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID), "sha256": sha256_file(p)}
-            for p in prs]
+        uids = list(dicom.pr_uids) if dicom is not None else []
+        result["presentation_states"] = [{"sop_instance_uid": uid, "sha256": sha256_file(p)} for p, uid in zip(prs, uids)]
         result["delivered"] += [str(p) for p in prs]
         if outcome.problems:
             result["problems"] = [problem.text for problem in outcome.problems]
