@@ -40,6 +40,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 import cad
 from cad.io.uids import uid_tail
+from cad.result.findings_json import read_result
 from cad.result.model import shown_score
 from cad.service import alerts, audit, drift, outcomes
 from cad.service.queue import PENDING, RUNNING, STATES, Job, JobQueue
@@ -326,13 +327,16 @@ def mount(app: FastAPI, queue: Callable[[], Iterator[JobQueue]], token: str, rea
         if job is None:
             return page("missing.html", request, session, status.HTTP_404_NOT_FOUND, what=f"job {job_id}")
         findings: dict[str, Any] | None = None
+        mark_ids: list[str] = []
         folder = (job.outputs or {}).get("folder")
         if folder and (Path(folder) / "findings.json").is_file():
             try:
                 findings = json.loads((Path(folder) / "findings.json").read_text())
+                # which findings are CAD marks is the result contract's rule, not the page's
+                mark_ids = [f.finding_id for f in read_result(Path(folder) / "findings.json").marks]
             except (OSError, ValueError):
                 findings = None
-        return page("job.html", request, session, job=job, findings=findings, done=done,
+        return page("job.html", request, session, job=job, findings=findings, mark_ids=mark_ids, done=done,
                     overlays=[p.name for p in overlay_files(job)], history=q.jobs(study_uid=job.study_uid))
 
     @app.get(PREFIX + "/jobs/{job_id}/overlays/{name}", include_in_schema=False)
