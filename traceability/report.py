@@ -2,7 +2,7 @@
 
 Files: ``requirements.csv`` (requirement -> items -> tests -> result), ``risks.csv`` (hazard
 -> control -> requirement -> tests -> result), ``tests.csv``, ``soup.csv``, ``gaps.txt``,
-``trace.json`` and ``index.html``.
+``trace.json`` and ``index.html`` (rendered from ``verification/templates/trace_index.html``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import cad
 from traceability.matrix import Trace
 from traceability.requirements import REPO_ROOT
-from verification.html import esc, page, table
+from verification.html import render
 
 
 def git_revision(root: Path = REPO_ROOT) -> str:
@@ -141,27 +141,16 @@ def write_trace(trace: Trace, out: Path, command: str) -> dict[str, Path]:
 
 
 def render_html(trace: Trace, tables: dict[str, list[dict[str, Any]]], summary: dict[str, Any]) -> str:
-    counts = ", ".join(f"{k}: {v}" for k, v in sorted(summary["verdicts"].items()))
-    gaps = ("<p>No gaps.</p>" if not trace.gaps else
-            "<ul>" + "".join(f"<li>{esc(g)}</li>" for g in trace.gaps) + "</ul>")
-    notes = "".join(f"<li>{esc(n)}</li>" for n in trace.notes)
-    sections = [
-        f"<h2>Summary</h2><p>{len(trace.requirements)} requirements ({esc(counts)}); "
-        f"{len(trace.risk.hazards)} hazards, {len(trace.risk.controls)} risk controls; "
-        f"{len(tables['tests'])} test results; IEC 62304 software safety class {esc(trace.risk.safety.safety_class)}.</p>",
-        f"<h2>Gaps ({len(trace.gaps)})</h2>{gaps}",
-        f"<h2>Reported, not counted as gaps</h2><ul>{notes}</ul>" if notes else "",
-        "<h2>Requirement → software item → tests → result</h2>" + table(
-            ["requirement", "title", "category", "safety", "items", "passed tests", "analysis", "verdict"],
-            [[r["requirement"], r["title"], r["category"], r["safety_relevant"], r["software_items"], r["passed"],
-              r["analysis"] or "—", r["verdict"]] for r in tables["requirements"]], left_columns=8),
-        "<h2>Hazard → control → requirement → verification</h2>" + table(
-            ["hazard", "S", "P before", "risk", "control", "requirement", "verdict", "P after", "residual"],
-            [[r["hazard"], r["severity"], r["probability_before"], r["risk_before"], r["control"], r["requirement"],
-              r["requirement_verdict"], r["probability_after"], r["risk_after"]] for r in tables["risks"]],
-            left_columns=9),
-    ]
-    meta = (f"Generated {esc(summary['generated'])} from revision {esc(summary['revision'])} "
-            f"(mammo-cad {esc(summary['version'])}) by <code>{esc(summary['command'])}</code>; test results: "
-            f"{esc(summary['test_results'] or 'none')}.")
-    return page("Traceability matrices", sections, meta)
+    """index.html (template ``verification/templates/trace_index.html``)."""
+    return render(
+        "trace_index.html", title="Traceability matrices", requirements=len(trace.requirements),
+        counts=", ".join(f"{k}: {v}" for k, v in sorted(summary["verdicts"].items())),
+        hazards=len(trace.risk.hazards), controls=len(trace.risk.controls), test_results=len(tables["tests"]),
+        safety_class=trace.risk.safety.safety_class, gaps=list(trace.gaps), notes=list(trace.notes),
+        requirement_rows=[[r["requirement"], r["title"], r["category"], r["safety_relevant"], r["software_items"],
+                           r["passed"], r["analysis"] or "—", r["verdict"]] for r in tables["requirements"]],
+        risk_rows=[[r["hazard"], r["severity"], r["probability_before"], r["risk_before"], r["control"],
+                    r["requirement"], r["requirement_verdict"], r["probability_after"], r["risk_after"]]
+                   for r in tables["risks"]],
+        generated=summary["generated"], revision=summary["revision"], version=summary["version"],
+        command=summary["command"], junit=summary["test_results"])

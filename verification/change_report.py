@@ -1,5 +1,6 @@
-"""The change-control report: verdict.json rendered as one self-contained HTML file and a PDF
-with the same content (style of the standalone report), and the release-notes entry."""
+"""The change-control report: verdict.json rendered as one self-contained HTML file (template
+``verification/templates/change.html``) and a PDF with the same content (style of the standalone
+report), and the release-notes entry."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
 import cad
-from verification.html import esc, figure, fmt, page, table
+from verification.html import fmt, interval, png_data, render
 from verification.pdf import PdfDocument, png_bytes
 
 TITLE = "Model change: acceptance under the pre-specified protocol"
@@ -24,7 +25,7 @@ SUBGROUP_HEADER = ["stratum", "lesion views", "released", "candidate", "differen
 
 
 def _ci(c: dict[str, Any]) -> str:
-    return f"[{fmt(c['ci'][0])}, {fmt(c['ci'][1])}]"
+    return interval(c["ci"])
 
 
 def _result(c: dict[str, Any]) -> str:
@@ -100,21 +101,21 @@ def _decision_text(verdict: dict[str, Any]) -> str:
     return f"REJECTED: failing criteria {', '.join(verdict['failed_criteria'])}."
 
 
+def render_html(verdict: dict[str, Any], command: str, when: datetime) -> str:
+    """The HTML document (template ``change.html``)."""
+    forest = forest_plot(verdict)
+    try:
+        png = png_bytes(forest, dpi=130)
+    finally:
+        plt.close(forest)
+    return render("change.html", title=TITLE, command=command, version=cad.__version__, when=when,
+                  decision=_decision_text(verdict), data_rows=_data_rows(verdict),
+                  criteria_header=CRITERIA_HEADER, criteria_rows=criteria_rows(verdict),
+                  subgroup_header=SUBGROUP_HEADER, subgroup_rows=subgroup_rows(verdict), forest=png_data(png))
+
+
 def write_html(verdict: dict[str, Any], path: Path, command: str, when: datetime) -> Path:
-    meta = f"{esc(command)} · mammo-cad {esc(cad.__version__)} · {when.strftime('%Y-%m-%d %H:%M UTC')}"
-    sections = [
-        f"<h2>Decision</h2><p class=\"note\"><b>{esc(_decision_text(verdict))}</b></p>",
-        "<h2>1. Protocol, models and data</h2>" + table(["item", "details"], _data_rows(verdict), left_columns=2),
-        "<h2>2. Endpoints (non-inferiority)</h2><p>An endpoint passes when the bound of the paired "
-        "difference's interval on the worse side clears its margin.</p>"
-        + table(CRITERIA_HEADER, criteria_rows(verdict), left_columns=2)
-        + figure(png_bytes(forest_plot(verdict), dpi=130), "Paired differences with intervals; dashed: margin; shaded: the "
-                                              "side that fails"),
-        "<h2>3. Subgroups (sensitivity at the operating point)</h2>"
-        + table(SUBGROUP_HEADER, subgroup_rows(verdict), left_columns=1),
-    ]
-    plt.close("all")
-    path.write_text(page(TITLE, sections, meta))
+    path.write_text(render_html(verdict, command, when))
     return path
 
 

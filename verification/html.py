@@ -1,33 +1,24 @@
 """Self-contained HTML reports: one file, figures embedded, readable printed or on screen.
 
-Shared by the standalone-performance and reader-study reports so that both look alike and
-neither needs anything beside the HTML file.
+The shared renderer of the development and QA reports (`cad evaluate`, `cad reader-study`,
+`cad release compare`, `cad trace`), so that all look alike and none needs anything beside the
+HTML file. Each report is a Jinja2 template in ``verification/templates/`` extending
+``base.html`` (the page skeleton, the style, the title and a line of provenance) and using the
+macros of ``_macros.html`` (tables with left-aligned label columns, embedded PNG figures,
+key/value rows). The Python side gives plain values; the templates do all the markup, with
+autoescaping on (a command line, file name or requirement title can never become markup) and
+undefined names an error rather than an empty string.
 """
 
 from __future__ import annotations
 
 import base64
-import html
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Sequence
+from functools import cache
 from typing import Any
 
-STYLE = """
-body { font-family: "DejaVu Sans", Arial, sans-serif; max-width: 1000px; margin: 2em auto;
-       color: #111; line-height: 1.4; font-size: 14px; }
-h1 { font-size: 1.6em; border-bottom: 2px solid #333; padding-bottom: .2em; }
-h2 { font-size: 1.25em; margin-top: 1.6em; border-bottom: 1px solid #999; }
-h3 { font-size: 1.05em; }
-table { border-collapse: collapse; margin: .6em 0 1em; font-size: .92em; }
-th, td { border: 1px solid #bbb; padding: .25em .6em; text-align: right; }
-th { background: #eee; } td.l, th.l { text-align: left; }
-figure { margin: 1em 0; } figcaption { font-size: .9em; color: #444; }
-.meta { color: #444; font-size: .9em; } .note { background: #f6f6f0; padding: .5em .8em; }
-@media print { body { margin: 0; max-width: none; } h2 { page-break-after: avoid; } }
-"""
-
-
-def esc(value: Any) -> str:
-    return html.escape(str(value))
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 
 def fmt(value: Any, digits: int = 4) -> str:
@@ -39,26 +30,42 @@ def fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def table(header: Sequence[str], rows: Iterable[Sequence[Any]], digits: int = 4, left_columns: int = 1) -> str:
-    """An HTML table; the first ``left_columns`` columns are labels (left-aligned)."""
-    head = "".join(f'<th class="{"l" if i < left_columns else ""}">{esc(h)}</th>' for i, h in enumerate(header))
-    body = "".join(
-        "<tr>" + "".join(f'<td class="{"l" if i < left_columns else ""}">{esc(fmt(v, digits))}</td>'
-                         for i, v in enumerate(row)) + "</tr>"
-        for row in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+def ci(value: dict[str, Any], digits: int = 3) -> str:
+    """'0.846 (0.600, 1.000)' from {'estimate', 'ci95'}; em dashes where undefined."""
+    low, high = value["ci95"]
+    return f"{fmt(value['estimate'], digits)} ({fmt(low, digits)}, {fmt(high, digits)})"
 
 
-def figure(png: bytes, caption: str, width_percent: int = 90) -> str:
-    """A PNG embedded as a data URI, with its caption."""
-    data = base64.b64encode(png).decode("ascii")
-    return (f'<figure><img alt="{esc(caption)}" style="width:{width_percent}%" '
-            f'src="data:image/png;base64,{data}"><figcaption>{esc(caption)}</figcaption></figure>')
+def interval(bounds: Sequence[Any], digits: int = 4) -> str:
+    """'[-0.0123, 0.0456]' from (low, high); em dashes where undefined."""
+    low, high = bounds
+    return f"[{fmt(low, digits)}, {fmt(high, digits)}]"
 
 
-def page(title: str, sections: Iterable[str], meta: str = "") -> str:
-    """The whole document: title, a line of provenance (command, version, date) and sections."""
-    return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{esc(title)}</title><style>{STYLE}</style></head><body>"
-            f"<h1>{esc(title)}</h1><p class=\"meta\">{meta}</p>" + "".join(sections) + "</body></html>")
+def sci(value: Any) -> Any:
+    """Small non-zero numbers (p values, mean squares, variances) in scientific notation; the rest unchanged."""
+    if isinstance(value, float) and value != 0 and math.isfinite(value) and abs(value) < 1e-3:
+        return f"{value:.3e}"
+    return value
+
+
+def png_data(png: bytes) -> str:
+    """PNG bytes as the base64 text of a data URI (what the figure macro embeds)."""
+    return base64.b64encode(png).decode("ascii")
+
+
+@cache
+def environment() -> Environment:
+    """The one Jinja2 environment of the reports (templates in the package, autoescaped, strict)."""
+    env = Environment(loader=PackageLoader("verification", "templates"), autoescape=select_autoescape(["html"]),
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False)
+    env.filters["fmt"] = fmt
+    env.filters["ci"] = ci
+    env.filters["interval"] = interval
+    env.filters["sci"] = sci
+    return env
+
+
+def render(template: str, **context: Any) -> str:
+    """The document ``template`` (a file of ``verification/templates/``) renders from ``context``."""
+    return environment().get_template(template).render(**context)

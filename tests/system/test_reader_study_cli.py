@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html as html_text
 import json
 import re
 import shutil
@@ -45,6 +46,28 @@ def test_froc_study_json_and_report(tmp_path: Path) -> None:
         assert text in html
     pdf = (report / "reader_study.pdf").read_bytes()
     assert pdf.startswith(b"%PDF") and len(re.findall(rb"/Type\s*/Page\b", pdf)) >= 3
+
+
+@pytest.mark.req("SRS-MRMC-008")
+def test_report_shows_ids_file_and_command_as_text_never_as_markup(tmp_path: Path) -> None:
+    """Reader and treatment IDs, the file name and the command line are the user's text: the report
+    escapes them, once (an entity typed in an ID reads back as typed)."""
+    lines = (DATA / "vandyke_roc.csv").read_text().splitlines()
+    readers, treatments = {"0": "<script>alert(1)</script>"}, {"0": "A&amp;B", "1": "<i>new</i>"}
+    rows = [lines[0]]
+    for line in lines[1:]:
+        reader, treatment, *rest = line.split(",")
+        rows.append(",".join([readers.get(reader, reader), treatments.get(treatment, treatment), *rest]))
+    study, report = tmp_path / "ratings <b>.csv", tmp_path / "report"
+    study.write_text("\n".join(rows) + "\n")
+    done = run("reader-study", str(study), "--fom", "wilcoxon", "--json", str(tmp_path / "vd.json"),
+               "--report", str(report))
+    assert done.returncode == 0, done.stderr
+    html = (report / "reader_study.html").read_text()
+    assert "<script>" not in html and "<i>" not in html and "<b>" not in html
+    shown = html_text.unescape(html)
+    assert "reader <script>alert(1)</script>" in shown and "A&amp;B" in shown and "<i>new</i>" in shown
+    assert "ratings <b>.csv" in shown and shown.count("ratings <b>.csv") == 2  # the input row and the command
 
 
 @pytest.mark.req("SRS-MRMC-007")

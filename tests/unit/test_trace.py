@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import csv
+import html
 import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import jinja2
 import pytest
 
 from traceability.matrix import ANOMALY, ENVIRONMENT, UNVERIFIED, VERIFIED, build_trace
 from traceability.report import write_trace
 from traceability.results import read_junit
+from verification.html import render
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -112,6 +115,20 @@ def test_complete_sources_have_no_gaps_and_the_matrices_name_everything(root: Pa
     assert risks[0]["hazard"] == "HAZ-001" and risks[0]["control"] == "RC-001" and risks[0]["risk_after"] == "A"
     assert "SRS-ABC-002" in paths["html"].read_text() and paths["gaps"].read_text() == ""
     assert build_trace(run, environments=set(), strict=True, root=root).gaps  # the GPU requirement, strictly
+
+
+@pytest.mark.req("SRS-PRD-004")
+def test_html_matrices_show_titles_and_command_as_text_never_as_markup(root: Path, tmp_path: Path) -> None:
+    requirements = root / "requirements" / "a.yaml"
+    requirements.write_text(requirements.read_text().replace("title: Two,", 'title: "Two <script>alert(1)</script> R&amp;D",'))
+    run = read_junit(junit(tmp_path / "j.xml", [("test_one", "passed", ["SRS-ABC-001"])]))
+    paths = write_trace(build_trace(run, environments=set(), root=root), tmp_path / "out", "cad trace --out '<b>'")
+    page = paths["html"].read_text()
+    assert "<script>" not in page and "<b>" not in page
+    shown = html.unescape(page)
+    assert "Two <script>alert(1)</script> R&amp;D" in shown and "<code>cad trace --out '<b>'</code>" in shown
+    with pytest.raises(jinja2.UndefinedError):  # a value the page needs and was not given is an error, not a blank
+        render("trace_index.html", title="Traceability matrices")
 
 
 @pytest.mark.req("SRS-PRD-004")

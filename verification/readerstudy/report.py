@@ -2,8 +2,9 @@
 
 Sections: data, method, figures of merit with empirical ROC / wAFROC curves per reader and
 treatment, the F (or chi-square) tests, treatment differences with confidence intervals and
-the variance components. The HTML uses the shared :mod:`verification.html` helpers; the PDF is
-drawn with matplotlib only (curves and tables on A4 pages), so neither needs anything else.
+the variance components. The HTML renders from the template ``verification/templates/reader_study.html``
+(:mod:`verification.html`); the PDF is drawn with matplotlib only (curves and tables on A4 pages), so
+neither needs anything else.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure, SubFigure
 
 import cad
-from verification.html import esc, figure, fmt, page, table
+from verification.html import fmt, png_data, render, sci
 from verification.pdf import A4, PdfDocument, png_bytes
 from verification.readerstudy.data import Paradigm
 from verification.readerstudy.fom import FigureOfMerit, empirical_curve
@@ -118,16 +119,10 @@ SCIENTIFIC_COLUMNS = frozenset({"p", "MS(T)", "MS(error)", "value"})
 """Columns whose small values (p values, mean squares, variances) are shown in scientific notation."""
 
 
-def _sci(value: Any) -> Any:
-    if isinstance(value, float) and value != 0 and math.isfinite(value) and abs(value) < 1e-3:
-        return f"{value:.3e}"
-    return value
-
-
 def _display(header: Sequence[str], rows: Rows) -> Rows:
     """Rows with small numbers of the scientific columns as text, the rest unchanged."""
-    sci = [h in SCIENTIFIC_COLUMNS for h in header]
-    return [[_sci(v) if s else v for v, s in zip(row, sci, strict=True)] for row in rows]
+    scientific = [h in SCIENTIFIC_COLUMNS for h in header]
+    return [[sci(v) if s else v for v, s in zip(row, scientific, strict=True)] for row in rows]
 
 
 def _formatted(header: Sequence[str], rows: Rows, digits: int = 4) -> list[list[str]]:
@@ -183,26 +178,17 @@ def curves_figure(result: ReaderStudyResult) -> Figure:
 
 
 def render_html(result: ReaderStudyResult, curves_png: bytes, command: str, when: datetime) -> str:
-    """The HTML document."""
-    curve_kind = "ROC" if result.fom is FigureOfMerit.WILCOXON else "wAFROC"
-    sections = [
-        "<h2>1. Data</h2>" + table(["item", "details"], _data_rows(result), left_columns=2),
-        "<h2>2. Method</h2>" + "".join(f"<p>{esc(t)}</p>" for t in _method_text(result)),
-        "<h2>3. Figures of merit</h2>" + _html_table(*_fom_table(result)),
-        figure(curves_png, f"Empirical {curve_kind} curves per treatment (one colour per reader).", 100),
-        "<h2>4. Tests of equal treatment figures of merit</h2>" + _html_table(*_test_table(result), left_columns=3),
-        "<h2>5. Treatment differences</h2>"
-        + _html_table(*_difference_table(result), left_columns=3)
-        + "<p class=\"note\">FRRC differences of the OR method use the normal approximation (z, no df).</p>",
-        "<h2>6. Variance components and mean squares</h2>" + _html_table(*_variance_table(result), left_columns=3),
-    ]
-    meta = (f"Command: <code>{esc(command)}</code> · analysed with mammo-cad {esc(cad.__version__)} · "
-            f"{esc(when.strftime('%Y-%m-%d %H:%M UTC'))}")
-    return page(TITLE, sections, meta)
+    """The HTML document (template ``reader_study.html``; small numbers of the SCIENTIFIC_COLUMNS go
+    through its sci filter, as :func:`_display` does for the PDF)."""
 
+    def shown(header: list[str], rows: Rows) -> dict[str, Any]:
+        return {"header": header, "rows": rows}
 
-def _html_table(header: Sequence[str], rows: Rows, left_columns: int = 1) -> str:
-    return table(header, _display(header, rows), left_columns=left_columns)
+    return render("reader_study.html", title=TITLE, command=command, version=cad.__version__, when=when,
+                  data_rows=_data_rows(result), method=_method_text(result), fom=shown(*_fom_table(result)),
+                  curve_kind="ROC" if result.fom is FigureOfMerit.WILCOXON else "wAFROC", curves=png_data(curves_png),
+                  tests=shown(*_test_table(result)), differences=shown(*_difference_table(result)),
+                  variance=shown(*_variance_table(result)), scientific=sorted(SCIENTIFIC_COLUMNS))
 
 
 # --------------------------------------------------------------------------- PDF
