@@ -28,7 +28,8 @@ import yaml
 from cad.detect.manifest import known_keys
 from cad.result.model import StudyResult
 from verification import bootstrap as bs
-from verification.standalone import Criteria, StandaloneAnalysis, analyse
+from verification.standalone import Criteria, StandaloneAnalysis, analyse, as_truth
+from verification.truth import Truth
 
 ACCEPTED = "accepted"
 REJECTED = "rejected"
@@ -170,10 +171,11 @@ def judge(rule_id: str, title: str, better: str, margin: float, released: float,
     }
 
 
-def compare(protocol: Protocol, truth: dict[str, Any], released: Mapping[str, StudyResult],
+def compare(protocol: Protocol, truth: Truth | Mapping[str, Any], released: Mapping[str, StudyResult],
             candidate: Mapping[str, StudyResult]) -> tuple[dict[str, Any], StandaloneAnalysis, StandaloneAnalysis]:
     """Apply ``protocol`` to the two models' results on the same exams: the verdict (JSON
-    content) and both analyses."""
+    content) and both analyses. ``truth``: parsed truth, or truth.json content (parsed once here)."""
+    truth = as_truth(truth)
     a = analyse(truth, released, protocol.criteria, protocol.resamples, protocol.seed)
     b = analyse(truth, candidate, protocol.criteria, protocol.resamples, protocol.seed)
     criteria = []

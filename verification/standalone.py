@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,10 @@ from verification.froc import (
     score_marks,
 )
 from verification.roc import auc, roc_curve
+from verification.truth import Box, Lesion, LesionView, Truth, TruthError, TruthExam, parse_truth
 
+#: an analysed lesion view: (exam index in the truth, the lesion, the view)
+IncludedView = tuple[int, Lesion, LesionView]
 #: lesion size bands (mm): [0, 10), [10, 20], (20, inf)
 SIZE_BANDS = ("<10 mm", "10-20 mm", ">20 mm")
 #: FPI values at which the bootstrap band of the FROC curve is drawn
@@ -59,12 +62,12 @@ def size_band(diameter_mm: float) -> str:
 VISIBILITY = ("visible", "not visible", "not recorded")
 
 
-def visibility(view: dict[str, Any]) -> str:
+def visibility(view: LesionView) -> str:
     """'visible', 'not visible' or 'not recorded' (truth without a detectability record)."""
-    record = view.get("detectability")
+    record = view.detectability
     if record is None:
         return VISIBILITY[2]
-    return VISIBILITY[0] if record["visible"] else VISIBILITY[1]
+    return VISIBILITY[0] if record.visible else VISIBILITY[1]
 
 
 @dataclass(frozen=True)
@@ -75,15 +78,15 @@ class Criteria:
     min_diameter_mm: float = 8.0
     iou_threshold: float | None = None
 
-    def includes(self, lesion: dict[str, Any]) -> bool:
+    def includes(self, lesion: Lesion) -> bool:
         return self.exclusion_reason(lesion) is None
 
-    def exclusion_reason(self, lesion: dict[str, Any]) -> str | None:
+    def exclusion_reason(self, lesion: Lesion) -> str | None:
         """Why a truth lesion is outside the analysis (type first, then size), None if included."""
-        if lesion["type"] not in self.lesion_types:
-            return f"type {lesion['type']} not analysed"
-        if float(lesion["diameter_mm"]) < self.min_diameter_mm:
-            return f"{lesion['type']} under {self.min_diameter_mm:g} mm"
+        if lesion.type not in self.lesion_types:
+            return f"type {lesion.type} not analysed"
+        if lesion.diameter_mm < self.min_diameter_mm:
+            return f"{lesion.type} under {self.min_diameter_mm:g} mm"
         return None
 
     def describe(self) -> dict[str, Any]:
@@ -118,9 +121,20 @@ def _validated(path: Path, schema: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def load_truth(path: Path) -> dict[str, Any]:
-    """truth.json, validated against cad/schemas/truth.schema.json."""
-    return _validated(path, _schema("truth.schema.json"))
+def load_truth(path: Path) -> Truth:
+    """truth.json, validated against cad/schemas/truth.schema.json and parsed into :class:`Truth`
+    (the one reading of truth the evaluation does)."""
+    return as_truth(_validated(path, _schema("truth.schema.json")), path)
+
+
+def as_truth(truth: Truth | Mapping[str, Any], source: str | Path = "truth data") -> Truth:
+    """``truth`` as :class:`Truth`: parsed when given as truth.json content (a mapping)."""
+    if isinstance(truth, Truth):
+        return truth
+    try:
+        return parse_truth(truth, source)
+    except TruthError as exc:
+        raise EvaluationInputError(str(exc)) from None
 
 
 def load_findings(folder: Path) -> dict[str, StudyResult]:
@@ -137,10 +151,10 @@ def load_findings(folder: Path) -> dict[str, StudyResult]:
     return out
 
 
-def _lesions(truth: dict[str, Any], criteria: Criteria) -> list[TruthLesion]:
+def _lesions(truth: Truth, criteria: Criteria) -> list[TruthLesion]:
     return [
-        TruthLesion(lesion["lesion_id"], view["sop_instance_uid"], view["box"], criteria.includes(lesion))
-        for exam in truth["exams"] for lesion in exam["lesions"] for view in lesion["views"]
+        TruthLesion(lesion.lesion_id, view.sop_instance_uid, view.box, criteria.includes(lesion))
+        for exam in truth.exams for lesion in exam.lesions for view in lesion.views
     ]
 
 
@@ -159,12 +173,12 @@ def _summary(result: FrocResult) -> dict[str, Any]:
     }
 
 
-def _linking(truth: dict[str, Any], findings: Mapping[str, StudyResult], threshold: float,
+def _linking(truth: Truth, findings: Mapping[str, StudyResult], threshold: float,
              criteria: Criteria) -> dict[str, Any]:
     return _linking_counts(truth, findings, threshold, criteria)[0]
 
 
-def _linking_counts(truth: dict[str, Any], findings: Mapping[str, StudyResult], threshold: float,
+def _linking_counts(truth: Truth, findings: Mapping[str, StudyResult], threshold: float,
                     criteria: Criteria) -> tuple[dict[str, Any], np.ndarray]:
     """The linking summary, and per exam (lesions detected in both views, of which linked as one
     finding, linked findings, of which joining different lesions or a false mark) for the
@@ -172,26 +186,26 @@ def _linking_counts(truth: dict[str, Any], findings: Mapping[str, StudyResult], 
     iou = criteria.iou_threshold
     both_detected = linked_as_one = 0
     linked_total = wrong = false_pairs = correct = 0
-    per_exam = np.zeros((len(truth["exams"]), 4))
-    for e, exam in enumerate(truth["exams"]):
-        data = findings.get(exam["study_instance_uid"])
+    per_exam = np.zeros((len(truth.exams), 4))
+    for e, exam in enumerate(truth.exams):
+        data = findings.get(exam.study_instance_uid)
         if data is None:
             continue
         # a threshold of the FROC sweep (the locked one, or the one giving 1 FP/image here)
         shown = [f for f in data.findings if f.score >= threshold]
         lesion_boxes = {
-            (lesion["lesion_id"], v["sop_instance_uid"]): v["box"]
-            for lesion in exam["lesions"] for v in lesion["views"]
+            (lesion.lesion_id, v.sop_instance_uid): v.box
+            for lesion in exam.lesions for v in lesion.views
         }
 
-        def hit(view: FindingView, lesion_boxes: dict[tuple[str, str], Any] = lesion_boxes) -> set[str]:
+        def hit(view: FindingView, lesion_boxes: dict[tuple[str, str], Box] = lesion_boxes) -> set[str]:
             return {lid for (lid, uid), box in lesion_boxes.items()
                     if uid == view.sop_instance_uid and localises(view.box, box, iou)}
 
-        for lesion in exam["lesions"]:
-            if not criteria.includes(lesion) or len(lesion["views"]) != 2:
+        for lesion in exam.lesions:
+            if not criteria.includes(lesion) or len(lesion.views) != 2:
                 continue
-            lid = lesion["lesion_id"]
+            lid = lesion.lesion_id
             views_hit = {v.view for f in shown for v in f.views if lid in hit(v)}
             if views_hit >= {View.CC, View.MLO}:
                 both_detected += 1
@@ -283,12 +297,12 @@ def _device(findings: Mapping[str, StudyResult]) -> dict[str, Any]:
     return {"algorithm": first["algorithm"], "operating_point": first["operating_point"]}
 
 
-def _collect_marks(truth: dict[str, Any], findings: Mapping[str, StudyResult]) -> tuple[_Marks, int, int]:
+def _collect_marks(truth: Truth, findings: Mapping[str, StudyResult]) -> tuple[_Marks, int, int]:
     """Marks of the studies in truth; also (studies without findings, images not analysed)."""
     marks = _Marks()
     not_analysed = missing_studies = 0
-    for e, exam in enumerate(truth["exams"]):
-        data = findings.get(exam["study_instance_uid"])
+    for e, exam in enumerate(truth.exams):
+        data = findings.get(exam.study_instance_uid)
         if data is None:
             missing_studies += 1
             continue
@@ -303,18 +317,18 @@ def _collect_marks(truth: dict[str, Any], findings: Mapping[str, StudyResult]) -
     return marks, missing_studies, not_analysed
 
 
-def _exclusions(truth: dict[str, Any], criteria: Criteria) -> dict[str, Any]:
+def _exclusions(truth: Truth, criteria: Criteria) -> dict[str, Any]:
     """What was left out of the analysis and how much, by reason."""
     lesions: Counter[str] = Counter()
     views: Counter[str] = Counter()
     only_excluded = 0
-    for exam in truth["exams"]:
-        reasons = [criteria.exclusion_reason(lesion) for lesion in exam["lesions"]]
+    for exam in truth.exams:
+        reasons = [criteria.exclusion_reason(lesion) for lesion in exam.lesions]
         only_excluded += bool(reasons) and all(r is not None for r in reasons)
-        for lesion, reason in zip(exam["lesions"], reasons):
+        for lesion, reason in zip(exam.lesions, reasons):
             if reason is not None:
                 lesions[reason] += 1
-                views[reason] += len(lesion["views"])
+                views[reason] += len(lesion.views)
     return {
         "rule": criteria.describe(),
         "by_reason": [{"reason": r, "lesions": lesions[r], "lesion_views": views[r]} for r in sorted(lesions)],
@@ -357,7 +371,7 @@ def _sensitivity_table(froc: _Froc, boot: np.ndarray) -> dict[str, Any]:
     return {f"{f:g}": _est(froc.result.sensitivity_at(f), boot[:, j]) for j, f in enumerate(FPI_POINTS)}
 
 
-def _detectability(included: list[tuple[int, dict[str, Any], dict[str, Any]]], dual: _Froc,
+def _detectability(included: list[IncludedView], dual: _Froc,
                    lesion_exam: np.ndarray, mark_fp_exam: np.ndarray, images: np.ndarray,
                    weights: np.ndarray) -> dict[str, Any] | None:
     """Sensitivity on visible and on not-visible lesion views, and the share the template
@@ -370,13 +384,13 @@ def _detectability(included: list[tuple[int, dict[str, Any], dict[str, Any]]], d
     visible = labels == VISIBILITY[0]
     per_view = bs.weighted_proportion(weights, lesion_exam, visible, recorded[:, None])[:, 0]
     ones = np.ones((1, weights.shape[1]))
-    keys = list(dict.fromkeys((e, lesion["lesion_id"]) for e, lesion, _ in included))
+    keys = list(dict.fromkeys((e, lesion.lesion_id) for e, lesion, _ in included))
     index = {key: i for i, key in enumerate(keys)}
     either = np.zeros(len(keys), dtype=bool)
     lesion_recorded = np.zeros(len(keys), dtype=bool)
     for (e, lesion, _), v, r in zip(included, visible, recorded):
-        either[index[(e, lesion["lesion_id"])]] |= bool(v)
-        lesion_recorded[index[(e, lesion["lesion_id"])]] |= bool(r)
+        either[index[(e, lesion.lesion_id)]] |= bool(v)
+        lesion_recorded[index[(e, lesion.lesion_id)]] |= bool(r)
     lesion_exams = np.array([e for e, _ in keys], dtype=np.int64)
     per_lesion = bs.weighted_proportion(weights, lesion_exams, either, lesion_recorded[:, None])[:, 0]
     out: dict[str, Any] = {
@@ -411,20 +425,20 @@ def _per_lesion(dual: FrocResult, physical_exam: np.ndarray, lesion_rating: np.n
             "lesions": int(len(ratings)), "sensitivity_at_fpi": _sensitivity_table(froc, sens)}
 
 
-def _strata(truth: dict[str, Any], lesions: list[tuple[int, dict[str, Any], dict[str, Any]]],
+def _strata(truth: Truth, lesions: list[IncludedView],
             linked_rating: np.ndarray, rated: np.ndarray) -> dict[str, list[tuple[str, np.ndarray]]]:
     """Subgroup memberships of the included lesion views: grouping -> [(stratum, mask)].
 
     Every grouping partitions the lesion views, so its counts add up to the total.
     """
-    exams = truth["exams"]
+    exams = truth.exams
     keys = {
-        "lesion type": [lesion["type"] for _, lesion, _ in lesions],
-        "mass shape": [str(lesion.get("shape") or "not recorded") for _, lesion, _ in lesions],
-        "size band": [size_band(float(lesion["diameter_mm"])) for _, lesion, _ in lesions],
-        "breast density": [str(exams[e].get("density") or "not recorded") for e, _, _ in lesions],
-        "view": [view["view"] for _, _, view in lesions],
-        "lesion visible in": ["both views" if len(lesion["views"]) == 2 else "one view" for _, lesion, _ in lesions],
+        "lesion type": [lesion.type for _, lesion, _ in lesions],
+        "mass shape": [lesion.shape or "not recorded" for _, lesion, _ in lesions],
+        "size band": [size_band(lesion.diameter_mm) for _, lesion, _ in lesions],
+        "breast density": [exams[e].density or "not recorded" for e, _, _ in lesions],
+        "view": [view.view.value for _, _, view in lesions],
+        "lesion visible in": ["both views" if len(lesion.views) == 2 else "one view" for _, lesion, _ in lesions],
         "detectability (ideal observer)": [visibility(view) for _, _, view in lesions],
         "localising finding": [
             "linked (dual-view) finding" if r and ln else "single-view finding" if r else "no finding at any score"
@@ -451,44 +465,46 @@ def _unit_scores(n_units: int, unit_of_mark: np.ndarray, scores: np.ndarray) -> 
     return best
 
 
-def _lesions_in_breast(included: list[tuple[int, dict[str, Any], dict[str, Any]]],
+def _lesions_in_breast(included: list[IncludedView],
                        view_ratings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(exam, rating) of each included lesion in the breast; rating = best over its views."""
-    keys = list(dict.fromkeys((e, lesion["lesion_id"]) for e, lesion, _ in included))
+    keys = list(dict.fromkeys((e, lesion.lesion_id) for e, lesion, _ in included))
     index = {key: i for i, key in enumerate(keys)}
     rating = np.full(len(keys), -np.inf)
     if keys:
-        of_view = np.array([index[(e, lesion["lesion_id"])] for e, lesion, _ in included], dtype=np.int64)
+        of_view = np.array([index[(e, lesion.lesion_id)] for e, lesion, _ in included], dtype=np.int64)
         np.maximum.at(rating, of_view, view_ratings)
     return np.array([e for e, _ in keys], dtype=np.int64), rating
 
 
-def _breasts(exams: list[dict[str, Any]], marks: _Marks, mark_scores: np.ndarray,
-             included: list[tuple[int, dict[str, Any], dict[str, Any]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _breasts(exams: Sequence[TruthExam], marks: _Marks, mark_scores: np.ndarray,
+             included: list[IncludedView]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per breast (exam x imaged laterality): exam index, highest finding score, holds an included lesion."""
     breasts = [(e, side) for e, exam in enumerate(exams)
-               for side in sorted({im["laterality"] for im in exam["images"]})]
+               for side in sorted({im.laterality.value for im in exam.images})]
     index = {b: i for i, b in enumerate(breasts)}
     of_mark = np.array([index.get(b, -1) for b in zip(marks.exam, marks.laterality)], dtype=np.int64)
     shown = of_mark >= 0
     positive = np.zeros(len(breasts), dtype=bool)
-    positive[[index[b] for b in {(e, lesion["laterality"]) for e, lesion, _ in included} if b in index]] = True
+    positive[[index[b] for b in {(e, lesion.laterality.value) for e, lesion, _ in included} if b in index]] = True
     return (np.array([e for e, _ in breasts], dtype=np.int64),
             _unit_scores(len(breasts), of_mark[shown], mark_scores[shown]), positive)
 
 
-def analyse(truth: dict[str, Any], findings: Mapping[str, StudyResult], criteria: Criteria | None = None,
+def analyse(truth: Truth | Mapping[str, Any], findings: Mapping[str, StudyResult], criteria: Criteria | None = None,
             n_resamples: int = bs.DEFAULT_RESAMPLES, seed: int = bs.DEFAULT_SEED) -> StandaloneAnalysis:
-    """The standalone performance analysis: FROC, AFROC/wAFROC, case/breast ROC, subgroups, CIs."""
+    """The standalone performance analysis: FROC, AFROC/wAFROC, case/breast ROC, subgroups, CIs.
+    ``truth``: from :func:`load_truth`, or truth.json content (parsed here)."""
     criteria = criteria or Criteria()
-    exams = truth["exams"]
+    truth = as_truth(truth)
+    exams = truth.exams
     n_exams = len(exams)
     device = _device(findings)
     lesions = _lesions(truth, criteria)
     lesion_meta = [(e, lesion, view) for e, exam in enumerate(exams)
-                   for lesion in exam["lesions"] for view in lesion["views"]]
-    image_ids = [im["sop_instance_uid"] for exam in exams for im in exam["images"]]
-    images = np.array([len(exam["images"]) for exam in exams])
+                   for lesion in exam.lesions for view in lesion.views]
+    image_ids = [im.sop_instance_uid for exam in exams for im in exam.images]
+    images = np.array([len(exam.images) for exam in exams])
     marks, missing_studies, not_analysed = _collect_marks(truth, findings)
     if missing_studies == n_exams:
         raise EvaluationInputError(f"the findings cover none of the {n_exams} exams in the truth "
@@ -592,7 +608,7 @@ def analyse(truth: dict[str, Any], findings: Mapping[str, StudyResult], criteria
             {
                 "stratum": label,
                 "lesion_views": int(mask.sum()),
-                "lesions": len({(included[i][0], included[i][1]["lesion_id"]) for i in np.flatnonzero(mask)}),
+                "lesions": len({(included[i][0], included[i][1].lesion_id) for i in np.flatnonzero(mask)}),
                 "sensitivity_at_locked_threshold": _est(point_locked[j], boot_locked[:, j]),
                 "sensitivity_at_1fpi": _est(point_1fpi[j], boot_1fpi[:, j]),
             }
@@ -600,8 +616,8 @@ def analyse(truth: dict[str, Any], findings: Mapping[str, StudyResult], criteria
         ]
         for name, (point_locked, boot_locked, point_1fpi, boot_1fpi) in subgroup_b.items()
     }
-    densities = Counter(str(exam.get("density") or "not recorded") for exam in exams)
-    generator = str(truth.get("generator") or "")
+    densities = Counter(exam.density or "not recorded" for exam in exams)
+    generator = truth.generator or ""
     metrics: dict[str, Any] = {
         "criteria": criteria.describe(),
         "data": {
@@ -609,10 +625,10 @@ def analyse(truth: dict[str, Any], findings: Mapping[str, StudyResult], criteria
             "studies_without_findings": missing_studies, "images_not_analysed": not_analysed,
             "included_lesions": len({l.lesion_id for l in lesions if l.included}),
             "included_lesion_views": sum(l.included for l in lesions),
-            "seed": truth.get("seed"),
+            "seed": truth.seed,
             "exams_with_included_lesions": int(case_positive.sum()),
             "exams_without_included_lesions": int((~case_positive).sum()),
-            "exams_without_any_lesion": sum(not exam["lesions"] for exam in exams),
+            "exams_without_any_lesion": sum(not exam.lesions for exam in exams),
             "breasts": int(breast_exam.size), "breasts_with_included_lesions": int(breast_positive.sum()),
             "density_exams": dict(sorted(densities.items())),
         },
@@ -620,8 +636,8 @@ def analyse(truth: dict[str, Any], findings: Mapping[str, StudyResult], criteria
         "reference_standard": {
             "kind": "synthetic phantom truth (lesion positions known by construction)" if "phantom" in generator
             else "dataset truth converted to truth.json",
-            "generator": truth.get("generator"), "schema_version": truth.get("schema_version"),
-            "seed": truth.get("seed"),
+            "generator": truth.generator, "schema_version": truth.schema_version,
+            "seed": truth.seed,
         },
         "exclusions": _exclusions(truth, criteria),
         "dual_view": _summary(dual_result),
@@ -683,7 +699,7 @@ def analyse(truth: dict[str, Any], findings: Mapping[str, StudyResult], criteria
     )
 
 
-def evaluate(truth: dict[str, Any], findings: Mapping[str, StudyResult], criteria: Criteria | None = None,
+def evaluate(truth: Truth | Mapping[str, Any], findings: Mapping[str, StudyResult], criteria: Criteria | None = None,
              n_resamples: int = bs.DEFAULT_RESAMPLES, seed: int = bs.DEFAULT_SEED) -> dict[str, Any]:
     """metrics.json content of :func:`analyse` (FROC, fusion gain, linking, FOMs with CIs)."""
     return analyse(truth, findings, criteria, n_resamples, seed).metrics

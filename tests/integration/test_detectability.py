@@ -96,7 +96,7 @@ def test_truth_records_detectability_and_old_truth_still_loads(truth: dict[str, 
                 view.pop("detectability")
     jsonschema.validate(old, schema)
     (tmp_path / "old.json").write_text(json.dumps(old))
-    assert load_truth(tmp_path / "old.json")["schema_version"] == "1.0"
+    assert load_truth(tmp_path / "old.json").schema_version == "1.0"
     broken = copy.deepcopy(truth)
     next(v for exam in broken["exams"] for lesion in exam["lesions"] for v in lesion["views"])[
         "detectability"]["rank"]["raw"] = 0

@@ -7,6 +7,8 @@ not from the code under test.
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,7 +19,8 @@ from cad.result.findings_json import result_from_dict
 from verification import bootstrap as bs
 from verification.froc import afroc_curve, afroc_fom, psi
 from verification.roc import auc, roc_curve
-from verification.standalone import Criteria, analyse
+from verification.standalone import Criteria, EvaluationInputError, analyse, load_truth
+from verification.truth import Truth, TruthError, parse_truth
 
 LESION_BOX = [100, 100, 200, 200]
 ON_LESION = [120, 120, 180, 180]  # centre (150, 150): inside LESION_BOX
@@ -295,3 +298,39 @@ def test_per_lesion_sensitivity_counts_either_view(metrics: dict[str, Any]) -> N
     assert per_lesion["sensitivity_at_fpi"]["4"]["estimate"] == pytest.approx(2 / 3, abs=1e-4)
     # truth without detectability records (schema 1.0, converted datasets): no split, no error
     assert metrics["detectability"] is None
+
+
+@pytest.mark.req("SRS-PHA-002", "SRS-PERF-001")
+def test_truth_with_a_missing_key_or_a_wrong_type_is_one_error_naming_file_and_key(tmp_path: Path) -> None:
+    truth, findings = _dataset()
+    path = tmp_path / "truth.json"
+    path.write_text(json.dumps(truth))
+    parsed = load_truth(path)
+    assert isinstance(parsed, Truth) and parsed == parse_truth(truth, path)
+    # optional keys absent (schema 1.0, converted datasets): they read as None
+    lesion = parsed.exams[0].lesions[0]
+    assert (parsed.schema_version, parsed.seed, lesion.views[0].detectability) == (None, None, None)
+    assert analyse(parsed, findings, Criteria(), n_resamples=1000, seed=1).metrics["data"]["exams"] == 5
+
+    missing, wrong = copy.deepcopy(truth), copy.deepcopy(truth)
+    del missing["exams"][1]["lesions"][0]["diameter_mm"]
+    wrong["exams"][0]["lesions"][0]["views"][1]["box"] = "100 100 200 200"
+    for data, where, key in ((missing, "exams/1/lesions/0", "diameter_mm"),
+                             (wrong, "exams/0/lesions/0/views/1/box", "box")):
+        # the parser itself (truth given as data, and behind analyse)
+        with pytest.raises(TruthError) as parse_error:
+            parse_truth(data, path)
+        message = str(parse_error.value)
+        assert message.startswith(f"{path}: invalid at {where}") and key in message and len(message.splitlines()) == 1
+        with pytest.raises(EvaluationInputError, match=key):
+            analyse(data, findings, Criteria(), n_resamples=1000, seed=1)
+        # the file, through the schema check then the parser
+        path.write_text(json.dumps(data))
+        with pytest.raises(EvaluationInputError) as file_error:
+            load_truth(path)
+        message = str(file_error.value)
+        assert message.startswith(f"{path}: invalid at {where}") and key in message and len(message.splitlines()) == 1
+    with pytest.raises(TruthError, match=r"exams/4/lesions/0/type: expected one of mass, calcification_cluster"):
+        bad = copy.deepcopy(truth)
+        bad["exams"][4]["lesions"][0]["type"] = "cyst"
+        parse_truth(bad, path)
