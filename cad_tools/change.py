@@ -89,7 +89,7 @@ def record_variant_acceptance(model: LockedModel, runtime_name: str, verdict: di
 
     if RuntimeName(runtime_name) is not RuntimeName.ONNXRUNTIME_INT8:
         return
-    entry = dict(model.manifest.runtimes[ONNX_INT8_EXPORT.key])
+    entry = dict(model.manifest.runtimes[ONNX_INT8_EXPORT.key].raw)
     entry["acceptance"] = {
         "verdict": verdict["verdict"], "protocol": f"{verdict['protocol']['id']} {verdict['protocol']['version']}",
         "protocol_sha256": verdict["protocol"]["sha256"], "record": record.as_posix(),

@@ -160,26 +160,25 @@ def verified_export(
     that it was made from the locked weights. The bytes that are hashed are the bytes returned
     (to be loaded); every problem is a ModelIntegrityError naming the file."""
     entry = model.manifest.runtimes.get(kind.key)
-    if not isinstance(entry, dict) or not {"file", "sha256", "source_weights_sha256", *required} <= set(entry):
+    if entry is None or not required <= set(entry.raw):
         raise ModelIntegrityError(f"{model.path}: the model manifest names no {kind.missing} "
                                   f"({RUNTIMES_KEY}.{kind.key}); {kind.remedy}")
-    path = model.path / str(entry["file"])
+    path = model.path / entry.file
     if not path.is_file():
         raise ModelIntegrityError(f"{path}: {kind.label} not found")
     raw = path.read_bytes()
     digest = hashlib.sha256(raw).hexdigest()
-    expected = str(entry["sha256"]).lower()
-    if digest != expected:
+    if digest != entry.sha256:
         raise ModelIntegrityError(
             f"{path}: {kind.label} does not match the manifest (SHA-256 {digest[:16]}…, manifest says "
-            f"{expected[:16]}…); refusing to run a model that is not the locked one"
+            f"{entry.sha256[:16]}…); refusing to run a model that is not the locked one"
         )
-    if str(entry["source_weights_sha256"]).lower() != model.sha256:
+    if entry.source_weights_sha256 != model.sha256:
         raise ModelIntegrityError(
             f"{path}: {kind.label} was {kind.source_verb} from other weights (SHA-256 "
-            f"{str(entry['source_weights_sha256'])[:16]}…, locked weights {model.sha256[:16]}…)"
+            f"{entry.source_weights_sha256[:16]}…, locked weights {model.sha256[:16]}…)"
         )
-    return raw, entry, path
+    return raw, dict(entry.raw), path
 
 
 def register_export(model_dir: Path, key: str, entry: dict[str, Any]) -> None:

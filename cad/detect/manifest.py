@@ -79,6 +79,49 @@ class OperatingPoint:
 
 
 @dataclass(frozen=True)
+class VariantAcceptance:
+    """The change protocol's verdict on a runtime variant, recorded beside its export (`cad
+    release compare`): a variant runs at a site only when accepted."""
+
+    verdict: str
+    protocol: str | None = None
+    record: str | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.verdict == "accepted"
+
+
+@dataclass(frozen=True)
+class RuntimeEntry:
+    """One runtime export recorded under ``runtimes.<key>``: the file, its SHA-256 and the weights
+    it was made from (what every runtime verifies before use), the variant's acceptance where one
+    was recorded, and the entry as written (opset, versions, GPU, parity: descriptive)."""
+
+    file: str
+    sha256: str
+    source_weights_sha256: str
+    acceptance: VariantAcceptance | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, key: str, data: Any) -> RuntimeEntry:
+        """The typed entry of ``runtimes.<key>``; ManifestError naming the key otherwise."""
+        if not isinstance(data, dict) or not EXPORT_REQUIRED_KEYS <= set(data):
+            raise ManifestError(f"{RUNTIMES_KEY}.{key}: an export entry names {', '.join(sorted(EXPORT_REQUIRED_KEYS))}")
+        acceptance = data.get("acceptance")
+        if acceptance is not None and not (isinstance(acceptance, dict) and "verdict" in acceptance):
+            raise ManifestError(f"{RUNTIMES_KEY}.{key}.acceptance: names no verdict")
+        return cls(
+            str(data["file"]), str(data["sha256"]).lower(), str(data["source_weights_sha256"]).lower(),
+            None if acceptance is None else VariantAcceptance(
+                str(acceptance["verdict"]),
+                None if acceptance.get("protocol") is None else str(acceptance["protocol"]),
+                None if acceptance.get("record") is None else str(acceptance["record"])),
+            dict(data))
+
+
+@dataclass(frozen=True)
 class ModelManifest:
     manifest_version: str
     name: str
@@ -89,7 +132,7 @@ class ModelManifest:
     operating_point: OperatingPoint
     rescorer: RescoreSettings | None = None
     correspondence: CorrespondenceModel | None = None
-    runtimes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    runtimes: Mapping[str, RuntimeEntry] = field(default_factory=dict)
     training: Mapping[str, Any] = field(default_factory=dict)
     metrics: Mapping[str, Any] = field(default_factory=dict)
     #: the manifest as read (hashing the settings, and re-writing with an export registered)
@@ -115,8 +158,9 @@ class ModelManifest:
 
     def with_export(self, key: str, entry: Mapping[str, Any]) -> ModelManifest:
         """This manifest with ``runtimes.<key>`` set to ``entry`` (the settings hash is unchanged)."""
-        runtimes = {**self.runtimes, key: dict(entry)}
-        return replace(self, runtimes=runtimes, raw={**self.raw, RUNTIMES_KEY: runtimes})
+        runtimes = {**self.runtimes, key: RuntimeEntry.from_dict(key, dict(entry))}
+        return replace(self, runtimes=runtimes,
+                       raw={**self.raw, RUNTIMES_KEY: {k: dict(v.raw) for k, v in runtimes.items()}})
 
 
 def parse_manifest(data: Any, calibrated: bool = True) -> ModelManifest:
@@ -139,11 +183,8 @@ def parse_manifest(data: Any, calibrated: bool = True) -> ModelManifest:
             if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
                 raise ManifestError(f"operating_point.threshold {threshold} is not in [0, 1]")
         algorithm = known_keys("algorithm", top.get("algorithm", {}), frozenset({"name", "version"}))
-        runtimes = known_keys(RUNTIMES_KEY, top.get(RUNTIMES_KEY, {}), frozenset(top.get(RUNTIMES_KEY, {})))
-        for key, entry in runtimes.items():
-            if not isinstance(entry, dict) or not EXPORT_REQUIRED_KEYS <= set(entry):
-                raise ManifestError(f"{RUNTIMES_KEY}.{key}: an export entry names "
-                                    f"{', '.join(sorted(EXPORT_REQUIRED_KEYS))}")
+        runtimes = {str(key): RuntimeEntry.from_dict(str(key), entry) for key, entry in
+                    known_keys(RUNTIMES_KEY, top.get(RUNTIMES_KEY, {}), frozenset(top.get(RUNTIMES_KEY, {}))).items()}
         return ModelManifest(
             manifest_version=version, name=str(top["name"]), algorithm={k: str(v) for k, v in algorithm.items()},
             weights=WeightsEntry(str(weights.get("file", WEIGHTS_FILE)), str(weights["sha256"]).lower(),

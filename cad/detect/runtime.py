@@ -208,13 +208,12 @@ def variant_acceptance(model: LockedModel, key: str) -> str | None:
     """Why a runtime variant may not run at a site (None when it may): a variant runs only after
     its acceptance under the change protocol is recorded beside it in the manifest
     (``runtimes.<key>.acceptance.verdict == "accepted"``, written by `cad release compare`)."""
-    entry = model.manifest.runtimes.get(key, {})
-    acceptance = entry.get("acceptance") if isinstance(entry, dict) else None
-    if not isinstance(acceptance, dict):
+    entry = model.manifest.runtimes.get(key)
+    acceptance = entry.acceptance if entry is not None else None
+    if acceptance is None:
         return "it has not been evaluated under the change protocol (docs/change-control.md)"
-    if acceptance.get("verdict") != "accepted":
-        return (f"the change protocol rejected it ({acceptance.get('protocol')}, record "
-                f"{acceptance.get('record')})")
+    if not acceptance.accepted:
+        return f"the change protocol rejected it ({acceptance.protocol}, record {acceptance.record})"
     return None
 
 

@@ -41,7 +41,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_export_writes_a_checked_dynamic_fp16_graph_and_its_manifest(exported: Path) -> None:
     entry = json.loads((exported / "export" / ONNX_MANIFEST_FILE).read_text())
     locked = load_locked_model(exported)
-    assert entry == locked.manifest.runtimes["onnxruntime"]
+    assert entry == locked.manifest.runtimes["onnxruntime"].raw
     assert entry["source_weights_sha256"] == locked.sha256
     assert {"sha256", "opset", "exporter", "torch", "onnx", "inputs", "outputs"} <= set(entry)
     proto = onnx.load(str(exported / ONNX_FILE))
@@ -53,7 +53,7 @@ def test_export_writes_a_checked_dynamic_fp16_graph_and_its_manifest(exported: P
     assert [o.name for o in proto.graph.output] == ["cls_logits", "bbox_regression"]
     assert {i.data_type for i in proto.graph.initializer} == {TensorProto.FLOAT16}
     assert (exported / ONNX_FILE).stat().st_size < 30e6
-    shipped = load_locked_model().manifest.runtimes["onnxruntime"]
+    shipped = load_locked_model().manifest.runtimes["onnxruntime"].raw
     if (shipped["torch"], shipped["onnx"]) == (entry["torch"], entry["onnx"]):
         assert entry["sha256"] == shipped["sha256"], "same weights and versions must export the same bytes"
     # the manifest keeps its formatting and the settings hash does not see the new key

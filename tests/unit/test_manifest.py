@@ -51,7 +51,7 @@ def test_the_released_manifest_parses_with_its_settings_hash_unchanged() -> None
     assert manifest.linking == model.linking and manifest.detector == model.config
     assert parse_manifest(changed(["operating_point", "threshold"], None), calibrated=False).operating_point.threshold is None
     exported = manifest.with_export("tensorrt", {"file": "e.plan", "sha256": "0" * 64, "source_weights_sha256": "1" * 64})
-    assert exported.runtimes["tensorrt"]["file"] == "e.plan" and exported.settings_sha256() == manifest.settings_sha256()
+    assert exported.runtimes["tensorrt"].file == "e.plan" and exported.settings_sha256() == manifest.settings_sha256()
 
 
 @pytest.mark.req("SRS-MOD-004")
