@@ -146,7 +146,12 @@ def judge(table: PairTable, probability: np.ndarray, model: CorrespondenceModel,
     """Link recall (lesions whose CC and MLO candidates both score at least ``mark_score`` and
     are linked to each other) and precision (of links whose stronger candidate scores at least
     ``mark_score``: those joining one lesion's two views; wrong: a lesion and a false mark or
-    another lesion; false pairs: two false marks)."""
+    another lesion; false pairs: two false marks).
+
+    A selection figure on the pair table, not `cad evaluate`'s: it applies ``mark_score`` to the
+    detector's own scores (not the dual-view scores), counts every lesion the table labels
+    (masses under 8 mm too) and every candidate the table holds (also those under the minimum
+    score linking considers). Report held-out linking from `cad evaluate` only (docs/detection.md)."""
     index = {(int(b), int(i), int(j)): k for k, (b, i, j) in enumerate(zip(table.breast, table.cc, table.mlo))}
     linked = set()
     right = wrong = false_pairs = 0
