@@ -48,7 +48,7 @@ def prepare_data(protocol: Protocol, data_dir: Path, workers: int = 2) -> tuple[
             raise ProtocolError(f"{truth_path}: not {test_set.exams} exams of seed {test_set.seed}")
         exams += truth["exams"]
         folders.append(folder)
-    merged = {"generator": "cad phantom (sets of the protocol)", "schema_version": "1.1",
+    merged = {"generator": "cad phantom (sets of the protocol)", "schema_version": "1.2",
               "seed": protocol.test_sets[0].seed if len(protocol.test_sets) == 1 else None, "exams": exams}
     return merged, folders
 

@@ -178,6 +178,94 @@ def _linking(truth: Truth, findings: Mapping[str, StudyResult], threshold: float
     return _linking_counts(truth, findings, threshold, criteria)[0]
 
 
+#: the location targets of issue 30: clock within one hour, nipple distance within 10 mm
+CLOCK_TOLERANCE_HOURS = 1
+NIPPLE_TOLERANCE_MM = 10.0
+DEPTH_THIRDS = ("anterior", "middle", "posterior")
+
+
+def _location_accuracy(truth: Truth, findings: Mapping[str, StudyResult], threshold: float,
+                       criteria: Criteria) -> dict[str, Any] | None:
+    """How well the findings' locations (findings.json 1.4) match the truth's lesion positions
+    (truth 1.2), at ``threshold``: for each included lesion with a position, the highest-scoring
+    shown finding that localises it (a linked finding joining its two views when there is one:
+    clock, quadrant, depth and nipple distance; else a single-view one: its side and nipple
+    distance). None when the truth has no positions or the findings no locations."""
+    iou = criteria.iou_threshold
+    linked_rows: list[dict[str, Any]] = []
+    single_rows: list[dict[str, Any]] = []
+    for exam in truth.exams:
+        data = findings.get(exam.study_instance_uid)
+        if data is None:
+            continue
+        shown = [f for f in data.findings if f.score >= threshold and f.location is not None]
+        for lesion in exam.lesions:
+            where = lesion.position
+            if where is None or not criteria.includes(lesion):
+                continue
+            boxes = {v.sop_instance_uid: v.box for v in lesion.views}
+
+            def hits(view: FindingView, boxes: dict[str, Box] = boxes) -> bool:
+                box = boxes.get(view.sop_instance_uid)
+                return box is not None and localises(view.box, box, iou)
+
+            linked = [f for f in shown if f.linked and all(hits(v) for v in f.views)]
+            single = [f for f in shown if not f.linked and any(hits(v) for v in f.views)]
+            truth_depth = DEPTH_THIRDS[min(2, max(0, int(where.depth_fraction * 3)))]
+            if linked:
+                location = max(linked, key=lambda f: f.score).location
+                assert location is not None
+                clock_error = (None if location.clock is None else
+                               min(abs(location.clock - where.clock), 12 - abs(location.clock - where.clock)))
+                linked_rows.append({
+                    "clock_error_h": clock_error, "nipple_error_mm": abs(location.nipple_distance_mm
+                                                                         - where.nipple_distance_mm),
+                    "quadrant_agrees": location.region == where.quadrant,
+                    "depth_agrees": location.depth == truth_depth})
+            elif single:
+                location = max(single, key=lambda f: f.score).location
+                assert location is not None
+                side = {"outer": where.lateral_mm >= 0, "inner": where.lateral_mm < 0,
+                        "upper": where.superior_mm >= 0, "lower": where.superior_mm < 0}.get(location.region or "")
+                single_rows.append({"nipple_error_mm": abs(location.nipple_distance_mm - where.nipple_distance_mm),
+                                    "side_agrees": side, "depth_agrees": location.depth == truth_depth})
+    if not linked_rows and not single_rows:
+        return None
+
+    def share(rows: list[dict[str, Any]], test: Any) -> dict[str, Any]:
+        hits = sum(1 for r in rows if test(r))
+        return {"count": hits, "of": len(rows), "fraction": round(hits / len(rows), 4) if rows else None}
+
+    def median(values: list[float]) -> float | None:
+        return round(float(np.median(values)), 2) if values else None
+
+    clocked = [r for r in linked_rows if r["clock_error_h"] is not None]
+    sided = [r for r in single_rows if r["side_agrees"] is not None]
+    return {
+        "threshold": _finite(threshold, 6),
+        "definition": ("each included lesion with a truth position, located by the highest-scoring finding at the "
+                       "threshold that localises it: linked (joining its two views) or else single-view; clock "
+                       "error in hours on the clock face, nipple distance error in mm"),
+        "linked": {
+            "lesions": len(linked_rows),
+            "with_clock": len(clocked),
+            "clock_within_1h": share(clocked, lambda r: r["clock_error_h"] <= CLOCK_TOLERANCE_HOURS),
+            "median_clock_error_h": median([r["clock_error_h"] for r in clocked]),
+            "nipple_within_10mm": share(linked_rows, lambda r: r["nipple_error_mm"] <= NIPPLE_TOLERANCE_MM),
+            "median_nipple_error_mm": median([r["nipple_error_mm"] for r in linked_rows]),
+            "quadrant_agrees": share(clocked, lambda r: r["quadrant_agrees"]),
+            "depth_third_agrees": share(linked_rows, lambda r: r["depth_agrees"]),
+        },
+        "single_view": {
+            "lesions": len(single_rows),
+            "side_agrees": share(sided, lambda r: r["side_agrees"]),
+            "nipple_within_10mm": share(single_rows, lambda r: r["nipple_error_mm"] <= NIPPLE_TOLERANCE_MM),
+            "median_nipple_error_mm": median([r["nipple_error_mm"] for r in single_rows]),
+            "depth_third_agrees": share(single_rows, lambda r: r["depth_agrees"]),
+        },
+    }
+
+
 def _linking_counts(truth: Truth, findings: Mapping[str, StudyResult], threshold: float,
                     criteria: Criteria) -> tuple[dict[str, Any], np.ndarray]:
     """The linking summary, and per exam (lesions detected in both views, of which linked as one
@@ -688,6 +776,9 @@ def analyse(truth: Truth | Mapping[str, Any], findings: Mapping[str, StudyResult
         "linking": linking,
         "linking_at_1fpi_here": _linking(truth, findings, threshold_1fpi, criteria),
     }
+    location = _location_accuracy(truth, findings, locked_threshold, criteria)
+    if location is not None:  # truth 1.2 positions and findings.json 1.4 locations
+        metrics["location"] = location
     return StandaloneAnalysis(
         metrics=metrics, dual=dual_result, single=single_result,
         froc_band=(FROC_BAND_FPI, band_low, band_high),

@@ -67,6 +67,25 @@ class LesionView:
 
 
 @dataclass(frozen=True)
+class LesionPosition:
+    """Where a lesion's centre is in the breast (phantom truth schema 1.2): breast frame in mm
+    (chest wall to nipple, medial - to lateral +, inferior - to superior +), its distance from
+    the nipple, its depth behind the nipple as a fraction of the breast's depth, and its
+    clock-face hour seen facing the patient."""
+
+    chest_wall_mm: float
+    lateral_mm: float
+    superior_mm: float
+    nipple_distance_mm: float
+    depth_fraction: float
+    clock: int
+
+    @property
+    def quadrant(self) -> str:
+        return f"{'upper' if self.superior_mm >= 0 else 'lower'} {'outer' if self.lateral_mm >= 0 else 'inner'}"
+
+
+@dataclass(frozen=True)
 class Lesion:
     """A lesion in the breast; the same ``lesion_id`` in two views is the CC/MLO linking truth."""
 
@@ -76,6 +95,7 @@ class Lesion:
     laterality: Laterality
     views: tuple[LesionView, ...]
     shape: str | None = None  # one of MASS_SHAPES, None when not recorded
+    position: LesionPosition | None = None  # None in truth files before schema 1.2
 
 
 @dataclass(frozen=True)
@@ -245,6 +265,7 @@ class _Parser:
 
         views = self.array(field("views"), (*where, "views"), min_items=1)
         shape = lesion.get("shape")
+        position = lesion.get("position")
         return Lesion(
             lesion_id=self.string(field("lesion_id"), (*where, "lesion_id")),
             type=self.choice(field("type"), LESION_TYPES, (*where, "type")),
@@ -252,7 +273,20 @@ class _Parser:
             laterality=self.laterality(field("laterality"), (*where, "laterality")),
             views=tuple(self.lesion_view(v, (*where, "views", k)) for k, v in enumerate(views)),
             shape=None if shape is None else self.choice(shape, MASS_SHAPES, (*where, "shape")),
+            position=None if position is None else self.position(position, (*where, "position")),
         )
+
+    def position(self, data: object, where: Where) -> LesionPosition:
+        record = self.obj(data, where)
+
+        def number(key: str) -> float:
+            return self.number(self.required(record, key, where), (*where, key))
+
+        clock = self.integer(self.required(record, "clock", where), (*where, "clock"), minimum=1)
+        if clock > 12:
+            self.fail((*where, "clock"), f"expected an hour 1-12, got {clock}")
+        return LesionPosition(number("chest_wall_mm"), number("lateral_mm"), number("superior_mm"),
+                              number("nipple_distance_mm"), number("depth_fraction"), clock)
 
     def lesion_view(self, data: object, where: Where) -> LesionView:
         view = self.obj(data, where)

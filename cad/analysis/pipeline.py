@@ -15,6 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 import cad
+from cad.analysis.location import locate, view_position
 from cad.detect import rescore
 from cad.detect.correspondence import CorrespondenceModel, ViewCandidate, assign, pair_probabilities, view_candidates
 from cad.detect.inputs import ViewInput, prepare_view
@@ -356,9 +357,11 @@ def _study_findings(
         else:
             scored += _breast_findings(laterality, views, config)
     scored.sort(key=lambda t: (-round(t.score, 6), t.laterality, t.views[0].view, t.views[0].box))
+    geometry = {v.image.sop_instance_uid: v.view_input.geometry for v in analysed}
     findings = tuple(
         Finding(f"F{n:03d}", f.laterality, FINDING_TYPE, round(float(np.clip(f.score, 0.0, 1.0)), SCORE_DIGITS),
-                f.views, f.link_cost, f.link_probability)
+                f.views, f.link_cost, f.link_probability,
+                locate(f.laterality, [view_position(geometry[v.sop_instance_uid], v.view, v.box) for v in f.views]))
         for n, f in enumerate(scored, start=1))
     return StudyResult(study.study_instance_uid, algorithm_of(model, runtime), model.operating_threshold,
                        tuple(sorted(statuses, key=image_sort_key)), findings)

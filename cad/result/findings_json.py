@@ -4,8 +4,9 @@ Canonical serialisation (sorted keys, fixed rounding, findings in result order),
 result gives byte-identical files. The schema is cad/schemas/findings.schema.json; version 1.1
 added ``error_code`` to images that ingest refused and ``algorithm.runtime_variant`` to results of
 a runtime variant, 1.2 the per-breast completeness ``breasts`` and ``exam_complete``, 1.3 a linked
-finding's ``link_probability`` (learned correspondence; written as 1.3 only when present; 1.0 to
-1.2 files are read too). Reading builds the
+finding's ``link_probability`` (learned correspondence; written as 1.3 only when present), 1.4
+each finding's ``location`` (clock face, region, depth, distance from the nipple); 1.0 to 1.3
+files are read too. Reading builds the
 typed result, so a file that breaks the contract is refused with the reason.
 """
 
@@ -22,6 +23,7 @@ from cad.result.model import (
     Algorithm,
     BreastStatus,
     Finding,
+    FindingLocation,
     FindingView,
     ImageStatus,
     ResultError,
@@ -31,8 +33,10 @@ from cad.result.model import (
 SCHEMA_VERSION = "1.2"
 #: a result with a finding linked by the learned correspondence (its ``link_probability``)
 LINK_PROBABILITY_VERSION = "1.3"
+#: a result whose findings carry their location
+LOCATION_VERSION = "1.4"
 #: versions :func:`result_from_dict` reads
-READABLE_VERSIONS = ("1.0", "1.1", "1.2", "1.3")
+READABLE_VERSIONS = ("1.0", "1.1", "1.2", "1.3", "1.4")
 FINDINGS_FILE = "findings.json"
 OPERATING_POINT_DESCRIPTION = ("findings scoring at or above the threshold are the CAD marks shown to readers; "
                                "lower-scoring findings are kept for FROC analysis")
@@ -49,7 +53,7 @@ def _image(image: ImageStatus) -> dict[str, Any]:
 
 
 def _finding(finding: Finding) -> dict[str, Any]:
-    out = {
+    out: dict[str, Any] = {
         "finding_id": finding.finding_id,
         "laterality": finding.laterality.value,
         "type": finding.type.value,
@@ -62,7 +66,18 @@ def _finding(finding: Finding) -> dict[str, Any]:
     }
     if finding.link_probability is not None:  # schema 1.3: written only for a learned link
         out["link_probability"] = round(finding.link_probability, SCORE_DIGITS)
+    if finding.location is not None:  # schema 1.4
+        where = finding.location
+        out["location"] = {"basis": where.basis, "nipple_distance_mm": round(where.nipple_distance_mm, 1),
+                           "depth": where.depth, "clock": where.clock, "region": where.region}
     return out
+
+
+def _location(data: dict[str, Any] | None) -> FindingLocation | None:
+    if data is None:
+        return None
+    return FindingLocation(data["basis"], float(data["nipple_distance_mm"]), data.get("depth"), data.get("clock"),
+                           data.get("region"))
 
 
 def result_to_dict(result: StudyResult) -> dict[str, Any]:
@@ -75,9 +90,10 @@ def result_to_dict(result: StudyResult) -> dict[str, Any]:
     if not a.released:  # written only when false: released results keep their bytes
         algorithm["released"] = False
     learned = any(f.link_probability is not None for f in result.findings)
+    located = any(f.location is not None for f in result.findings)
     return {
         # 1.3 only where it adds something: a released 0.3.0 result keeps its bytes
-        "schema_version": LINK_PROBABILITY_VERSION if learned else SCHEMA_VERSION,
+        "schema_version": LOCATION_VERSION if located else LINK_PROBABILITY_VERSION if learned else SCHEMA_VERSION,
         "study_instance_uid": result.study_instance_uid,
         "algorithm": algorithm,
         "operating_point": {"threshold": round(result.operating_threshold, SCORE_DIGITS),
@@ -121,7 +137,7 @@ def result_from_dict(data: dict[str, Any]) -> StudyResult:
             Finding(f["finding_id"], f["laterality"], f["type"], float(f["score"]),
                     tuple(FindingView(v["sop_instance_uid"], v["view"], tuple(v["box"]), float(v["score"]))
                           for v in f["views"]),
-                    f.get("link_cost"), f.get("link_probability"))
+                    f.get("link_cost"), f.get("link_probability"), _location(f.get("location")))
             for f in data["findings"])
         result = StudyResult(
             data["study_instance_uid"],

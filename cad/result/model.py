@@ -174,6 +174,41 @@ class FindingView:
             raise ResultError(f"finding view: {self.view.value} is not a CC or MLO view")
 
 
+#: depth thirds and regions a finding's location may name (cad.analysis.location computes them)
+DEPTHS = ("anterior", "middle", "posterior")
+REGIONS = ("upper outer", "upper inner", "lower outer", "lower inner", "retroareolar", "central",
+           "outer", "inner", "upper", "lower")
+LOCATION_BASES = ("CC+MLO", "CC", "MLO")
+
+
+@dataclass(frozen=True)
+class FindingLocation:
+    """Where a finding is, as a report names it; ``basis`` names the views it rests on (a
+    single-view finding has no clock position and half a quadrant: outer/inner from CC,
+    upper/lower from MLO)."""
+
+    basis: str
+    nipple_distance_mm: float
+    depth: str | None = None
+    clock: int | None = None
+    region: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.basis not in LOCATION_BASES:
+            raise ResultError(f"finding location: basis {self.basis!r} is not one of {', '.join(LOCATION_BASES)}")
+        distance = float(self.nipple_distance_mm)
+        if not (math.isfinite(distance) and distance >= 0):
+            raise ResultError(f"finding location: nipple distance {self.nipple_distance_mm!r} is not a distance")
+        object.__setattr__(self, "nipple_distance_mm", distance)
+        if self.depth is not None and self.depth not in DEPTHS:
+            raise ResultError(f"finding location: depth {self.depth!r} is not one of {', '.join(DEPTHS)}")
+        if self.region is not None and self.region not in REGIONS:
+            raise ResultError(f"finding location: region {self.region!r} is not a region")
+        if self.clock is not None and (int(self.clock) != self.clock or not 1 <= int(self.clock) <= 12
+                                       or self.basis != "CC+MLO"):
+            raise ResultError(f"finding location: clock {self.clock!r} (1-12, from both views only)")
+
+
 @dataclass(frozen=True)
 class Finding:
     """A mass candidate: seen on one view, or linked across the CC and MLO views of one breast."""
@@ -186,6 +221,8 @@ class Finding:
     link_cost: float | None = None
     #: a link made by the learned correspondence: the probability that both views show one lesion
     link_probability: float | None = None
+    #: where it is (schema 1.4; None in results written before)
+    location: FindingLocation | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "laterality", Laterality(self.laterality))
@@ -201,6 +238,9 @@ class Finding:
             raise ResultError(f"{what}: only a linked finding has a link cost or probability")
         if self.link_probability is not None:
             object.__setattr__(self, "link_probability", _score(self.link_probability, f"{what} link probability"))
+        if self.location is not None and set(self.location.basis.split("+")) != {v.view.value for v in self.views}:
+            raise ResultError(f"{what}: its location rests on {self.location.basis}, its views are "
+                              f"{'+'.join(v.view.value for v in self.views)}")
 
     @property
     def linked(self) -> bool:

@@ -237,3 +237,19 @@ def sample_lesion(
         lesion_id, LesionType.MASS, centre, diameter, shape, parts=tuple(parts),
         spicules=tuple(spicules), visible_in=visible, contrast=float(rng.uniform(0.7, 1.3)),
     )
+
+
+def lesion_position(breast: BreastModel, lesion: Lesion) -> dict[str, float | int]:
+    """Where ``lesion``'s centre is, as truth records it (truth schema 1.2): the breast-frame
+    coordinates, the distance from the nipple at (depth, 0, 0), the depth behind the nipple as a
+    fraction of the breast's depth, and the clock-face hour seen facing the patient (12
+    superior; the right breast's lateral side at 9 o'clock, the left breast's at 3)."""
+    x, y, z = (float(c) for c in lesion.centre)
+    behind = breast.depth_mm - x
+    # facing the patient, the viewer's right is the patient's left: the left breast's lateral side
+    toward_viewer_right = y if breast.laterality == "L" else -y
+    degrees = float(np.degrees(np.arctan2(toward_viewer_right, z))) % 360.0
+    hour = int(round(degrees / 30.0)) % 12 or 12
+    return {"chest_wall_mm": round(x, 2), "lateral_mm": round(y, 2), "superior_mm": round(z, 2),
+            "nipple_distance_mm": round(float(np.sqrt(behind**2 + y**2 + z**2)), 2),
+            "depth_fraction": round(behind / breast.depth_mm, 4), "clock": hour}

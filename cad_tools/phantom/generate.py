@@ -22,6 +22,7 @@ from cad_tools.phantom.anatomy import (
     BreastModel,
     DensityCategory,
     LesionType,
+    lesion_position,
     sample_breast,
     sample_lesion,
 )
@@ -34,8 +35,8 @@ from cad_tools.phantom.dicom_writer import (
 )
 from cad_tools.phantom.render import gland_volume, render_view
 
-#: 1.1 adds the optional per-view "detectability" record (docs/phantom.md)
-TRUTH_SCHEMA_VERSION = "1.1"
+#: 1.1 adds the optional per-view "detectability" record, 1.2 each lesion's "position" (docs/phantom.md)
+TRUTH_SCHEMA_VERSION = "1.2"
 VIEWS = ("CC", "MLO")
 LATERALITIES = ("R", "L")
 
@@ -170,6 +171,7 @@ def generate_exam(
                     "shape": lesion.shape.value if lesion.shape else None,
                     "diameter_mm": round(lesion.diameter_mm, 2),
                     "laterality": breast.laterality,
+                    "position": lesion_position(breast, lesion),
                     "views": views,
                 }
             )

@@ -85,7 +85,7 @@ def _shot(driver: WebDriver, name: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.req("SRS-SVC-017")
+@pytest.mark.req("SRS-SVC-017", "SRS-LNK-005")
 def test_dashboard_in_a_real_browser(service: dict[str, Any], browser: WebDriver, until: Callable[..., Any]) -> None:
     base, state = service["base"], service["state"]
 
@@ -126,6 +126,8 @@ def test_dashboard_in_a_real_browser(service: dict[str, Any], browser: WebDriver
     _shot(browser, "2-studies")
     _follow(browser, row.find_element(By.LINK_TEXT, str(done["job_id"])), f"/ui/jobs/{done['job_id']}")
     assert browser.find_element(By.ID, "mark-count").text == str(marks)
+    # each mark's location, as findings.json gives it (SRS-LNK-005)
+    assert browser.find_element(By.ID, "findings").text.count("mm from the nipple") == marks
     images = browser.find_elements(By.CSS_SELECTOR, "#overlays img")
     assert len(images) == 4
     until(lambda: all(browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", i) > 0

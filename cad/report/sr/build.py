@@ -7,7 +7,9 @@ Parameter of the failed detection), and every CAD mark (finding at or above the 
 threshold: :attr:`StudyResult.marks`) with its ID (Tracking Identifier), score, views and boxes.
 Not carried: the findings below the threshold (a workstation does not show them; they stay in
 findings.json for FROC analysis, and writing them cost most of the exam's output time), input
-file names (local paths mean nothing to a PACS) and link costs (internal to the linker).
+file names (local paths mean nothing to a PACS), link costs (internal to the linker) and, for
+now, each finding's location (findings.json 1.4; its coding with DICOM's location concepts is
+still to be done).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The inverse of :mod:`cad.report.sr.build`, written against the DICOM content tree only (plain
 pydicom), so that it checks the document rather than trusting the writer's objects. What the SR
-does not carry (file names, link costs) comes back as ``None``; :func:`carried` gives the part of
+does not carry (file names, link costs, finding locations) comes back as ``None``; :func:`carried` gives the part of
 findings.json a round trip must reproduce exactly.
 """
 
@@ -217,10 +217,10 @@ def read_mammography_cad_sr(path: Path | str) -> StudyResult:
 
 def carried(findings: dict[str, Any]) -> dict[str, Any]:
     """The part of a findings.json document an SR carries: the CAD marks (:attr:`StudyResult.marks`)
-    without link costs, and the images identified by a SOP Instance UID without file names and
-    ingest error codes."""
+    without link costs and locations (findings.json 1.4 only, until the SR codes them), and the
+    images identified by a SOP Instance UID without file names and ingest error codes."""
     result = result_from_dict(findings)
     kept = replace(result,
                    images=tuple(replace(i, file=None, error_code=None) for i in result.images if i.sop_instance_uid),
-                   findings=tuple(replace(f, link_cost=None) for f in result.marks))
+                   findings=tuple(replace(f, link_cost=None, location=None) for f in result.marks))
     return result_to_dict(kept)
