@@ -30,7 +30,7 @@ import numpy as np
 
 from cad.io.image import View
 from cad.result.findings_json import FINDINGS_FILE, result_from_dict, result_to_dict
-from cad.result.model import FindingView, ResultError, StudyResult
+from cad.result.model import DEPTHS, FindingView, ResultError, StudyResult
 from verification import bootstrap as bs
 from verification.froc import (
     FPI_POINTS,
@@ -181,7 +181,6 @@ def _linking(truth: Truth, findings: Mapping[str, StudyResult], threshold: float
 #: the location targets of issue 30: clock within one hour, nipple distance within 10 mm
 CLOCK_TOLERANCE_HOURS = 1
 NIPPLE_TOLERANCE_MM = 10.0
-DEPTH_THIRDS = ("anterior", "middle", "posterior")
 
 
 def _location_accuracy(truth: Truth, findings: Mapping[str, StudyResult], threshold: float,
@@ -211,7 +210,7 @@ def _location_accuracy(truth: Truth, findings: Mapping[str, StudyResult], thresh
 
             linked = [f for f in shown if f.linked and all(hits(v) for v in f.views)]
             single = [f for f in shown if not f.linked and any(hits(v) for v in f.views)]
-            truth_depth = DEPTH_THIRDS[min(2, max(0, int(where.depth_fraction * 3)))]
+            truth_depth = DEPTHS[min(2, max(0, int(where.depth_fraction * 3)))]
             if linked:
                 location = max(linked, key=lambda f: f.score).location
                 assert location is not None

@@ -67,13 +67,16 @@ def view_position(geometry: BreastGeometry, view: View, box: Iterable[float]) ->
     mm = geometry.spacing_mm / geometry.transform.scale[0]  # canonical pixel size
     nipple_c, centre_c = _canonical(geometry, np.array(geometry.nipple)), _canonical(geometry, centre)
     nipple_c, centre_c = nipple_c[0], centre_c[0]
+    # above or below the nipple's level: the top of the canonical frame is lateral (CC) or
+    # superolateral (MLO: its vertical is the projection's oblique axis; measured along the
+    # pectoral line instead, the offset takes in the lesion's depth)
+    offset = float(nipple_c[1] - centre_c[1]) * mm
     line = geometry.pectoral_line if view is View.MLO else None
     if line is None:  # CC (or an MLO without a pectoral line): the chest wall is the left edge
         pnl = float(nipple_c[0]) * mm
         depth = float(nipple_c[0] - centre_c[0]) * mm
-        offset = float(nipple_c[1] - centre_c[1]) * mm  # the top is lateral (CC) / superior (MLO)
         fraction = depth / pnl if pnl > 0 and view is View.CC else None
-    else:
+    else:  # MLO: the posterior nipple line runs from the nipple square to the pectoral line
         a, b = _canonical(geometry, np.array(line))
         along = (b - a) / (float(np.linalg.norm(b - a)) or 1.0)
         normal = np.array([along[1], -along[0]])
@@ -81,9 +84,6 @@ def view_position(geometry: BreastGeometry, view: View, box: Iterable[float]) ->
             normal = -normal  # toward the nipple
         pnl = float(np.dot(nipple_c - a, normal)) * mm
         depth = pnl - float(np.dot(centre_c - a, normal)) * mm
-        # above or below the nipple's level: the canonical MLO's vertical is the oblique axis of
-        # the projection (measured along the pectoral line instead, the offset takes in the depth)
-        offset = float(nipple_c[1] - centre_c[1]) * mm
         fraction = depth / pnl if pnl > 0 else None
     return ViewPosition(view, geometry.nipple_distance_mm(*centre), None if fraction is None else
                         float(min(max(fraction, 0.0), 1.0)), offset)

@@ -191,7 +191,10 @@ def runtime_unavailable(name: str | RuntimeName) -> str | None:
     kind = RuntimeName(name)
     if kind in (RuntimeName.ONNXRUNTIME, RuntimeName.ONNXRUNTIME_INT8):
         return None
-    plugin = runtime_plugin(kind)
+    return _plugin_unavailable(kind, runtime_plugin(kind))
+
+
+def _plugin_unavailable(kind: RuntimeName, plugin: RuntimePlugin | None) -> str | None:
     if plugin is None:
         extra = "[tensorrt]" if kind is RuntimeName.TENSORRT else ""
         return (f"the {kind.value} runtime belongs to the torch side, which is not installed here "
@@ -232,8 +235,8 @@ def make_runtime(
         if refused is not None:
             raise RuntimeUnavailableError(f"{model.path}: the int8 variant may not run: {refused}")
         return OnnxRuntime(model, max_batch=max_batch, int8=True)
-    reason = runtime_unavailable(kind)
     plugin = runtime_plugin(kind)
+    reason = _plugin_unavailable(kind, plugin)
     if reason is not None or plugin is None:
         raise RuntimeUnavailableError(reason or f"the {kind.value} runtime is not installed here")
     return plugin.make(model, max_batch)
