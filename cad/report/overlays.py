@@ -35,6 +35,8 @@ def write_overlays(findings: StudyResult, views: Sequence[AnalysedView], folder:
                 link = f" + {other[0]}" if other else " (this view only)"
                 if f.link_probability is not None:  # how sure the learned correspondence is of the link
                     link += f" (link {shown_score(f.link_probability)})"
+                if f.location is not None:  # where it is (SRS-LNK-005)
+                    link += f": {f.location.label()}"
                 marks.append(Mark(fv.box, f"{f.finding_id} {shown_score(f.score)}{link}", LINKED if other else SINGLE))
         title = (f"{v.image.laterality.value} {v.image.view.value}   CAD marks: {len(marks)}   "
                  f"(score >= {shown_score(findings.operating_threshold)}; blue = linked CC/MLO, orange = one view)")

@@ -179,6 +179,8 @@ DEPTHS = ("anterior", "middle", "posterior")
 REGIONS = ("upper outer", "upper inner", "lower outer", "lower inner", "retroareolar", "central",
            "outer", "inner", "upper", "lower")
 LOCATION_BASES = ("CC+MLO", "CC", "MLO")
+#: the quadrants as a breast-imaging report abbreviates them
+QUADRANT_ABBREVIATIONS = {"upper outer": "UOQ", "upper inner": "UIQ", "lower outer": "LOQ", "lower inner": "LIQ"}
 
 
 @dataclass(frozen=True)
@@ -207,6 +209,12 @@ class FindingLocation:
         if self.clock is not None and (int(self.clock) != self.clock or not 1 <= int(self.clock) <= 12
                                        or self.basis != "CC+MLO"):
             raise ResultError(f"finding location: clock {self.clock!r} (1-12, from both views only)")
+
+    def label(self) -> str:
+        """The short form a mark's label carries: "4 o'clock LIQ, 73 mm from nipple"."""
+        region = QUADRANT_ABBREVIATIONS.get(self.region or "", self.region or "")
+        where = " ".join(part for part in (f"{self.clock} o'clock" if self.clock else "", region) if part)
+        return f"{where + ', ' if where else ''}{self.nipple_distance_mm:.0f} mm from nipple"
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,10 @@ def test_findings_json_carries_the_location_and_refuses_an_impossible_one() -> N
         _finding((CC,), FindingLocation("MLO", 60.0, "middle", None, "upper"))
     with pytest.raises(ResultError, match="region"):
         FindingLocation("CC", 60.0, "middle", None, "nowhere")
+    # the short form on the overlays' mark labels
+    assert where.label() == "2 o'clock UOQ, 62 mm from nipple"
+    assert FindingLocation("CC", 37.2, "anterior", None, "outer").label() == "outer, 37 mm from nipple"
+    assert FindingLocation("CC+MLO", 15.0, "anterior", None, "retroareolar").label() == "retroareolar, 15 mm from nipple"
 
 
 @pytest.mark.req("SRS-PHA-006", "SRS-LNK-005")
