@@ -71,19 +71,15 @@ def view_position(geometry: BreastGeometry, view: View, box: Iterable[float]) ->
     # superolateral (MLO: its vertical is the projection's oblique axis; measured along the
     # pectoral line instead, the offset takes in the lesion's depth)
     offset = float(nipple_c[1] - centre_c[1]) * mm
-    line = geometry.pectoral_line if view is View.MLO else None
-    if line is None:  # CC (or an MLO without a pectoral line): the chest wall is the left edge
+    to_nipple = geometry.pectoral_distance_px(*geometry.nipple) if view is View.MLO else None
+    to_centre = geometry.pectoral_distance_px(*centre) if view is View.MLO else None
+    if to_nipple is None or to_centre is None:  # CC (or an MLO without a pectoral line): chest wall at the left edge
         pnl = float(nipple_c[0]) * mm
         depth = float(nipple_c[0] - centre_c[0]) * mm
         fraction = depth / pnl if pnl > 0 and view is View.CC else None
     else:  # MLO: the posterior nipple line runs from the nipple square to the pectoral line
-        a, b = _canonical(geometry, np.array(line))
-        along = (b - a) / (float(np.linalg.norm(b - a)) or 1.0)
-        normal = np.array([along[1], -along[0]])
-        if float(np.dot(nipple_c - a, normal)) < 0:
-            normal = -normal  # toward the nipple
-        pnl = float(np.dot(nipple_c - a, normal)) * mm
-        depth = pnl - float(np.dot(centre_c - a, normal)) * mm
+        pnl = to_nipple * geometry.spacing_mm
+        depth = (to_nipple - to_centre) * geometry.spacing_mm
         fraction = depth / pnl if pnl > 0 else None
     return ViewPosition(view, geometry.nipple_distance_mm(*centre), None if fraction is None else
                         float(min(max(fraction, 0.0), 1.0)), offset)

@@ -76,12 +76,8 @@ def _pnl_mm(view: ViewInput, image_view: View) -> float | None:
     geometry = view.geometry
     nipple = np.asarray(geometry.nipple, dtype=np.float64)
     if image_view is View.MLO:
-        line = geometry.pectoral_line
-        if line is None:
-            return None
-        (ax, ay), (bx, by) = line
-        norm = math.hypot(bx - ax, by - ay) or 1.0
-        return float(abs((by - ay) * (nipple[0] - ax) - (bx - ax) * (nipple[1] - ay)) / norm * geometry.spacing_mm)
+        distance = geometry.pectoral_distance_px(*nipple)
+        return None if distance is None else distance * geometry.spacing_mm
     target_mm = geometry.spacing_mm / geometry.transform.scale[0]
     return float(geometry.transform.forward_points(nipple)[0, 0]) * target_mm  # canonical: chest wall at x = 0
 

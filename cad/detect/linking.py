@@ -95,14 +95,6 @@ def _contrast(view: ViewInput, box: np.ndarray) -> float:
     return float(inner.mean()) - ring_mean
 
 
-def _distance_to_line(point: np.ndarray, line: tuple[tuple[float, float], tuple[float, float]]) -> float:
-    (ax, ay), (bx, by) = line
-    dx, dy = bx - ax, by - ay
-    norm = math.hypot(dx, dy) or 1.0
-    distance: float = abs(dy * (point[0] - ax) - dx * (point[1] - ay)) / norm
-    return distance
-
-
 def candidates(view: ViewInput, image_view: View, boxes: np.ndarray, model_boxes: np.ndarray,
                scores: np.ndarray, first_index: int = 0) -> list[Candidate]:
     """Linking features of each detection on one view, indexed from ``first_index``."""
@@ -115,9 +107,9 @@ def candidates(view: ViewInput, image_view: View, boxes: np.ndarray, model_boxes
     for k, (box, mbox, score) in enumerate(zip(boxes, model_boxes, scores)):
         centre = (box[:2] + box[2:]) / 2
         if image_view is View.MLO:
-            line = geometry.pectoral_line
-            depth = ((_distance_to_line(nipple, line) - _distance_to_line(centre, line)) * spacing
-                     if line is not None else None)
+            to_nipple, to_centre = (geometry.pectoral_distance_px(*nipple), geometry.pectoral_distance_px(*centre))
+            depth = ((to_nipple - to_centre) * spacing
+                     if to_nipple is not None and to_centre is not None else None)
         else:
             # canonical CC: chest wall at x = 0, nipple toward +x
             depth = float((nipple_model_x - (mbox[0] + mbox[2]) / 2) * target_mm)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,6 +38,16 @@ class BreastGeometry:
     def nipple_distance_mm(self, x: float, y: float) -> float:
         """Distance of an original-pixel point from the nipple, in mm."""
         return float(np.hypot(x - self.nipple[0], y - self.nipple[1]) * self.spacing_mm)
+
+    def pectoral_distance_px(self, x: float, y: float) -> float | None:
+        """Distance of an original-pixel point from the pectoral line, in original pixels (None
+        where the view has no pectoral line): how deep a point lies on an MLO."""
+        if self.pectoral_line is None:
+            return None
+        (ax, ay), (bx, by) = self.pectoral_line
+        dx, dy = bx - ax, by - ay
+        norm = math.hypot(dx, dy) or 1.0
+        return float(abs(dy * (x - ax) - dx * (y - ay)) / norm)
 
 
 def _orientation_from_header(image: MammogramImage) -> tuple[bool | None, bool]:
